@@ -1,0 +1,6 @@
+"""`python -m mlit ...` is the same as the `mlit` command."""
+
+from mlit.cli import app
+
+if __name__ == "__main__":
+    app()

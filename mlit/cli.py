@@ -1,0 +1,119 @@
+"""The `mlit` command line. Each command is a thin shell over one module's functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from mlit import data, experiments, languages, mixtures
+
+app = typer.Typer(
+    help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate parallel datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _load(source: str):
+    try:
+        return data.open_source(source)
+    except data.DataError as err:
+        _fail(str(err))
+
+
+@data_app.command("validate")
+def data_validate(
+    path: str = typer.Argument(
+        ..., help="A .jsonl/.parquet file or folder, 'hf:NAME', or 'sample'."
+    ),
+    languages_: str = typer.Option(
+        None, "--languages", help="Languages every example must have (default: all present)."
+    ),
+    limit: int = typer.Option(10, help="How many problems to list per kind."),
+) -> None:
+    """Check a parallel dataset: missing languages, duplicates, empty texts, eval leakage."""
+    frame = _load(path)
+    try:
+        report = data.validate(frame, languages_)
+    except (languages.UnknownLanguageError, data.DataError) as err:
+        _fail(str(err))
+    typer.echo(report.summary(limit))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("mixtures")
+def mixtures_cmd(
+    experiment: str = typer.Argument(..., help=f"One of: {', '.join(experiments.NAMES)}."),
+    budget: int = typer.Option(
+        None, help="Examples per mixture (default: every training example of --data)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the assignment and the dev set."),
+    data_source: str = typer.Option(
+        "sample",
+        "--data",
+        help="Dataset whose training ids are assigned: 'sample', a path, or 'none' for "
+        "placeholder ids (needs --budget; e.g. --budget 4640 for the paper's scale).",
+    ),
+    dev_size: int = typer.Option(None, help="Dev examples held out per mixture."),
+    baselines: bool = typer.Option(False, help="Also list the baseline models scores need."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Print every mixture of an experiment: counts per language and the assignment hash."""
+    try:
+        exp = experiments.get(experiment, seed)
+    except ValueError as err:
+        _fail(str(err))
+    if data_source == "none":
+        if budget is None:
+            _fail("--data none needs --budget")
+        ids = mixtures.placeholder_ids(budget)
+    else:
+        ids = data.train_ids(_load(data_source))
+    try:
+        built = experiments.build_all(exp, ids, budget, seed, dev_size, baselines)
+    except (mixtures.MixtureError, languages.UnknownLanguageError) as err:
+        _fail(str(err))
+    if as_json:
+        rows = [
+            {"name": m.name, "counts": m.counts, "hash": m.hash, "dev_counts": m.dev_counts}
+            for m in built
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
+    typer.echo(f"{exp.name} ({exp.section}, {exp.figure}): {exp.title}")
+    typer.echo(f"budget {built[0].budget}, seed {seed}, {len(built)} mixtures")
+    width = max(len(m.name) for m in built)
+    for m in built:
+        counts = " ".join(f"{lang}:{n}" for lang, n in m.counts.items())
+        typer.echo(f"  {m.name:<{width}}  {m.hash}  {counts}")
+    distinct = len({m.hash for m in built})
+    if distinct < len(built):
+        typer.echo(f"{distinct} distinct mixtures (identical assignments share one model)")
+
+
+@app.command("languages")
+def languages_cmd() -> None:
+    """List the known language codes."""
+    for code in languages.known():
+        lang = languages.get(code)
+        typer.echo(f"{code:<4} {lang.name:<12} {lang.script:<5} {lang.family}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""The parallel dataset: loading, the paper's real sources, validation and the bundled sample.
+
+A dataset is a Polars frame with one row per example per language:
+
+    example_id (str) | lang (str) | split ("train" | "eval") | instruction (str) | response (str | null)
+
+The same ``example_id`` in several languages means "translations of one another". Responses are
+required for training rows and optional for eval rows (they are reference answers when present).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+from mlit import languages
+
+COLUMNS = ("example_id", "lang", "split", "instruction", "response")
+SCHEMA = {
+    "example_id": pl.String,
+    "lang": pl.String,
+    "split": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+}
+SPLITS = ("train", "eval")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as it is; the message names the file, rows or ids at fault."""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def from_records(records: Iterable[dict], source: str = "<records>") -> pl.DataFrame:
+    """Build a dataset frame from dicts, checking columns, types, splits and language codes."""
+    rows = list(records)
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    for i, row in enumerate(rows):
+        missing = [c for c in COLUMNS if c not in row and c != "response"]
+        if missing:
+            raise DataError(f"{source}: row {i} lacks field(s) {', '.join(missing)}")
+        for col in COLUMNS:
+            value = row.get(col)
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"{source}: row {i} (example_id={row.get('example_id')!r}) field {col!r} "
+                    f"must be a string, got {type(value).__name__}"
+                )
+    frame = pl.DataFrame([{c: row.get(c) for c in COLUMNS} for row in rows], schema=SCHEMA)
+    return _check_frame(frame, source)
+
+
+def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    missing = [c for c in COLUMNS if c not in frame.columns and c != "response"]
+    if missing:
+        raise DataError(
+            f"{source}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+        )
+    if "response" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("response"))
+    try:
+        frame = frame.select([pl.col(c).cast(SCHEMA[c], strict=True) for c in COLUMNS])
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"{source}: a column has the wrong type ({err})") from err
+    nulls = frame.filter(
+        pl.any_horizontal(pl.col(c).is_null() for c in ("example_id", "lang", "split"))
+    )
+    if nulls.height:
+        raise DataError(f"{source}: {nulls.height} row(s) with a null example_id, lang or split")
+    bad_split = frame.filter(~pl.col("split").is_in(SPLITS))
+    if bad_split.height:
+        ids = bad_split["example_id"].head(5).to_list()
+        values = sorted(set(bad_split["split"].to_list()))
+        raise DataError(
+            f"{source}: split must be 'train' or 'eval'; got {values} (example ids {ids})"
+        )
+    for code in frame["lang"].unique().to_list():
+        try:
+            languages.get(code)
+        except languages.UnknownLanguageError as err:
+            raise DataError(f"{source}: {err}") from err
+    return frame
+
+
+def load(path: str | Path) -> pl.DataFrame:
+    """Load a dataset from a JSONL or Parquet file (or a folder of them)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
+        if not files:
+            raise DataError(f"{path}: folder holds no .jsonl or .parquet file")
+        return pl.concat([load(p) for p in files])
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        try:
+            return _check_frame(pl.read_parquet(path), str(path))
+        except (OSError, pl.exceptions.PolarsError) as err:
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from err
+    if path.suffix in (".jsonl", ".json"):
+        return from_records(_read_jsonl(path), str(path))
+    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .parquet")
+
+
+def open_source(spec: str | Path) -> pl.DataFrame:
+    """Resolve a dataset spec: 'sample' (bundled), 'hf:NAME' (hub or local HF file), or a path."""
+    text = str(spec)
+    if text == "sample":
+        return sample()
+    if text.startswith("hf:"):
+        return load_hf(text[3:])
+    return load(text)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{n}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: each line must be a JSON object")
+            rows.append(row)
+    return rows
+
+
+def save(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write a dataset as JSONL or Parquet (by suffix), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".parquet":
+        frame.write_parquet(tmp)
+    else:
+        frame.write_ndjson(tmp)
+    tmp.replace(path)
+    return path
+
+
+def sample() -> pl.DataFrame:
+    """The bundled parallel sample: written for mlit, 17 languages, train and eval splits."""
+    folder = resources.files("mlit") / "data"
+    frames = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".jsonl"):
+            lang = entry.name.removesuffix(".jsonl")
+            rows = [json.loads(line) for line in entry.read_text("utf-8").splitlines() if line]
+            frames.append(from_records(({**r, "lang": lang} for r in rows), f"sample/{lang}"))
+    return pl.concat(frames)
+
+
+def split(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    return frame.filter(pl.col("split") == name)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's real sources, through Hugging Face `datasets` (imported only here).
+
+
+def hf_dataset(source: str, split_name: str = "train", config: str | None = None):
+    """Open a Hugging Face dataset by hub name, or a local .jsonl/.json/.parquet file shaped like it.
+
+    Local files go through the same `datasets` code path, which is how the loaders are tested
+    offline and how users with a downloaded copy avoid the hub.
+    """
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise DataError("loading Hugging Face datasets needs `pip install mlit[hub]`") from err
+    path = Path(source)
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        builder = "parquet" if path.suffix == ".parquet" else "json"
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    return datasets.load_dataset(source, config, split=split_name)
+
+
+def lima_rows(records: Iterable[dict]) -> list[dict]:
+    """LIMA's training file -> English train rows.
+
+    LIMA's 1,030 training rows hold 1,000 single-turn pairs and 30 multi-turn dialogues; the paper
+    uses the 1,000 pairs, so only rows with exactly one instruction and one reply are kept.
+    """
+    out = []
+    for i, rec in enumerate(records):
+        turns = rec.get("conversations") or []
+        if len(turns) != 2:
+            continue
+        out.append(_row(f"lima-{i:04d}", "train", turns[0], turns[1]))
+    return out
+
+
+def oasst_rows(messages: Iterable[dict], lang: str = "en") -> list[dict]:
+    """OpenAssistant message table -> the first prompt and first reply of each conversation tree.
+
+    The "first reply" is the root's assistant child with the best rank (rank 0 is the reply that
+    human rankers preferred); a reply without a rank comes after ranked ones, then by message id.
+    """
+    messages = list(messages)
+    roots = {
+        m["message_id"]: m
+        for m in messages
+        if m.get("parent_id") is None and m.get("role") == "prompter" and m.get("lang") == lang
+    }
+    best: dict[str, tuple[tuple, dict]] = {}
+    for m in messages:
+        parent = m.get("parent_id")
+        if parent in roots and m.get("role") == "assistant" and not m.get("deleted", False):
+            rank = m.get("rank")
+            sort_key = (rank is None, rank if rank is not None else 0, m["message_id"])
+            if parent not in best or sort_key < best[parent][0]:
+                best[parent] = (sort_key, m)
+    out = []
+    for root_id, root in roots.items():
+        if root_id in best:
+            reply = best[root_id][1]
+            tree = root.get("message_tree_id", root_id)
+            out.append(_row(f"oasst-{tree}", "train", root["text"], reply["text"]))
+    return sorted(out, key=lambda r: r["example_id"])
+
+
+def alpaca_farm_rows(records: Iterable[dict]) -> list[dict]:
+    """AlpacaFarm evaluation set -> English eval rows, without its OpenAssistant-sourced items.
+
+    AlpacaFarm's 805 items come from five sources; the paper drops the 188 taken from
+    OpenAssistant (they could overlap with training data) and keeps 617.
+    """
+    out = []
+    for i, rec in enumerate(records):
+        if rec.get("dataset") == "oasst":
+            continue
+        instruction = rec["instruction"].strip()
+        if rec.get("input"):
+            instruction = f"{instruction}\n\n{rec['input'].strip()}"
+        out.append(_row(f"alpacafarm-{i:04d}", "eval", instruction, rec.get("output")))
+    return out
+
+
+def _row(example_id: str, split_name: str, instruction: str, response: str | None) -> dict:
+    return {
+        "example_id": example_id,
+        "lang": "en",
+        "split": split_name,
+        "instruction": instruction.strip(),
+        "response": response.strip() if response else response,
+    }
+
+
+LIMA = "GAIR/lima"
+OASST = "OpenAssistant/oasst1"
+ALPACA_FARM = "tatsu-lab/alpaca_farm"
+
+
+def load_paper_sources(
+    lima: str = LIMA, oasst: str = OASST, alpaca_farm: str = ALPACA_FARM
+) -> pl.DataFrame:
+    """The paper's English data: LIMA + OpenAssistant (train) and AlpacaFarm (eval).
+
+    Each argument is a hub name or a local file shaped like that dataset.
+    """
+    rows = lima_rows(hf_dataset(lima, "train"))
+    rows += oasst_rows(hf_dataset(oasst, "train"))
+    rows += alpaca_farm_rows(hf_dataset(alpaca_farm, "eval", "alpaca_farm_evaluation"))
+    return from_records(rows, "paper sources")
+
+
+def load_hf(source: str, split_name: str = "train") -> pl.DataFrame:
+    """A dataset already in mlit's five-column format, from the hub or a local file."""
+    return from_records(hf_dataset(source, split_name), f"hf:{source}")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # missing_language | duplicate | empty_text | leakage | split_conflict
+    example_id: str
+    lang: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: int
+    examples: dict[str, int]  # split -> distinct example ids
+    languages: tuple[str, ...]
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def by_kind(self) -> dict[str, list[Problem]]:
+        out: dict[str, list[Problem]] = {}
+        for p in self.problems:
+            out.setdefault(p.kind, []).append(p)
+        return out
+
+    def summary(self, limit: int = 10) -> str:
+        lines = [
+            f"{self.rows} rows; {len(self.languages)} languages ({', '.join(self.languages)}); "
+            + ", ".join(f"{n} {s} examples" for s, n in self.examples.items())
+        ]
+        if self.ok:
+            return "\n".join([*lines, "OK: no problems found"])
+        for kind, probs in self.by_kind().items():
+            lines.append(f"{kind}: {len(probs)}")
+            for p in probs[:limit]:
+                where = f"{p.example_id}" + (f" [{p.lang}]" if p.lang else "")
+                lines.append(f"  - {where}: {p.detail}")
+            if len(probs) > limit:
+                lines.append(f"  ... and {len(probs) - limit} more")
+        return "\n".join(lines)
+
+
+def normalize_text(text: str) -> str:
+    """Normalisation for leakage checks: NFKC, case-folded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def validate(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> Report:
+    """Report every problem of a dataset, with example ids.
+
+    ``expected`` is the language set every example must have; by default it is every language that
+    appears in the dataset.
+    """
+    frame = _check_frame(frame, "dataset")
+    langs = tuple(sorted(frame["lang"].unique().to_list()))
+    want = set(languages.parse(expected)) if expected is not None else set(langs)
+    problems: list[Problem] = []
+
+    dup = frame.group_by("example_id", "lang").len().filter(pl.col("len") > 1).sort("example_id")
+    for ex, lang, n in dup.iter_rows():
+        problems.append(Problem("duplicate", ex, lang, f"{n} rows for this (example_id, lang)"))
+
+    splits = frame.group_by("example_id").agg(pl.col("split").unique().sort()).sort("example_id")
+    for ex, values in splits.iter_rows():
+        if len(values) > 1:
+            problems.append(Problem("split_conflict", ex, None, f"in several splits: {values}"))
+
+    present = frame.group_by("example_id").agg(pl.col("lang").unique()).sort("example_id")
+    for ex, have in present.iter_rows():
+        for lang in sorted(want - set(have)):
+            problems.append(Problem("missing_language", ex, lang, "no row in this language"))
+
+    empty_instruction = pl.col("instruction").is_null() | (
+        pl.col("instruction").str.strip_chars() == ""
+    )
+    empty_response = (pl.col("split") == "train") & (
+        pl.col("response").is_null() | (pl.col("response").str.strip_chars() == "")
+    )
+    for ex, lang, no_instr, no_resp in (
+        frame.select(
+            "example_id",
+            "lang",
+            empty_instruction.alias("i"),
+            empty_response.alias("r"),
+        )
+        .filter(pl.col("i") | pl.col("r"))
+        .sort("example_id", "lang")
+        .iter_rows()
+    ):
+        what = " and ".join(
+            x for x, bad in (("instruction", no_instr), ("response", no_resp)) if bad
+        )
+        problems.append(Problem("empty_text", ex, lang, f"empty {what}"))
+
+    train_texts: dict[str, str] = {}
+    for ex, text in split(frame, "train").select("example_id", "instruction").iter_rows():
+        if text:
+            train_texts.setdefault(normalize_text(text), ex)
+    for ex, lang, text in (
+        split(frame, "eval").select("example_id", "lang", "instruction").sort("example_id").rows()
+    ):
+        hit = train_texts.get(normalize_text(text or ""))
+        if text and hit is not None:
+            problems.append(
+                Problem("leakage", ex, lang, f"eval instruction also in training (example {hit})")
+            )
+
+    examples = {s: split(frame, s)["example_id"].n_unique() for s in SPLITS}
+    return Report(frame.height, examples, langs, tuple(problems))
+
+
+def require_valid(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> pl.DataFrame:
+    """Validate and raise a DataError that lists the problems, or return the frame."""
+    report = validate(frame, expected)
+    if not report.ok:
+        raise DataError("dataset has problems:\n" + report.summary())
+    return frame
+
+
+def train_ids(frame: pl.DataFrame) -> list[str]:
+    return sorted(split(frame, "train")["example_id"].unique().to_list())
+
+
+def eval_ids(frame: pl.DataFrame) -> list[str]:
+    return sorted(split(frame, "eval")["example_id"].unique().to_list())

@@ -1,0 +1,219 @@
+"""Each experiment of the paper as data: its mixtures, evaluation languages and baseline rule.
+
+An IF score compares a model with a *baseline* on one evaluation language. The paper's rule is the
+model tuned monolingually on that language (``baseline="monolingual"``); Appendix F compares against
+the untuned base model instead (``baseline="base"``). The baseline models an experiment needs are
+listed by `Experiment.required_recipes`, so a sweep trains them too (once, through the store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlit import languages, mixtures
+from mlit.languages import LANGUAGE_ORDERS, PAPER_LANGUAGES, SIX_TRAINING, SIX_UNSEEN, SLAVIC
+from mlit.mixtures import Recipe
+
+PERCENTS: tuple[int, ...] = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    section: str
+    figure: str
+    recipes: tuple[Recipe, ...]
+    eval_languages: tuple[str, ...]
+    baseline: str = "monolingual"  # or "base"
+    # Bilingual tuning (§3.4) evaluates each model only on languages it was not tuned on.
+    exclude_training_languages: bool = False
+
+    def eval_pairs(self) -> list[tuple[Recipe, str]]:
+        """(model recipe, eval language) pairs that generation and judging cover."""
+        out = []
+        for recipe in self.recipes:
+            for lang in self.eval_languages:
+                if self.exclude_training_languages and lang in recipe.languages:
+                    continue
+                out.append((recipe, lang))
+        return out
+
+    def baseline_recipes(self) -> tuple[Recipe, ...]:
+        if self.baseline == "base":
+            return ()
+        return tuple(mixtures.monolingual(lang) for lang in self.eval_languages)
+
+    def required_recipes(self) -> tuple[Recipe, ...]:
+        """The experiment's mixtures plus the baseline models its scores need, without repeats."""
+        seen: dict[str, Recipe] = {}
+        for recipe in (*self.recipes, *self.baseline_recipes()):
+            seen.setdefault(recipe.name, recipe)
+        return tuple(seen.values())
+
+    def restricted(self, langs: tuple[str, ...]) -> Experiment:
+        """The same experiment over fewer languages: recipes whose languages all lie in ``langs``,
+        and only those evaluation languages. Used by reduced demo runs."""
+        keep = set(languages.parse(langs))
+        recipes = tuple(r for r in self.recipes if set(r.languages) | {r.base} <= keep)
+        evals = tuple(lang for lang in self.eval_languages if lang in keep)
+        if not recipes or not evals:
+            raise ValueError(
+                f"experiment {self.name!r} has no mixture or eval language left within "
+                f"{sorted(keep)}; its languages are {sorted(self.all_languages())}"
+            )
+        return Experiment(
+            self.name,
+            self.title,
+            self.section,
+            self.figure,
+            recipes,
+            evals,
+            self.baseline,
+            self.exclude_training_languages,
+        )
+
+    def all_languages(self) -> set[str]:
+        langs = set(self.eval_languages)
+        for r in self.recipes:
+            langs |= set(r.languages) | {r.base}
+        return langs
+
+
+def _monolingual(seed: int) -> Experiment:
+    return Experiment(
+        "monolingual",
+        "Monolingual tuning in each of 12 languages",
+        "§3.1",
+        "Fig. 1",
+        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        PAPER_LANGUAGES,
+    )
+
+
+def _fraction_recipes(langs: tuple[str, ...], tag: str) -> tuple[Recipe, ...]:
+    return tuple(mixtures.fraction(p, langs, f"{tag}-p{p:03d}") for p in PERCENTS)
+
+
+def _multilingual_fraction(seed: int) -> Experiment:
+    return Experiment(
+        "multilingual_fraction",
+        "P% of the examples spread evenly over 12 languages, the rest English",
+        "§3.2",
+        "Fig. 3",
+        _fraction_recipes(PAPER_LANGUAGES, "frac12"),
+        PAPER_LANGUAGES,
+    )
+
+
+def _unseen_languages(seed: int) -> Experiment:
+    return Experiment(
+        "unseen_languages",
+        "P% spread over 6 languages (en ar fi it ru sw), 6 languages unseen",
+        "§3.3",
+        "Fig. 4",
+        _fraction_recipes(SIX_TRAINING, "frac6"),
+        PAPER_LANGUAGES,
+    )
+
+
+def _language_count(seed: int) -> Experiment:
+    by_set: dict[frozenset[str], tuple[tuple[str, ...], int, list[int]]] = {}
+    for order_no, order in enumerate(LANGUAGE_ORDERS, start=1):
+        for k in range(1, len(order) + 1):
+            subset = order[:k]
+            entry = by_set.setdefault(frozenset(subset), (subset, k, []))
+            entry[2].append(order_no)
+    recipes = []
+    for subset, k, orders in by_set.values():
+        name = "count-all-six" if k == len(SIX_TRAINING) else "count-" + "-".join(subset)
+        recipes.append(mixtures.uniform(subset, name, k=k, orders=",".join(str(o) for o in orders)))
+    return Experiment(
+        "language_count",
+        "1 to 6 tuning languages along three orders; scores on the 6 unseen languages",
+        "§3.4",
+        "Fig. 5",
+        tuple(recipes),
+        SIX_UNSEEN,
+    )
+
+
+def _bilingual(seed: int) -> Experiment:
+    pairs = mixtures.bilingual_pairs(PAPER_LANGUAGES, seed)
+    recipes = tuple(mixtures.uniform(pair, f"bi-{pair[0]}-{pair[1]}") for pair in pairs)
+    return Experiment(
+        "bilingual",
+        "Random language pairs, 50/50; each scored on the other 10 languages",
+        "§3.4",
+        "Fig. 6",
+        recipes,
+        PAPER_LANGUAGES,
+        exclude_training_languages=True,
+    )
+
+
+def _language_similarity(seed: int) -> Experiment:
+    return Experiment(
+        "language_similarity",
+        "Monolingual tuning in 7 Slavic languages, a 7x7 matrix",
+        "§4.1",
+        "Fig. 7",
+        tuple(mixtures.monolingual(lang) for lang in SLAVIC),
+        SLAVIC,
+    )
+
+
+def _pretraining_fraction(seed: int) -> Experiment:
+    return Experiment(
+        "pretraining_fraction",
+        "Cross-lingual score of each monolingual model against its pretraining share",
+        "§4.2",
+        "Fig. 8",
+        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        PAPER_LANGUAGES,
+    )
+
+
+def _base_model(seed: int) -> Experiment:
+    return Experiment(
+        "base_model",
+        "Monolingual models scored against the untuned base model",
+        "App. F",
+        "Fig. 10",
+        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        PAPER_LANGUAGES,
+        baseline="base",
+    )
+
+
+_BUILDERS: dict[str, Callable[[int], Experiment]] = {
+    "monolingual": _monolingual,
+    "multilingual_fraction": _multilingual_fraction,
+    "unseen_languages": _unseen_languages,
+    "language_count": _language_count,
+    "bilingual": _bilingual,
+    "language_similarity": _language_similarity,
+    "pretraining_fraction": _pretraining_fraction,
+    "base_model": _base_model,
+}
+NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def get(name: str, seed: int = 0) -> Experiment:
+    key = name.strip().lower().replace("-", "_")
+    if key not in _BUILDERS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of: {', '.join(NAMES)}")
+    return _BUILDERS[key](seed)
+
+
+def build_all(
+    experiment: Experiment,
+    example_ids: list[str],
+    budget: int | None = None,
+    seed: int = 0,
+    dev_size: int | None = None,
+    include_baselines: bool = False,
+) -> list[mixtures.Mixture]:
+    recipes = experiment.required_recipes() if include_baselines else experiment.recipes
+    return [mixtures.build(r, example_ids, budget, seed, dev_size) for r in recipes]

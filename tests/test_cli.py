@@ -1,0 +1,68 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mlit.cli import app
+
+runner = CliRunner()
+
+
+def test_mixtures_json_is_machine_readable():
+    result = runner.invoke(app, ["mixtures", "language_count", "--json", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 16
+    assert all(set(r) >= {"name", "counts", "hash"} for r in rows)
+    assert all(sum(r["counts"].values()) == 48 for r in rows)
+
+
+def test_mixtures_at_paper_budget_without_data():
+    result = runner.invoke(
+        app, ["mixtures", "multilingual_fraction", "--data", "none", "--budget", "4640"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "frac12-p001" in result.stdout and "en:4598" in result.stdout
+
+
+def test_mixtures_errors_are_readable():
+    result = runner.invoke(app, ["mixtures", "language_count", "--budget", "4640"])
+    assert result.exit_code == 2
+    assert "larger than the data" in result.stderr
+    result = runner.invoke(app, ["mixtures", "nope"])
+    assert result.exit_code == 2 and "unknown experiment" in result.stderr
+
+
+def test_data_validate_exit_codes(tmp_path):
+    assert runner.invoke(app, ["data", "validate", "sample"]).exit_code == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"example_id": "a", "lang": "en", "split": "train", "instruction": "x", "response": "y"}\n'
+        '{"example_id": "a", "lang": "en", "split": "train", "instruction": "x", "response": "y"}\n'
+    )
+    result = runner.invoke(app, ["data", "validate", str(bad)])
+    assert result.exit_code == 1 and "duplicate: 1" in result.stdout
+    result = runner.invoke(app, ["data", "validate", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_python_dash_m_works():
+    out = subprocess.run(
+        [sys.executable, "-m", "mlit", "mixtures", "bilingual", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(json.loads(out.stdout)) == 6
+
+
+def test_import_mlit_is_light():
+    code = (
+        "import sys, mlit, mlit.cli, mlit.data, mlit.mixtures, mlit.experiments\n"
+        "heavy = [m for m in ('torch', 'ray', 'transformers', 'litellm', 'deepspeed') "
+        "if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,153 @@
+import json
+
+import polars as pl
+import pytest
+from conftest import FIXTURES, rows
+
+from mlit import data
+from mlit.languages import SAMPLE_LANGUAGES
+
+
+def test_bundled_sample_is_parallel_valid_and_large_enough(sample):
+    report = data.validate(sample, SAMPLE_LANGUAGES)
+    assert report.ok, report.summary()
+    assert set(report.languages) == set(SAMPLE_LANGUAGES)
+    assert report.examples["train"] >= 48
+    assert report.examples["eval"] >= 16
+    eval_rows = data.split(sample, "eval")
+    assert eval_rows["response"].null_count() == 0  # reference answers ship with the eval split
+    # Reference answers are one to four sentences.
+    for text in data.split(sample, "eval").filter(pl.col("lang") == "en")["response"]:
+        sentences = [s for s in text.replace("!", ".").replace("?", ".").split(".") if s.strip()]
+        assert 1 <= len(sentences) <= 4, text
+
+
+def test_sample_translations_are_distinct_texts(sample):
+    # A translation that is a copy of English is the commonest silent failure of parallel data.
+    en = sample.filter(pl.col("lang") == "en").select("example_id", pl.col("response").alias("en"))
+    joined = sample.filter(pl.col("lang") != "en").join(en, on="example_id")
+    copies = joined.filter(pl.col("response") == pl.col("en"))
+    assert copies.height == 0, copies
+
+
+def test_jsonl_and_parquet_round_trip(tmp_path, sample):
+    small = sample.head(40)
+    for name in ("d.jsonl", "d.parquet"):
+        path = data.save(small, tmp_path / name)
+        assert data.load(path).equals(small)
+    assert data.load(tmp_path).height == 80  # a folder loads every file in it
+
+
+def test_hf_datasets_path_reads_a_local_file(tmp_path, sample):
+    path = data.save(sample.head(10), tmp_path / "hub_like.parquet")
+    assert data.open_source(f"hf:{path}").equals(sample.head(10))
+
+
+def test_malformed_files_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"example_id": "a", "lang": "en", "split": "train", "instruction": "x"}\n{oops\n'
+    )
+    with pytest.raises(data.DataError, match=r"bad.jsonl:2: invalid JSON"):
+        data.load(bad)
+    bad.write_text(json.dumps({"example_id": "a", "lang": "en", "instruction": "x"}) + "\n")
+    with pytest.raises(data.DataError, match="lacks field"):
+        data.load(bad)
+    bad.write_text(
+        json.dumps({"example_id": "a", "lang": "en", "split": "dev", "instruction": "x"}) + "\n"
+    )
+    with pytest.raises(data.DataError, match="split must be"):
+        data.load(bad)
+    bad.write_text(
+        json.dumps({"example_id": "a", "lang": "xx", "split": "train", "instruction": "x"}) + "\n"
+    )
+    with pytest.raises(data.DataError, match="unknown language code 'xx'"):
+        data.load(bad)
+    bad.write_text(
+        json.dumps({"example_id": 7, "lang": "en", "split": "train", "instruction": "x"}) + "\n"
+    )
+    with pytest.raises(data.DataError, match="must be a string"):
+        data.load(bad)
+    with pytest.raises(data.DataError, match="no such file"):
+        data.load(tmp_path / "missing.jsonl")
+    with pytest.raises(data.DataError, match="unsupported file type"):
+        data.load(FIXTURES / ".." / "conftest.py")
+
+
+def test_validation_reports_missing_language_with_ids():
+    frame = rows(
+        ("a", "en", "train", "Hi", "Hello"),
+        ("a", "fi", "train", "Moi", "Hei"),
+        ("b", "en", "train", "Bye", "Goodbye"),
+    )
+    report = data.validate(frame)
+    assert not report.ok
+    [problem] = report.by_kind()["missing_language"]
+    assert (problem.example_id, problem.lang) == ("b", "fi")
+    assert "b [fi]" in report.summary()
+
+
+def test_validation_reports_duplicates_empty_texts_and_leakage():
+    frame = rows(
+        ("a", "en", "train", "Name a fruit.", "Apple."),
+        ("a", "en", "train", "Name a fruit!", "Pear."),
+        ("b", "en", "train", "   ", "Text."),
+        ("c", "en", "train", "Say hi.", ""),
+        ("e1", "en", "eval", "NAME a   fruit.", None),  # same text as a training instruction
+        ("e2", "en", "eval", "Something new.", None),  # eval rows may lack a response
+    )
+    kinds = data.validate(frame).by_kind()
+    assert [p.example_id for p in kinds["duplicate"]] == ["a"]
+    assert {(p.example_id, p.detail) for p in kinds["empty_text"]} == {
+        ("b", "empty instruction"),
+        ("c", "empty response"),
+    }
+    [leak] = kinds["leakage"]
+    assert leak.example_id == "e1" and "example a" in leak.detail
+    with pytest.raises(data.DataError, match="duplicate"):
+        data.require_valid(frame)
+
+
+def test_leakage_is_caught_across_languages():
+    frame = rows(
+        ("a", "en", "train", "Name a fruit.", "Apple."),
+        ("a", "es", "train", "Nombra una fruta.", "Manzana."),
+        ("e", "en", "eval", "Nombra una fruta.", None),
+        ("e", "es", "eval", "Otra cosa.", None),
+    )
+    [leak] = data.validate(frame).by_kind()["leakage"]
+    assert (leak.example_id, leak.lang) == ("e", "en")
+
+
+def test_lima_loader_keeps_single_turn_pairs():
+    out = data.lima_rows(data.hf_dataset(str(FIXTURES / "lima_like.jsonl")))
+    assert [r["example_id"] for r in out] == ["lima-0000", "lima-0001", "lima-0003"]
+    assert out[0]["instruction"].startswith("How do I tie")
+    assert all(r["split"] == "train" and r["lang"] == "en" for r in out)
+
+
+def test_oasst_loader_takes_first_prompt_and_best_ranked_reply():
+    out = data.oasst_rows(data.hf_dataset(str(FIXTURES / "oasst_like.jsonl")))
+    by_id = {r["example_id"]: r for r in out}
+    assert set(by_id) == {"oasst-t1", "oasst-t2"}  # Spanish tree and unanswered prompt left out
+    assert by_id["oasst-t1"]["response"].startswith("It says no three")  # rank 0 wins
+    assert by_id["oasst-t2"]["response"] == "Give it fresh water often."
+
+
+def test_alpaca_farm_loader_drops_openassistant_items_and_joins_input():
+    out = data.alpaca_farm_rows(data.hf_dataset(str(FIXTURES / "alpaca_farm_like.jsonl")))
+    assert len(out) == 4
+    assert all("meaning of life" not in r["instruction"] for r in out)
+    assert out[1]["instruction"] == "Translate the sentence.\n\nGood morning."
+    assert all(r["split"] == "eval" for r in out)
+
+
+def test_paper_sources_build_a_valid_english_dataset():
+    frame = data.load_paper_sources(
+        lima=str(FIXTURES / "lima_like.jsonl"),
+        oasst=str(FIXTURES / "oasst_like.jsonl"),
+        alpaca_farm=str(FIXTURES / "alpaca_farm_like.jsonl"),
+    )
+    report = data.validate(frame)
+    assert report.ok, report.summary()
+    assert report.examples == {"train": 5, "eval": 4}
