@@ -245,3 +245,34 @@ def _digest(text: str) -> str:
 def placeholder_ids(n: int) -> list[str]:
     """Stand-in example ids for planning at a given budget without data (e.g. the paper's 4,640)."""
     return [f"ex-{i:05d}" for i in range(n)]
+
+
+def materialize(mixture: Mixture, frame) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The mixture's (instruction, response) pairs from a dataset: (training, dev).
+
+    Fails with the missing (example_id, lang) pairs named when the dataset lacks a translation the
+    mixture assigned.
+    """
+    import polars as pl
+
+    train_rows = frame.filter(pl.col("split") == "train")
+    wanted = pl.DataFrame(
+        {
+            "example_id": [ex for ex, _ in mixture.assignment],
+            "lang": [lang for _, lang in mixture.assignment],
+            "role": ["dev" if ex in mixture.dev_ids else "train" for ex, _ in mixture.assignment],
+        }
+    )
+    joined = wanted.join(train_rows, on=["example_id", "lang"], how="left").sort("example_id")
+    missing = joined.filter(pl.col("instruction").is_null() | pl.col("response").is_null())
+    if missing.height:
+        pairs = [f"{e}[{lang}]" for e, lang in missing.select("example_id", "lang").head(8).rows()]
+        raise MixtureError(
+            f"mixture {mixture.name!r}: the dataset lacks {missing.height} assigned training "
+            f"row(s), e.g. {', '.join(pairs)}"
+        )
+    pick = lambda role: [  # noqa: E731
+        (i, r)
+        for i, r in joined.filter(pl.col("role") == role).select("instruction", "response").rows()
+    ]
+    return pick("train"), pick("dev")

@@ -1,0 +1,256 @@
+"""Batched text generation for HF causal LMs, with per-request sampling parameters and seeds.
+
+Used by training (dev-set ROUGE-L, greedy), by the Serve deployment (dynamic batches where every
+request keeps its own temperature, top-p, seed, stop strings and logprobs) and by GPU benchmarks.
+It imports no Ray, so it runs standalone anywhere torch does.
+
+Why a loop of our own instead of ``model.generate``: ``generate`` takes one set of sampling
+parameters and one RNG for the whole batch, so batching requests with different seeds would make
+each answer depend on its batch-mates. Here every row has its own ``torch.Generator``: an answer
+with a seed is the same whether it was batched or not (up to float non-associativity of batched
+matmuls on some hardware).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None  # None: no logprobs; k >= 0: chosen token plus top k
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature must be between 0 and 2, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= 20:
+            raise ValueError(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
+
+
+PAPER_SAMPLING = Sampling(max_new_tokens=512, temperature=0.7, top_p=0.9)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None)
+
+
+class ContextLengthError(ValueError):
+    """The prompt plus the requested tokens do not fit in the model's context."""
+
+
+def context_length(model) -> int | None:
+    cfg = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a formatted prompt; BOS is added unless the template already wrote it."""
+    bos = tokenizer.bos_token
+    add_special = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    sampling: Sampling | Sequence[Sampling] = Sampling(),
+    synced: bool = False,
+) -> list[Completion]:
+    """Generate one completion per prompt, all in one batch.
+
+    ``synced=True`` keeps all ranks of a torch.distributed group stepping together until every rank
+    is done, which ZeRO-3 needs because each forward pass gathers sharded weights collectively.
+    """
+    import torch
+
+    if not prompts:
+        return []
+    params = list(sampling) if isinstance(sampling, Sequence) else [sampling] * len(prompts)
+    if len(params) != len(prompts):
+        raise ValueError(f"{len(params)} sampling settings for {len(prompts)} prompts")
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    limit = context_length(model)
+    for ids, sp in zip(encoded, params, strict=True):
+        if limit is not None and len(ids) + sp.max_new_tokens > limit:
+            raise ContextLengthError(
+                f"prompt of {len(ids)} tokens plus max_tokens {sp.max_new_tokens} exceeds the "
+                f"model's context of {limit} tokens"
+            )
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    eos_ids = _eos_ids(model, tokenizer)
+    width = max(len(ids) for ids in encoded)
+    rows = len(encoded)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    for i, ids in enumerate(encoded):  # left padding keeps every row's last token aligned
+        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        attention[i, width - len(ids) :] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    generators = [_generator(sp.seed, device) for sp in params]
+    steps = max(sp.max_new_tokens for sp in params)
+
+    out_ids: list[list[int]] = [[] for _ in range(rows)]
+    out_lp: list[list[TokenLogprob]] = [[] for _ in range(rows)]
+    finish: list[str | None] = [None] * rows
+    past = None
+    cur_ids = input_ids
+    position = (attention.cumsum(-1) - 1).clamp(min=0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for step in range(steps):
+                out = model(
+                    input_ids=cur_ids,
+                    attention_mask=attention,
+                    position_ids=position,
+                    cache=past,
+                    use_cache=True,
+                    logits_to_keep=1,  # only the last position is sampled from
+                )
+                past = out.cache
+                logits = out.logits[:, -1, :].float()
+                next_tokens = []
+                for i, sp in enumerate(params):
+                    if finish[i] is not None:
+                        next_tokens.append(pad_id)
+                        continue
+                    token = _pick(logits[i], sp, generators[i])
+                    next_tokens.append(token)
+                    out_ids[i].append(token)
+                    if sp.top_logprobs is not None:
+                        out_lp[i].append(_logprob(tokenizer, logits[i], token, sp.top_logprobs))
+                    finish[i] = _finished(tokenizer, out_ids[i], token, eos_ids, sp, step)
+                all_done = all(f is not None for f in finish)
+                if synced and _dist_ready():
+                    flag = torch.tensor([0.0 if all_done else 1.0], device=device)
+                    torch.distributed.all_reduce(flag)
+                    all_done = flag.item() == 0
+                if all_done:
+                    break
+                cur_ids = torch.tensor(next_tokens, device=device).unsqueeze(-1)
+                attention = torch.cat([attention, attention.new_ones((rows, 1))], dim=-1)
+                position = position[:, -1:] + 1
+    finally:
+        model.train(was_training)
+
+    results = []
+    for i, sp in enumerate(params):
+        ids = out_ids[i]
+        if ids and ids[-1] in eos_ids:
+            ids = ids[:-1]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        reason = finish[i] or "length"
+        for s in sp.stop:
+            cut = text.find(s)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        results.append(
+            Completion(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(encoded[i]),
+                completion_tokens=len(out_ids[i]),
+                logprobs=tuple(out_lp[i]) if sp.top_logprobs is not None else None,
+            )
+        )
+    return results
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    return ids
+
+
+def _generator(seed: int | None, device):
+    import torch
+
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed) % (2**63))
+    return gen
+
+
+def _pick(logits, sp: Sampling, gen) -> int:
+    import torch
+
+    if sp.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / sp.temperature, dim=-1)
+    if sp.top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < sp.top_p  # the nucleus, at least one token
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=gen)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _logprob(tokenizer, logits, token: int, k: int) -> TokenLogprob:
+    import torch
+
+    logp = torch.log_softmax(logits, dim=-1)
+    top = ()
+    if k:
+        values, idx = torch.topk(logp, k)
+        top = tuple(
+            (tokenizer.decode([int(t)]), float(v)) for v, t in zip(values, idx, strict=True)
+        )
+    value = float(logp[token])
+    return TokenLogprob(tokenizer.decode([token]), value if math.isfinite(value) else -1e9, top)
+
+
+def _finished(tokenizer, ids: list[int], token: int, eos_ids: set[int], sp: Sampling, step: int):
+    if token in eos_ids:
+        return "stop"
+    if sp.stop:
+        tail = tokenizer.decode(ids[-32:], skip_special_tokens=True)
+        if any(s in tail for s in sp.stop):
+            return "stop"
+    if len(ids) >= sp.max_new_tokens:
+        return "length"
+    return None
+
+
+def _dist_ready() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

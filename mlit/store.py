@@ -1,0 +1,214 @@
+"""Content-addressed artifact store: trained models, generations, judge verdicts, translations.
+
+Keys are hashes of what determines an artifact (see DESIGN.md, "Artifacts and the store"), so two
+sweeps that need the same model train it once and a rerun pays for nothing already done.
+
+The store is a folder (default ``~/.cache/mlit``, or ``--store``) or any URI `pyarrow.fs` knows:
+``s3://bucket/prefix``, ``gs://bucket/prefix``, a mounted shared filesystem. Layout::
+
+    models/<key>/...              an HF model directory; ``_COMPLETE.json`` is written last
+    records/<kind>/<k[:2]>/<k>.json   one JSON document per generation, verdict or translation
+
+Writes are atomic: JSON documents and local model folders are written to a temporary name and
+renamed; on object storage, where a folder cannot be renamed, a model counts as present only once
+its ``_COMPLETE.json`` marker exists, and the marker is uploaded after every other file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+COMPLETE = "_COMPLETE.json"
+
+
+def content_key(*parts: object) -> str:
+    """A stable hash of JSON-serialisable parts (dict keys sorted)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def default_root() -> str:
+    return os.environ.get("MLIT_STORE", str(Path.home() / ".cache" / "mlit" / "store"))
+
+
+@dataclass(frozen=True)
+class Store:
+    root: str
+
+    @property
+    def _fs(self):
+        return _resolve(self.root)[0]
+
+    @property
+    def _base(self) -> str:
+        return _resolve(self.root)[1]
+
+    @property
+    def is_local(self) -> bool:
+        from pyarrow import fs
+
+        return isinstance(self._fs, fs.LocalFileSystem)
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self._base.rstrip("/"), *parts])
+
+    # ---- JSON records ------------------------------------------------------------------------
+
+    def get(self, kind: str, key: str) -> dict | None:
+        from pyarrow import fs
+
+        path = self._record_path(kind, key)
+        try:
+            with self._fs.open_input_stream(path) as fh:
+                return json.loads(fh.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            if self._fs.get_file_info(path).type == fs.FileType.NotFound:
+                return None
+            raise
+
+    def put(self, kind: str, key: str, value: dict) -> None:
+        path = self._record_path(kind, key)
+        self._write_atomic(path, json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+    def keys(self, kind: str) -> list[str]:
+        from pyarrow import fs
+
+        selector = fs.FileSelector(
+            self._path("records", kind), recursive=True, allow_not_found=True
+        )
+        return sorted(
+            Path(info.path).stem
+            for info in self._fs.get_file_info(selector)
+            if info.type == fs.FileType.File and info.path.endswith(".json")
+        )
+
+    def _record_path(self, kind: str, key: str) -> str:
+        return self._path("records", kind, key[:2], f"{key}.json")
+
+    def _write_atomic(self, path: str, payload: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self._fs.create_dir(parent, recursive=True)
+        if self.is_local:
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with self._fs.open_output_stream(tmp) as fh:
+                fh.write(payload)
+            os.replace(tmp, path)
+        else:  # one PUT is atomic on object storage
+            with self._fs.open_output_stream(path) as fh:
+                fh.write(payload)
+
+    # ---- models ------------------------------------------------------------------------------
+
+    def model_uri(self, key: str) -> str:
+        return self._path("models", key)
+
+    def has_model(self, key: str) -> bool:
+        from pyarrow import fs
+
+        info = self._fs.get_file_info(self._path("models", key, COMPLETE))
+        return info.type == fs.FileType.File
+
+    def model_info(self, key: str) -> dict | None:
+        if not self.has_model(key):
+            return None
+        with self._fs.open_input_stream(self._path("models", key, COMPLETE)) as fh:
+            return json.loads(fh.read().decode("utf-8"))
+
+    def model_keys(self) -> list[str]:
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self._path("models"), allow_not_found=True)
+        return sorted(
+            Path(i.path).name
+            for i in self._fs.get_file_info(selector)
+            if i.type == fs.FileType.Directory and self.has_model(Path(i.path).name)
+        )
+
+    def publish_model(self, local_dir: str | Path, key: str, info: dict) -> str:
+        """Copy a finished local model folder into the store under ``key``; returns its URI."""
+        from pyarrow import fs
+
+        local_dir = Path(local_dir)
+        target = self._path("models", key)
+        if self.is_local:
+            import shutil
+
+            staging = f"{target}.{uuid.uuid4().hex}.tmp"
+            shutil.copytree(local_dir, staging)
+            with self._fs.open_output_stream(f"{staging}/{COMPLETE}") as fh:
+                fh.write(json.dumps(info, ensure_ascii=False).encode())
+            if Path(target).exists():  # an earlier, unfinished attempt
+                self._fs.delete_dir(target)
+            os.replace(staging, target)
+        else:
+            if self._fs.get_file_info(target).type != fs.FileType.NotFound:
+                self._fs.delete_dir(target)  # leftovers of an attempt that never completed
+            self._fs.create_dir(target, recursive=True)
+            fs.copy_files(
+                str(local_dir),
+                target,
+                source_filesystem=fs.LocalFileSystem(),
+                destination_filesystem=self._fs,
+            )
+            with self._fs.open_output_stream(f"{target}/{COMPLETE}") as fh:
+                fh.write(json.dumps(info, ensure_ascii=False).encode())
+        return target
+
+    def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
+        """A local directory holding the model: the store folder itself, or a downloaded copy."""
+        from pyarrow import fs
+
+        if not self.has_model(key):
+            raise KeyError(f"model {key} is not in the store {self.root}")
+        if self.is_local:
+            return Path(self._path("models", key))
+        cache_root = Path(cache or Path.home() / ".cache" / "mlit" / "downloads")
+        dest = cache_root / key
+        if not (dest / COMPLETE).exists():
+            tmp = cache_root / f".{key}.{uuid.uuid4().hex}"
+            fs.copy_files(
+                self._path("models", key),
+                str(tmp),
+                source_filesystem=self._fs,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            if dest.exists():
+                import shutil
+
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        return dest
+
+
+def _resolve(root: str):
+    """(pyarrow filesystem, base path) for a folder or URI; cached per root string."""
+    if root not in _FS_CACHE:
+        from pyarrow import fs
+
+        if "://" in root:
+            filesystem, base = fs.FileSystem.from_uri(root)
+            if isinstance(filesystem, fs.S3FileSystem) and os.environ.get("AWS_ENDPOINT_URL"):
+                # Honour a custom endpoint (MinIO, a test server) the way the AWS CLI does.
+                endpoint = os.environ["AWS_ENDPOINT_URL"]
+                filesystem = fs.S3FileSystem(
+                    endpoint_override=endpoint,
+                    scheme="https" if endpoint.startswith("https") else "http",
+                    region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                    allow_bucket_creation=True,
+                )
+        else:
+            filesystem = fs.LocalFileSystem()
+            base = str(Path(root).expanduser().resolve())
+            Path(base).mkdir(parents=True, exist_ok=True)
+        _FS_CACHE[root] = (filesystem, base)
+    return _FS_CACHE[root]
+
+
+_FS_CACHE: dict[str, tuple] = {}

@@ -1,0 +1,280 @@
+"""The training phase on Ray: Tune fans mixtures out as trials, each a Ray Train `TorchTrainer`.
+
+Every model is looked up in the store first; only missing ones become trials. A trial is a Tune
+function trainable that builds and fits a `TorchTrainer` (Train V2), whose workers run
+`mlit.train.train_model` with DeepSpeed and report dev ROUGE-L back through `TuneReportCallback`.
+Rank 0 publishes the exported model to the store, so a sweep killed mid-way and rerun retrains
+nothing that finished and restarts the rest from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mlit import mixtures
+from mlit.store import Store, content_key
+from mlit.train import TrainConfig
+
+
+class ResourceError(RuntimeError):
+    """A trial that can never be placed on this cluster."""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How each trial runs. Comes from `--workers`, `--gpus-per-worker`, `--zero-stage`."""
+
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1  # Tune retries a failed trial this many times
+    max_concurrent: int | None = None  # default: as many as the cluster holds
+    storage_path: str | None = None  # Tune/Train storage; must be shared on a multi-node cluster
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ResourceError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise ResourceError("GPUs per worker must be >= 0 and CPUs per worker > 0")
+
+    def worker_resources(self) -> dict[str, float]:
+        res = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            res["GPU"] = self.gpus_per_worker
+        return res
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One model to train: a mixture on a base model with a training config."""
+
+    name: str
+    key: str
+    base_model: str
+    manifest: dict
+    train: tuple[tuple[str, str], ...] = field(repr=False)
+    dev: tuple[tuple[str, str], ...] = field(repr=False)
+    config: TrainConfig
+
+
+def base_model_id(base_model: str) -> str:
+    """A hub name as it is; a local directory as a hash of its files (names, sizes, contents)."""
+    path = Path(base_model).expanduser()
+    if not path.is_dir():
+        return base_model
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel.startswith(".") or rel == "mlit_demo.json":
+            continue
+        digest.update(f"{rel}:{f.stat().st_size}".encode())
+        if f.stat().st_size <= 64 * 2**20:  # hash small files whole; big shards by name and size
+            digest.update(f.read_bytes())
+    return f"dir:{digest.hexdigest()[:16]}"
+
+
+def model_key(base_id: str, mixture: mixtures.Mixture, config: TrainConfig) -> str:
+    return content_key("model", base_id, mixture.hash, config.key_dict(), mixture.seed)
+
+
+def plan_jobs(
+    base_model: str,
+    built: Sequence[mixtures.Mixture],
+    frame,
+    config: TrainConfig,
+) -> list[ModelJob]:
+    """One job per distinct model (mixtures with the same hash collapse into one)."""
+    base_id = base_model_id(base_model)
+    jobs: dict[str, ModelJob] = {}
+    for m in built:
+        key = model_key(base_id, m, config)
+        if key in jobs:
+            continue
+        train, dev = mixtures.materialize(m, frame)
+        jobs[key] = ModelJob(
+            m.name, key, base_model, m.manifest(), tuple(train), tuple(dev), config
+        )
+    return list(jobs.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Resources
+
+
+def check_resources(compute: Compute) -> int:
+    """Fail before any trial starts when a trial can never be placed; return max concurrency."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    need = compute.worker_resources()
+
+    def fits(node: dict) -> int:
+        return min(int(node.get(r, 0) // amount) for r, amount in need.items() if amount)
+
+    per_node = [fits(n) for n in nodes]
+    biggest_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    if compute.gpus_per_worker and max(per_node, default=0) == 0:
+        raise ResourceError(
+            f"each training worker needs {compute.gpus_per_worker:g} GPU(s) but the largest node "
+            f"has {biggest_gpu:g}; lower --gpus-per-worker or add GPU nodes"
+        )
+    slots = sum(per_node)
+    if slots < compute.workers:
+        total = {r: sum(n.get(r, 0) for n in nodes) for r in need}
+        raise ResourceError(
+            f"a trial needs {compute.workers} workers x {need} but the cluster has {total} "
+            f"(room for {slots} workers); lower --workers or grow the cluster"
+        )
+    concurrent = max(1, slots // compute.workers)
+    return min(concurrent, compute.max_concurrent or concurrent)
+
+
+# --------------------------------------------------------------------------------------------
+# Trials
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    rows: tuple[dict, ...]  # mixture, model_key, store_path, best_dev_rouge_l, wall_time_s, status
+    launched: tuple[str, ...]  # model keys trained in this call
+    failed: tuple[str, ...] = ()
+
+    def table(self):
+        import polars as pl
+
+        return pl.DataFrame(list(self.rows))
+
+
+def train_phase(
+    jobs: Sequence[ModelJob],
+    store: Store,
+    compute: Compute,
+    experiment_name: str = "mlit",
+) -> PhaseResult:
+    """Train every job whose model is not in the store, as Tune trials; return the result table."""
+    todo = [j for j in jobs if not store.has_model(j.key)]
+    failed: list[str] = []
+    if todo:
+        failed = _run_tune(todo, store, compute, experiment_name)
+    rows = []
+    for job in jobs:
+        info = store.model_info(job.key) or {}
+        rows.append(
+            {
+                "mixture": job.name,
+                "model_key": job.key,
+                "store_path": store.model_uri(job.key) if info else None,
+                "best_dev_rouge_l": info.get("best_dev_rouge_l"),
+                "wall_time_s": info.get("wall_time_s"),
+                "status": (
+                    "failed" if job.key in failed else "trained" if job in todo else "stored"
+                ),
+            }
+        )
+    return PhaseResult(tuple(rows), tuple(j.key for j in todo), tuple(failed))
+
+
+def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -> list[str]:
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        ray.init()
+    concurrent = check_resources(compute)
+    storage = compute.storage_path or str(Path(tempfile.gettempdir()) / "mlit-ray")
+    by_key = {j.key: j for j in todo}
+    trainable = tune.with_parameters(
+        _trial, jobs=by_key, store_root=store.root, compute=asdict(compute), storage=storage
+    )
+    # The trial only drives a TorchTrainer; its workers hold the CPUs and GPUs. Tune needs the
+    # trial to reserve something, and a CPU would starve the workers on a small machine, so it
+    # reserves one MiB of Ray's memory resource instead.
+    trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"key": tune.grid_search([j.key for j in todo])},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrent,
+            trial_name_creator=lambda t: by_key[t.config["key"]].name,
+            trial_dirname_creator=lambda t: f"{by_key[t.config['key']].name}-{t.config['key'][:8]}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{name}-train-{int(time.time())}",
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=compute.max_failures),
+            verbose=0,
+        ),
+    )
+    results = tuner.fit()
+    failed = []
+    for result in results:
+        key = result.config["key"]
+        if result.error is not None or not store.has_model(key):
+            failed.append(key)
+    return failed
+
+
+def _trial(config: dict, jobs: dict, store_root: str, compute: dict, storage: str) -> None:
+    """Tune function trainable: build and fit one TorchTrainer for one model."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    job: ModelJob = jobs[config["key"]]
+    comp = Compute(**compute)
+    use_gpu = comp.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        train_loop_per_worker=_worker_loop,
+        train_loop_config={"job": job, "store_root": store_root},
+        scaling_config=ScalingConfig(
+            num_workers=comp.workers,
+            use_gpu=use_gpu,
+            resources_per_worker=comp.worker_resources(),
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=f"{job.name}-{job.key[:8]}-{int(time.time())}",
+            storage_path=storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    trainer.fit()
+
+
+def _worker_loop(config: dict) -> None:
+    """Runs on every Ray Train worker: the plain training step, then rank 0 publishes."""
+    import ray.train
+
+    from mlit import train
+
+    job: ModelJob = config["job"]
+    rank = ray.train.get_context().get_world_rank()
+    out = Path(tempfile.gettempdir()) / "mlit-train" / f"{job.key}-{rank}"
+    result = train.train_model(
+        job.base_model,
+        list(job.train),
+        list(job.dev),
+        job.config,
+        out,
+        metadata={"mixture": job.manifest, "model_key": job.key, "mixture_name": job.name},
+        report=lambda metrics: ray.train.report(metrics),
+    )
+    if rank == 0:
+        info = {
+            "model_key": job.key,
+            "mixture": job.name,
+            "mixture_hash": job.manifest["hash"],
+            "best_dev_rouge_l": result.best_dev_rouge_l,
+            "best_step": result.best_step,
+            "wall_time_s": result.wall_time_s,
+            "base_model": job.base_model,
+        }
+        Store(config["store_root"]).publish_model(out, job.key, info)
+        shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,464 @@
+"""The training step for one mixture: HF `Trainer` with DeepSpeed ZeRO, best checkpoint by dev ROUGE-L.
+
+Runs the same way standalone (one process, ``torchrun`` on a GPU box) and inside Ray Train workers;
+it imports no Ray. Ray's worker loop (`mlit.sweep`) calls `train_model` with a ``report`` function.
+
+    mlit train --base-model /path/to/base --experiment monolingual --mixture mono-en --out /tmp/m
+
+What it does, in order:
+
+1. loads the base model and tokenizer (a hub name or a local directory) and sets dropout;
+2. formats each instruction with the tokenizer's chat template (or `mlit.chat.PLAIN_TEMPLATE`),
+   truncating the instruction to ``max_input_tokens`` and the response to ``max_target_tokens``;
+   the loss covers response tokens only (instruction tokens get label -100);
+3. trains with a DeepSpeed config built from `TrainConfig` (ZeRO stage 0-3, optional offload,
+   bf16 on GPU; ``DS_ACCELERATOR=cpu`` where there is no CUDA);
+4. every ``eval_every`` steps and at the end, generates greedy answers for the dev set, scores them
+   with multi-script ROUGE-L (`mlit.rouge`) and saves the checkpoint when it is the best so far;
+5. exports the best checkpoint in HF format (LoRA adapters merged) with ``mlit_model.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from mlit import chat, engine, rouge
+
+Example = tuple[str, str]  # (instruction, response)
+METADATA = "mlit_model.json"
+DROPOUT_ATTRIBUTES = (
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+)
+
+
+class TrainError(ValueError):
+    """A training request that cannot run as given."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 2000
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    batch_size: int = 128  # effective batch, reached through gradient accumulation
+    per_device_batch_size: int = 4
+    dropout: float = 0.05
+    max_input_tokens: int = 1024
+    max_target_tokens: int = 512
+    weight_decay: float = 0.0
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    bf16: bool | None = None  # None: on where CUDA supports it
+    lora_rank: int = 0  # 0: full fine-tuning
+    eval_every: int = 250
+    dev_max_new_tokens: int = 128
+    dev_batch_size: int = 16
+    seed: int = 0
+
+    # Fields that change speed or memory but not the trained weights: left out of the model key,
+    # so the same model trained with ZeRO-2 on 8 GPUs or ZeRO-3 on 2 is found in the store.
+    RUNTIME_ONLY = (
+        "zero_stage",
+        "offload_optimizer",
+        "offload_params",
+        "per_device_batch_size",
+        "dev_batch_size",
+    )
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise TrainError(f"ZeRO stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise TrainError("parameter offload needs ZeRO stage 3")
+        for name in ("max_steps", "batch_size", "per_device_batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_input_tokens < 1 or self.max_target_tokens < 2:
+            raise TrainError("max_input_tokens must be >= 1 and max_target_tokens >= 2")
+        if not 0 <= self.dropout < 1:
+            raise TrainError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lora_rank < 0:
+            raise TrainError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
+
+    @classmethod
+    def paper(cls, **overrides) -> TrainConfig:
+        """§2 of the paper: 2,000 steps, constant LR 1e-5, batch 128, dropout 0.05, 1024/512."""
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def demo(cls, **overrides) -> TrainConfig:
+        """Tiny settings that learn something on the bundled sample in about a minute of CPU."""
+        base = cls(
+            max_steps=60,
+            learning_rate=2e-3,
+            warmup_steps=0,
+            batch_size=16,
+            per_device_batch_size=8,
+            max_input_tokens=64,
+            max_target_tokens=64,
+            eval_every=20,
+            dev_max_new_tokens=48,
+        )
+        return replace(base, **overrides)
+
+    def key_dict(self) -> dict:
+        """What determines the trained weights (the part of the config hashed into the model key)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY
+        }
+
+    def accumulation(self, world_size: int) -> int:
+        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * world_size)))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: str
+    best_step: int
+    best_dev_rouge_l: float
+    curve: tuple[tuple[int, float], ...]  # (step, dev ROUGE-L)
+    losses: tuple[tuple[int, float], ...] = field(default=())  # (step, training loss)
+    steps: int = 0
+    wall_time_s: float = 0.0
+    effective_batch: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def encode_example(tokenizer, instruction: str, response: str, cfg: TrainConfig) -> dict:
+    """Token ids with the loss mask: instruction tokens carry label -100, response tokens do not."""
+    instruction = chat.truncate_text(tokenizer, instruction, cfg.max_input_tokens)
+    prompt_ids = engine.encode_prompt(tokenizer, chat.format_prompt(tokenizer, instruction))
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids = [*response_ids[: cfg.max_target_tokens - 1], tokenizer.eos_token_id]
+    return {
+        "input_ids": prompt_ids + response_ids,
+        "attention_mask": [1] * (len(prompt_ids) + len(response_ids)),
+        "labels": [-100] * len(prompt_ids) + response_ids,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+
+
+def load_model_and_tokenizer(base_model: str, cfg: TrainConfig):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(base_model).expanduser()
+    local_looking = base_model.startswith(("/", ".", "~")) or base_model.count("/") > 1
+    if local_looking and not path.is_dir():
+        raise TrainError(f"base model {base_model!r}: no such directory")
+    source = str(path) if path.is_dir() else base_model
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise TrainError(
+            f"cannot load base model {base_model!r}: not a local model directory and not "
+            f"loadable from the hub ({str(err).splitlines()[0]})"
+        ) from err
+    for name in DROPOUT_ATTRIBUTES:
+        if isinstance(getattr(config, name, None), float):
+            setattr(config, name, cfg.dropout)
+    model = AutoModelForCausalLM.from_pretrained(source, config=config)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise TrainError(f"base model {base_model!r}: its tokenizer has no EOS token")
+    return model, tokenizer
+
+
+def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
+    """DeepSpeed config; "auto" values are filled in by HF from the TrainingArguments."""
+    zero: dict = {"stage": cfg.zero_stage}
+    if cfg.zero_stage == 3:
+        # Consolidate full weights on save so `save_pretrained` output loads anywhere.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+    if cfg.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        # HF's own AdamW works with every stage on CPU; DeepSpeed's CPU Adam needs a C++ build.
+        "zero_force_ds_cpu_optimizer": False,
+    }
+
+
+def _prepare_distributed_env() -> None:
+    """Standalone runs have no launcher: give DeepSpeed a one-process group to join."""
+    import torch
+    import torch.distributed as dist
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if dist.is_available() and dist.is_initialized():
+        # Launched by Ray Train (or another launcher that set up the group itself): make the
+        # group visible to HF/DeepSpeed, which read these variables.
+        rank, world = dist.get_rank(), dist.get_world_size()
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("WORLD_SIZE", str(world))
+        os.environ.setdefault("LOCAL_RANK", str(rank % max(1, torch.cuda.device_count() or world)))
+    elif "WORLD_SIZE" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(
+            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Dev-set ROUGE-L
+
+
+def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> float:
+    """Mean ROUGE-L of greedy answers on the dev set, sharded over ranks and averaged."""
+    import torch
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    shard = list(dev[rank::world])
+    batches = math.ceil(math.ceil(len(dev) / world) / cfg.dev_batch_size)
+    sampling = engine.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
+    total, count = 0.0, 0
+    for b in range(batches):  # every rank runs the same number of batches (ZeRO-3 lockstep)
+        batch = shard[b * cfg.dev_batch_size : (b + 1) * cfg.dev_batch_size]
+        real = len(batch)
+        batch = batch or list(dev[:1])  # a stand-in keeps an idle rank stepping with the others
+        prompts = [chat.format_prompt(tokenizer, i) for i, _ in batch]
+        outs = engine.generate(model, tokenizer, prompts, sampling, synced=world > 1)
+        if real:
+            total += sum(
+                rouge.rouge_l(o.text, ref) for o, (_, ref) in zip(outs, batch, strict=True)
+            )
+            count += real
+    if distributed and world > 1:
+        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=_device(model))
+        dist.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
+    return total / max(count, 1)
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+Report = Callable[[dict], None]
+
+
+def train_model(
+    base_model: str,
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    metadata: dict | None = None,
+    report: Report | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L."""
+    if not train:
+        raise TrainError("no training examples")
+    if not dev:
+        raise TrainError("no dev examples: checkpoint selection needs a dev set")
+    _prepare_distributed_env()
+    import torch
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    start = time.time()
+    output_dir = Path(output_dir)
+    work = output_dir.with_name(f".{output_dir.name}.work")
+    model, tokenizer = load_model_and_tokenizer(base_model, cfg)
+    if cfg.lora_rank:
+        model = _with_lora(model, cfg)
+    on_gpu = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    encoded = [encode_example(tokenizer, i, r, cfg) for i, r in train]
+    bf16 = (on_gpu and torch.cuda.is_bf16_supported()) if cfg.bf16 is None else cfg.bf16
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.accumulation(world),
+        bf16=bf16,
+        # Without CUDA, accelerate only sees the gloo group that Ray (or we) set up when told to
+        # run on CPU; DeepSpeed still drives the optimizer through DS_ACCELERATOR=cpu.
+        use_cpu=not on_gpu,
+        deepspeed=deepspeed_config(cfg, on_gpu),
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=max(1, min(10, cfg.max_steps // 10)),
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    state = {"best": -1.0, "best_step": 0, "curve": [], "losses": []}
+    best_dir = work / "best"
+
+    class DevSelection(TrainerCallback):
+        """Score the dev set every K steps and keep the best checkpoint."""
+
+        trainer = None
+
+        def on_log(self, args, st, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                state["losses"].append((st.global_step, float(logs["loss"])))
+
+        def on_step_end(self, args, st, control, model=None, **kw):
+            step = st.global_step
+            if step % cfg.eval_every and step != cfg.max_steps:
+                return
+            score = dev_rouge_l(model, tokenizer, dev, cfg)
+            state["curve"].append((step, score))
+            if score > state["best"]:
+                state["best"], state["best_step"] = score, step
+                self.trainer.save_model(str(best_dir))  # every rank: ZeRO-3 gathers weights
+            if report is not None:
+                loss = state["losses"][-1][1] if state["losses"] else float("nan")
+                report(
+                    {
+                        "step": step,
+                        "dev_rouge_l": score,
+                        "best_dev_rouge_l": state["best"],
+                        "loss": loss,
+                    }
+                )
+
+    selection = DevSelection()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=[selection],
+    )
+    selection.trainer = trainer
+    trainer.remove_callback(PrinterCallback)  # progress goes through `report`, not stdout dicts
+    trainer.train()
+    if not trainer.is_deepspeed_enabled:  # a silent fallback would make ZeRO settings a lie
+        raise TrainError("the HF Trainer did not start DeepSpeed; check the deepspeed install")
+
+    result = TrainResult(
+        output_dir=str(output_dir),
+        best_step=state["best_step"],
+        best_dev_rouge_l=state["best"],
+        curve=tuple(state["curve"]),
+        losses=tuple(state["losses"]),
+        steps=cfg.max_steps,
+        wall_time_s=round(time.time() - start, 2),
+        effective_batch=cfg.per_device_batch_size * world * cfg.accumulation(world),
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        _export(base_model, best_dir, output_dir, tokenizer, cfg, result, metadata or {})
+        shutil.rmtree(work, ignore_errors=True)
+    _barrier()
+    return result
+
+
+def _with_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=2 * cfg.lora_rank,
+        lora_dropout=cfg.dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metadata) -> None:
+    """Write the best checkpoint as a plain HF model directory, atomically."""
+    tmp = out.with_name(f".{out.name}.export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.lora_rank:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base, _ = load_model_and_tokenizer(base_model, cfg)
+        merged = PeftModel.from_pretrained(base, str(best_dir)).merge_and_unload()
+        merged.save_pretrained(tmp)
+        del AutoModelForCausalLM
+    else:
+        shutil.copytree(best_dir, tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {
+        **metadata,
+        "base_model": base_model,
+        "train_config": asdict(cfg),
+        "best_step": result.best_step,
+        "best_dev_rouge_l": result.best_dev_rouge_l,
+        "dev_rouge_l_curve": [list(p) for p in result.curve],
+        "loss_curve": [list(p) for p in result.losses],
+        "steps": result.steps,
+        "effective_batch": result.effective_batch,
+        "wall_time_s": result.wall_time_s,
+        "versions": versions(),
+    }
+    (tmp / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
