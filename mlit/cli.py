@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import typer
 
@@ -117,3 +119,72 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@app.command("demo-model")
+def demo_model_cmd(
+    out_dir: Path = typer.Argument(
+        None, help="Where to write it (default: ~/.cache/mlit/demo/base)."
+    ),
+    pretrain_steps: int = typer.Option(None, help="Override the pretraining steps (default 500)."),
+) -> None:
+    """Build the embedded default's tiny base model locally (cached; no download)."""
+    from mlit import demo
+
+    cfg = demo.DemoModelConfig()
+    if pretrain_steps is not None:
+        cfg = replace(cfg, pretrain_steps=pretrain_steps)
+    target = out_dir or demo.default_dir()
+    cached = demo.is_built(target, cfg)
+    path = demo.build_demo_model(target, cfg)
+    meta = json.loads((path / demo.MARKER).read_text())
+    state = "cached" if cached else f"built in {meta['seconds']} s"
+    typer.echo(
+        f"demo base model ({meta['parameters']:,} parameters, final pretraining loss "
+        f"{meta['loss_last']:.2f}), {state}: {path}"
+    )
+
+
+@app.command("train")
+def train_cmd(
+    experiment: str = typer.Argument(..., help=f"One of: {', '.join(experiments.NAMES)}."),
+    base_model: str = typer.Option(None, help="HF hub name or local directory (default: demo)."),
+    data_source: str = typer.Option("sample", "--data", help="'sample', a path, or 'hf:NAME'."),
+    languages_: str = typer.Option(None, "--languages", help="Restrict to these languages."),
+    store_root: str = typer.Option(None, "--store", help="Store folder or URI (s3://, gs://)."),
+    preset: str = typer.Option("demo", help="Training hyperparameters: 'demo' or 'paper'."),
+    budget: int = typer.Option(None, help="Examples per mixture (default: all training ids)."),
+    workers: int = typer.Option(2, help="Ray Train workers per trial."),
+    gpus_per_worker: float = typer.Option(0.0, help="GPUs per worker (0: CPU)."),
+    zero_stage: int = typer.Option(2, help="DeepSpeed ZeRO stage, 0-3."),
+    lora_rank: int = typer.Option(0, help="LoRA rank; 0 trains all weights."),
+    max_steps: int = typer.Option(None, help="Override the preset's training steps."),
+    seed: int = typer.Option(0, help="Seed of mixtures and training."),
+) -> None:
+    """Train every model an experiment needs (its mixtures and baselines) that the store lacks."""
+    from mlit import demo, sweep, train
+    from mlit.store import Store, default_root
+
+    try:
+        exp = experiments.get(experiment, seed)
+        if languages_:
+            exp = exp.restricted(languages.parse(languages_))
+        make = train.TrainConfig.paper if preset == "paper" else train.TrainConfig.demo
+        overrides = {"zero_stage": zero_stage, "lora_rank": lora_rank, "seed": seed}
+        if max_steps:
+            overrides["max_steps"] = max_steps
+        cfg = make(**overrides)
+        compute = sweep.Compute(workers=workers, gpus_per_worker=gpus_per_worker)
+    except (ValueError, sweep.ResourceError) as err:
+        _fail(str(err))
+    frame = _load(data_source)
+    base = base_model or str(demo.build_demo_model())
+    try:
+        built = experiments.build_all(exp, data.train_ids(frame), budget, seed, None, True)
+        jobs = sweep.plan_jobs(base, built, frame, cfg)
+        result = sweep.train_phase(jobs, Store(store_root or default_root()), compute, exp.name)
+    except (mixtures.MixtureError, train.TrainError, sweep.ResourceError) as err:
+        _fail(str(err))
+    typer.echo(result.table())
+    if result.failed:
+        _fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)

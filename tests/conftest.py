@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
 import pytest
+
+# Nothing in the test suite may reach a model hub; set before anything imports transformers or
+# starts Ray (whose workers inherit this environment).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from mlit import data
 
@@ -20,3 +29,30 @@ def sample() -> pl.DataFrame:
 def rows(*specs: tuple[str, str, str, str, str | None]) -> pl.DataFrame:
     """Tiny dataset from (example_id, lang, split, instruction, response) tuples."""
     return data.from_records(dict(zip(data.COLUMNS, spec, strict=True)) for spec in specs)
+
+
+TINY_DEMO = dict(
+    vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+    context=256, pretrain_steps=40, batch_size=8, seq_len=64,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny demo-style base model (tokenizer trained on the sample, Llama config, short
+    pretraining), built once per session in a few seconds."""
+    from mlit import demo
+
+    cfg = demo.DemoModelConfig(**TINY_DEMO)
+    return demo.build_demo_model(tmp_path_factory.mktemp("base") / "tiny", cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (2 CPUs, like the target machine)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

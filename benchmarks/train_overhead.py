@@ -1,0 +1,123 @@
+"""Ray's per-trial overhead: the same tiny training job standalone and as a Tune + Train trial.
+
+    python benchmarks/train_overhead.py            # writes benchmarks/results/train_overhead.json
+
+The job: a tiny Llama-style model (built locally, as in the demo) fine-tuned with DeepSpeed ZeRO-2
+for a fixed number of steps on one mixture of the bundled sample. It runs
+
+- standalone: `mlit.train.train_model` in a fresh Python process (imports, model load, DeepSpeed
+  init, steps, export: everything a Ray worker also does), timed from spawn to exit;
+- on Ray: `mlit.sweep.train_phase` with one trial of one worker on a local Ray instance, timed
+  around the call, with `ray.init` timed separately.
+
+It does both at two step counts, so the overhead (Ray trial minus standalone) can be seen not to
+grow with the number of steps. Goal: under 15 s per trial on a 2-core CPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlit import data, demo, mixtures, sweep
+from mlit.store import Store
+from mlit.train import TrainConfig
+
+STEPS = (20, 80)
+TINY = demo.DemoModelConfig(
+    vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
+    context=256, pretrain_steps=40, batch_size=8, seq_len=64,
+)  # fmt: skip
+OUT = Path(__file__).parent / "results" / "train_overhead.json"
+
+STANDALONE = """
+import sys, time
+t0 = time.time()
+from mlit import data, mixtures, train
+from mlit.train import TrainConfig
+sample = data.sample()
+m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=int(sys.argv[3]))
+tr, dev = mixtures.materialize(m, sample)
+cfg = TrainConfig.demo(max_steps=int(sys.argv[2]), eval_every=int(sys.argv[2]))
+r = train.train_model(sys.argv[1], tr, dev, cfg, sys.argv[4])
+print("TRAIN_WALL", r.wall_time_s)
+"""
+
+
+def standalone(base: Path, steps: int, work: Path) -> dict:
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", STANDALONE, str(base), str(steps), "100", str(work / f"s{steps}")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    total = time.time() - start
+    train_wall = float(out.stdout.split("TRAIN_WALL")[-1].split()[0])
+    return {"total_s": round(total, 2), "train_model_s": train_wall}
+
+
+def on_ray(base: Path, steps: int, work: Path, seed: int) -> dict:
+    sample = data.sample()
+    m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=seed)
+    cfg = TrainConfig.demo(max_steps=steps, eval_every=steps)
+    jobs = sweep.plan_jobs(str(base), [m], sample, cfg)
+    store = Store(str(work / "store"))
+    start = time.time()
+    result = sweep.train_phase(
+        jobs, store, sweep.Compute(workers=1, storage_path=str(work / "ray")), "bench"
+    )
+    total = time.time() - start
+    assert result.launched and not result.failed
+    info = store.model_info(jobs[0].key)
+    return {"total_s": round(total, 2), "train_model_s": info["wall_time_s"]}
+
+
+def main() -> None:
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="mlit-bench-"))
+    base = demo.build_demo_model(work / "base", TINY, progress=False)
+    standalone(base, 2, work)  # warm the DeepSpeed op cache and the file cache once
+    rows = {}
+    t = time.time()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_start = round(time.time() - t, 2)
+    for i, steps in enumerate(STEPS):
+        alone = standalone(base, steps, work)
+        trial = on_ray(base, steps, work, seed=200 + i)
+        steps_s = alone["train_model_s"]
+        rows[str(steps)] = {
+            "standalone": alone,
+            "ray_trial": trial,
+            "overhead_s": round(trial["total_s"] - alone["total_s"], 2),
+            "ratio": round(trial["total_s"] / alone["total_s"], 2),
+            "breakdown": {
+                "steps_and_setup_inside_worker_s": trial["train_model_s"],
+                "worker_and_trial_start_s": round(trial["total_s"] - trial["train_model_s"], 2),
+                "standalone_process_start_s": round(alone["total_s"] - steps_s, 2),
+            },
+        }
+    ray.shutdown()
+    overheads = [r["overhead_s"] for r in rows.values()]
+    report = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
+        "ray_start_s": ray_start,
+        "by_steps": rows,
+        "max_overhead_s": max(overheads),
+        "overhead_growth_s": round(overheads[-1] - overheads[0], 2),
+        "goal": "overhead < 15 s per trial, not growing with steps",
+        "goal_met": max(overheads) < 15 and overheads[-1] - overheads[0] < 5,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
