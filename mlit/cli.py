@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -188,3 +189,75 @@ def train_cmd(
     typer.echo(result.table())
     if result.failed:
         _fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)
+
+
+@app.command("serve")
+def serve_cmd(
+    run_dir: Path = typer.Argument(None, help="A run folder: serve every model of the run."),
+    model: list[str] = typer.Option(
+        None, "--model", help="NAME=PATH to serve (repeatable); PATH may be 'demo'."
+    ),
+    store_root: str = typer.Option(None, "--store", help="Also serve every model in this store."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    api_key_env: str = typer.Option(
+        None, help="Environment variable holding the API key; requests without it get 401."
+    ),
+    max_models_per_replica: int = typer.Option(4, help="Models kept loaded per replica (LRU)."),
+    max_batch_size: int = typer.Option(16, help="Dynamic batch size (1 turns batching off)."),
+    replicas: int = typer.Option(1, help="Model-server replicas."),
+    num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
+    num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),
+) -> None:
+    """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C."""
+    import signal
+    import threading
+
+    from mlit import serving
+
+    models: dict[str, str] = {}
+    try:
+        if run_dir:
+            models.update(serving.run_models(run_dir))
+        if store_root:
+            from mlit.store import Store
+
+            store = Store(store_root)
+            for key in store.model_keys():
+                info = store.model_info(key) or {}
+                models[f"{info.get('mixture', 'model')}-{key[:8]}"] = store.model_uri(key)
+        for spec in model or []:
+            name, sep, path = spec.partition("=")
+            if not sep or not name:
+                raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
+            models[name] = serving.resolve_model_path(path)
+        if not models:
+            models["demo-base"] = serving.resolve_model_path("demo")
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ValueError(f"--api-key-env {api_key_env}: that variable is not set or empty")
+        cfg = serving.ServeConfig(
+            models=models,
+            host=host,
+            port=port,
+            api_key_sha256=serving.hash_key(key) if key else None,
+            max_models_per_replica=max_models_per_replica,
+            max_batch_size=max_batch_size,
+            replicas=replicas,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+    except ValueError as err:
+        _fail(str(err))
+    url = serving.start(cfg)
+    typer.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
+    for name in sorted(models):
+        typer.echo(f"  {name}")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    typer.echo("shutting down")
+    serving.stop()

@@ -1,0 +1,220 @@
+"""Client side of generation: every model answers every eval instruction, through the HTTP API.
+
+Requests go to any OpenAI-compatible endpoint (our Serve app by default) with bounded concurrency,
+a timeout per request and retries with backoff on retryable failures (429, 5xx, timeouts). Each
+answer is stored under hash(model key, prompt, sampling, seed), so a rerun sends no request for an
+answer it already has. Failures are written to ``generations.parquet`` as errors, never stored as
+answers, and are tried again on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mlit.engine import PAPER_SAMPLING
+from mlit.store import Store, content_key
+
+RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The paper's nucleus sampling by default: p=0.9, T=0.7, up to 512 new tokens."""
+
+    temperature: float = PAPER_SAMPLING.temperature
+    top_p: float = PAPER_SAMPLING.top_p
+    max_tokens: int = PAPER_SAMPLING.max_new_tokens
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Task:
+    model: str  # the served name
+    model_key: str  # what identifies the weights (store key); the cache key uses this
+    example_id: str
+    lang: str
+    instruction: str
+
+
+@dataclass(frozen=True)
+class Client:
+    base_url: str  # e.g. http://127.0.0.1:8000 (with or without /v1)
+    api_key: str | None = None
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    retries: int = 4
+    backoff_s: float = 0.5
+
+    @property
+    def v1(self) -> str:
+        url = self.base_url.rstrip("/")
+        return url if url.endswith("/v1") else f"{url}/v1"
+
+
+GENERATION_COLUMNS = {
+    "model": pl.String,
+    "model_key": pl.String,
+    "example_id": pl.String,
+    "lang": pl.String,
+    "instruction": pl.String,
+    "response": pl.String,
+    "status": pl.String,  # ok | error
+    "error": pl.String,
+    "finish_reason": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "latency_s": pl.Float64,
+    "cached": pl.Boolean,
+    "generation_key": pl.String,
+}
+
+
+def request_seed(params: SamplingParams, task: Task) -> int:
+    """A per-answer seed: reproducible, and different for every (model, example, language)."""
+    blob = f"{params.seed}:{task.model_key}:{task.example_id}:{task.lang}".encode()
+    return int(hashlib.sha256(blob).hexdigest()[:8], 16)
+
+
+def generation_key(task: Task, params: SamplingParams) -> str:
+    messages = [{"role": "user", "content": task.instruction}]
+    sampling = {**asdict(params), "seed": request_seed(params, task)}
+    return content_key("generation", task.model_key, messages, sampling)
+
+
+async def _call(http, client: Client, task: Task, params: SamplingParams) -> dict:
+    body = {
+        "model": task.model,
+        "messages": [{"role": "user", "content": task.instruction}],
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "seed": request_seed(params, task),
+    }
+    headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else {}
+    last = "no attempt"
+    for attempt in range(client.retries + 1):
+        start = time.monotonic()
+        try:
+            resp = await http.post(f"{client.v1}/chat/completions", json=body, headers=headers)
+        except Exception as err:  # timeouts and connection failures are retryable
+            last = f"{type(err).__name__}: {err}"
+        else:
+            if resp.status_code == 200:
+                data = resp.json()
+                choice = data["choices"][0]
+                return {
+                    "status": "ok",
+                    "response": choice["message"]["content"],
+                    "finish_reason": choice.get("finish_reason"),
+                    "prompt_tokens": data.get("usage", {}).get("prompt_tokens"),
+                    "completion_tokens": data.get("usage", {}).get("completion_tokens"),
+                    "latency_s": round(time.monotonic() - start, 4),
+                }
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code not in RETRYABLE:
+                break
+        if attempt < client.retries:
+            await asyncio.sleep(client.backoff_s * 2**attempt * (0.5 + random.random()))
+    return {"status": "error", "error": last}
+
+
+async def _generate(
+    tasks: Sequence[Task],
+    params: SamplingParams,
+    client: Client,
+    store: Store,
+    out_path: Path | None,
+    progress: bool,
+) -> pl.DataFrame:
+    import httpx
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    todo: list[tuple[Task, str]] = []
+    for task in tasks:
+        key = generation_key(task, params)
+        hit = store.get("generations", key)
+        if hit is not None:
+            rows.append({**_base(task, key), **hit, "status": "ok", "cached": True})
+        else:
+            todo.append((task, key))
+    sem = asyncio.Semaphore(client.concurrency)
+    bar = tqdm(
+        total=len(todo), desc="generating", unit="answer", disable=None if progress else True
+    )
+    last_flush = time.monotonic()
+
+    async with httpx.AsyncClient(timeout=client.timeout_s) as http:
+
+        async def one(task: Task, key: str) -> None:
+            nonlocal last_flush
+            async with sem:
+                result = await _call(http, client, task, params)
+            if result["status"] == "ok":
+                stored = {k: result[k] for k in ("response", "finish_reason", "prompt_tokens",
+                                                 "completion_tokens", "latency_s")}  # fmt: skip
+                store.put("generations", key, stored)
+            rows.append({**_base(task, key), **result, "cached": False})
+            bar.update(1)
+            if out_path is not None and time.monotonic() - last_flush > 5:
+                last_flush = time.monotonic()
+                write_generations(rows, out_path)
+
+        await asyncio.gather(*(one(t, k) for t, k in todo))
+    bar.close()
+    frame = _frame(rows)
+    if out_path is not None:
+        write_generations(rows, out_path)
+    return frame
+
+
+def _base(task: Task, key: str) -> dict:
+    return {**asdict(task), "generation_key": key}
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    filled = [{c: r.get(c) for c in GENERATION_COLUMNS} for r in rows]
+    frame = pl.DataFrame(filled, schema=GENERATION_COLUMNS)
+    return frame.sort("model", "lang", "example_id")
+
+
+def write_generations(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    _frame(rows).write_parquet(tmp)
+    tmp.replace(path)
+
+
+def generate(
+    tasks: Sequence[Task],
+    client: Client,
+    store: Store,
+    params: SamplingParams = SamplingParams(),
+    out_path: str | Path | None = None,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Answer every task; returns (and writes) the generations table."""
+    out = Path(out_path) if out_path else None
+    return asyncio.run(_generate(tasks, params, client, store, out, progress))
+
+
+def tasks_for(
+    models: dict[str, str], eval_rows: pl.DataFrame, langs: Sequence[str] | None = None
+) -> list[Task]:
+    """Every (model, eval language, example) task; ``models`` maps served name -> model key."""
+    rows = eval_rows.filter(pl.col("split") == "eval")
+    if langs is not None:
+        rows = rows.filter(pl.col("lang").is_in(list(langs)))
+    out = []
+    for name, key in models.items():
+        for ex, lang, instruction in rows.select("example_id", "lang", "instruction").rows():
+            out.append(Task(name, key, ex, lang, instruction))
+    return out

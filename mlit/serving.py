@@ -1,0 +1,437 @@
+"""One Ray Serve application: every trained model (and a self-hosted judge) behind an OpenAI API.
+
+    mlit serve results/language_count          # the models of a run
+    mlit serve --model demo-base=demo --port 8000
+    serve run serve/config.yaml                # the same app from a Serve config file
+
+Two deployments:
+
+- ``Gateway``: a FastAPI ingress of our own. It checks the bearer token, validates requests
+  (`mlit.openai_api`), answers client mistakes with 4xx OpenAI-style errors, and forwards each
+  request to ``ModelServer`` with the request's ``model`` as the multiplexed model id.
+- ``ModelServer``: loads models per replica with ``@serve.multiplexed`` (an LRU of
+  ``max_models_per_replica``) and batches requests dynamically with ``@serve.batch``. A batch is
+  split by model; each request keeps its own sampling parameters and seed (`mlit.engine`).
+
+It binds to 127.0.0.1 unless told otherwise. The API key is never stored or logged: the gateway
+keeps only its SHA-256.
+
+No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+
+from mlit import chat, engine
+from mlit.openai_api import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_response,
+    chat_stream_chunks,
+    check_max_tokens,
+    completion_response,
+    completion_stream_chunks,
+    models_response,
+)
+
+APP_NAME = "mlit"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    models: dict[str, str]  # served name -> model directory (local path or s3:// / gs:// URI)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_sha256: str | None = None
+    max_models_per_replica: int = 4
+    max_batch_size: int = 16
+    batch_wait_s: float = 0.02
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    autoscaling: dict | None = field(default=None)  # Serve autoscaling_config; overrides replicas
+    default_max_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("no models to serve: give a run folder, --store or --model NAME=PATH")
+        for name in self.models:
+            if not re.fullmatch(r"[A-Za-z0-9._:@/-]+", name):
+                raise ValueError(f"invalid model name {name!r}: use letters, digits and ._:@/-")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def model_context(path: str) -> int | None:
+    """The context length from a model's config.json, without loading weights."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.exists():
+        return None
+    cfg = json.loads(cfg_file.read_text())
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(cfg.get(name), int):
+            return cfg[name]
+    return None
+
+
+def _local_dir(path: str) -> str:
+    """Model directories on object storage are copied once to a local cache."""
+    if "://" not in path:
+        return str(Path(path).expanduser())
+    from pyarrow import fs
+
+    dest = (
+        Path.home()
+        / ".cache"
+        / "mlit"
+        / "downloads"
+        / hashlib.sha256(path.encode()).hexdigest()[:16]
+    )
+    if not (dest / "config.json").exists():
+        filesystem, base = fs.FileSystem.from_uri(path)
+        fs.copy_files(base, str(dest), source_filesystem=filesystem)
+    return str(dest)
+
+
+# --------------------------------------------------------------------------------------------
+# The model server: multiplexed, batched
+
+
+@serve.deployment(max_ongoing_requests=256)
+class ModelServer:
+    def __init__(self, models: dict[str, str], max_models: int, max_batch: int, wait_s: float):
+        self._paths = dict(models)
+        self.loads: Counter[str] = Counter()
+        self.batches: list[int] = []
+
+        async def load(model_id: str):
+            return await asyncio.to_thread(self._load, model_id)
+
+        # Built here, not as a decorator, so the LRU size is a deployment argument.
+        self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+        self.generate_batch.set_max_batch_size(max_batch)
+        self.generate_batch.set_batch_wait_timeout_s(wait_s)
+
+    def _load(self, name: str):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = _local_dir(self._paths[name])
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        model.eval()
+        self.loads[name] += 1
+        return model, tokenizer
+
+    async def complete(self, item: dict) -> dict:
+        """One request: ``{"kind": "chat"|"text", "messages"|"prompt", "sampling": {...}}``."""
+        return await self.generate_batch((serve.get_multiplexed_model_id(), item))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def generate_batch(self, items: list[tuple[str, dict]]) -> list[dict]:
+        self.batches.append(len(items))
+        results: list[dict | None] = [None] * len(items)
+        by_model: dict[str, list[int]] = {}
+        for i, (model_id, _) in enumerate(items):
+            by_model.setdefault(model_id, []).append(i)
+        for model_id, idx in by_model.items():
+            try:
+                model, tok = await self._get_model(model_id)
+            except Exception as err:  # a broken model folder must not take the replica down
+                for i in idx:
+                    results[i] = _error(500, f"model {model_id!r} failed to load: {err}")
+                continue
+            ready, prompts, samplings = [], [], []
+            limit = engine.context_length(model)
+            for i in idx:
+                item = items[i][1]
+                prompt = (
+                    chat.format_messages(tok, item["messages"])
+                    if item["kind"] == "chat"
+                    else item["prompt"]
+                )
+                sampling = engine.Sampling(**item["sampling"])
+                n_prompt = len(engine.encode_prompt(tok, prompt))
+                if limit is not None and n_prompt + sampling.max_new_tokens > limit:
+                    results[i] = _error(
+                        400,
+                        f"the prompt has {n_prompt} tokens and max_tokens is "
+                        f"{sampling.max_new_tokens}: {n_prompt + sampling.max_new_tokens} tokens "
+                        f"exceed the model's context of {limit}",
+                    )
+                    continue
+                ready.append(i)
+                prompts.append(prompt)
+                samplings.append(sampling)
+            if not ready:
+                continue
+            try:
+                outs = await asyncio.to_thread(engine.generate, model, tok, prompts, samplings)
+            except Exception as err:
+                for i in ready:
+                    results[i] = _error(500, f"generation failed: {err}")
+                continue
+            for i, out in zip(ready, outs, strict=True):
+                results[i] = {"ok": _completion_dict(out)}
+        return results
+
+    def stats(self) -> dict:
+        return {"loads": dict(self.loads), "batch_sizes": list(self.batches[-1000:])}
+
+
+def _error(status: int, message: str) -> dict:
+    return {"error": {"status": status, "message": message}}
+
+
+def _completion_dict(c: engine.Completion) -> dict:
+    return {
+        "text": c.text,
+        "finish_reason": c.finish_reason,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "logprobs": None
+        if c.logprobs is None
+        else [[t.token, t.logprob, [list(p) for p in t.top]] for t in c.logprobs],
+    }
+
+
+def _completion_from(d: dict) -> engine.Completion:
+    lps = None
+    if d["logprobs"] is not None:
+        lps = tuple(
+            engine.TokenLogprob(tok, lp, tuple((a, b) for a, b in top))
+            for tok, lp, top in d["logprobs"]
+        )
+    return engine.Completion(
+        d["text"], d["finish_reason"], d["prompt_tokens"], d["completion_tokens"], lps
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The gateway: FastAPI ingress
+
+api = FastAPI(title="mlit", description="OpenAI-compatible API over mlit's models")
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, err: APIError):
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, err: Exception):
+    return JSONResponse(
+        {"error": {"message": f"internal error: {err}", "type": "server_error", "param": None,
+                   "code": None}},
+        status_code=500,
+    )  # fmt: skip
+
+
+def _pieces(text: str) -> list[str]:
+    return re.findall(r"\s*\S+|\s+$", text) or [text]
+
+
+async def _sse(chunks: list[dict]):
+    for c in chunks:
+        yield f"data: {json.dumps(c, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@serve.deployment(max_ongoing_requests=512)
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, server, contexts: dict[str, int | None], api_key_sha256: str | None,
+                 default_max_tokens: int = 256):  # fmt: skip
+        self.server = server
+        self.contexts = dict(contexts)
+        self.key_hash = api_key_sha256
+        self.default_max_tokens = default_max_tokens
+        self.requests: Counter[str] = Counter()
+
+    def _auth(self, request: Request) -> None:
+        if self.key_hash is None:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not token or not hmac.compare_digest(hash_key(token), self.key_hash):
+            raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')")
+
+    async def _parse(self, request: Request, schema):
+        raw = await request.body()
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise APIError(400, f"request body is not valid JSON: {err}") from err
+        if not isinstance(payload, dict):
+            raise APIError(400, "request body must be a JSON object")
+        try:
+            return schema.model_validate(payload)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise APIError(422, f"invalid field '{where}': {first['msg']}", where) from err
+
+    def _model(self, name: str) -> int | None:
+        if name not in self.contexts:
+            known = ", ".join(sorted(self.contexts)[:10])
+            raise APIError(404, f"model {name!r} not found; served models: {known}", "model",
+                           "model_not_found")  # fmt: skip
+        return self.contexts[name]
+
+    async def _run(self, name: str, item: dict) -> engine.Completion:
+        result = await self.server.options(multiplexed_model_id=name).complete.remote(item)
+        if "error" in result:
+            raise APIError(result["error"]["status"], result["error"]["message"])
+        return _completion_from(result["ok"])
+
+    @api.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok", "models": len(self.contexts)}
+
+    @api.get("/v1/models")
+    async def list_models(self, request: Request):
+        self._auth(request)
+        return models_response(sorted(self.contexts))
+
+    @api.get("/v1/stats")
+    async def stats(self, request: Request):
+        """mlit extension: request counts at this gateway replica and model loads per replica."""
+        self._auth(request)
+        server = await self.server.stats.remote()
+        return {"requests": dict(self.requests), **server}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        self._auth(request)
+        req = await self._parse(request, ChatCompletionRequest)
+        context = self._model(req.model)
+        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
+        self.requests["chat"] += 1
+        item = {
+            "kind": "chat",
+            "messages": [m.model_dump() for m in req.messages],
+            "sampling": req.sampling(max_new).__dict__,
+        }
+        completion = await self._run(req.model, item)
+        if req.stream:
+            chunks = chat_stream_chunks(req.model, completion, _pieces(completion.text))
+            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        return chat_response(req.model, completion)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        self._auth(request)
+        req = await self._parse(request, CompletionRequest)
+        context = self._model(req.model)
+        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
+        self.requests["completions"] += 1
+        item = {"kind": "text", "prompt": req.prompt, "sampling": req.sampling(max_new).__dict__}
+        completion = await self._run(req.model, item)
+        if req.stream:
+            chunks = completion_stream_chunks(req.model, completion, _pieces(completion.text))
+            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        return completion_response(req.model, completion)
+
+
+# --------------------------------------------------------------------------------------------
+# Building and starting the app
+
+
+def build_app(cfg: ServeConfig):
+    server_options: dict = {
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "max_ongoing_requests": max(64, 4 * cfg.max_batch_size),
+    }
+    if cfg.autoscaling:
+        server_options["autoscaling_config"] = cfg.autoscaling
+    else:
+        server_options["num_replicas"] = cfg.replicas
+    server = ModelServer.options(**server_options).bind(
+        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size, cfg.batch_wait_s
+    )
+    contexts = {name: model_context(_local_dir(path)) for name, path in cfg.models.items()}
+    return Gateway.options(ray_actor_options={"num_cpus": 0}).bind(
+        server, contexts, cfg.api_key_sha256, cfg.default_max_tokens
+    )
+
+
+def resolve_model_path(path: str) -> str:
+    """'demo' is the demo base model (built on first use); anything else is a path or URI."""
+    if path == "demo":
+        from mlit import demo
+
+        return str(demo.build_demo_model())
+    if path == "demo-judge":
+        from mlit import judge_model
+
+        return str(judge_model.build_demo_judge())
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    if not (p / "config.json").exists():
+        raise ValueError(f"model directory {path!r} has no config.json")
+    return str(p.resolve())
+
+
+def app_builder(args: dict):
+    """Entry point for `serve run serve/config.yaml` (``import_path: mlit.serving:app_builder``)."""
+    models = {name: resolve_model_path(str(p)) for name, p in (args.get("models") or {}).items()}
+    if args.get("run_dir"):
+        models.update(run_models(args["run_dir"]))
+    key_env = args.get("api_key_env")
+    key = os.environ.get(key_env) if key_env else None
+    cfg = ServeConfig(
+        models=models,
+        api_key_sha256=hash_key(key) if key else None,
+        max_models_per_replica=int(args.get("max_models_per_replica", 4)),
+        max_batch_size=int(args.get("max_batch_size", 16)),
+        batch_wait_s=float(args.get("batch_wait_s", 0.02)),
+        num_cpus=float(args.get("num_cpus", 1)),
+        num_gpus=float(args.get("num_gpus", 0)),
+    )
+    return build_app(cfg)
+
+
+def run_models(run_dir: str | Path) -> dict[str, str]:
+    """The ``models.json`` of a run folder: served name -> model directory."""
+    path = Path(run_dir) / "models.json"
+    if not path.exists():
+        raise ValueError(f"{run_dir}: no models.json (is this a run folder of `mlit`?)")
+    return {name: entry["path"] for name, entry in json.loads(path.read_text()).items()}
+
+
+def start(cfg: ServeConfig) -> str:
+    """Deploy the app on the connected (or a new local) Ray cluster; returns the base URL."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    return f"http://{host}:{cfg.port}"
+
+
+def stop() -> None:
+    """Take the app down (training phases need its CPUs and GPUs back)."""
+    serve.delete(APP_NAME, _blocking=True)

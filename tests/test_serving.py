@@ -1,0 +1,190 @@
+"""The Serve app with real clients on loopback: openai, litellm and raw HTTP."""
+
+import asyncio
+import json
+import os
+import socket
+
+import httpx
+import pytest
+
+from mlit import generate, serving
+from mlit.store import Store
+
+KEY = "test-key-not-logged"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tiny_base):
+    from ray import serve
+
+    models = {name: str(tiny_base) for name in ("tiny-a", "tiny-b", "tiny-c")}
+    cfg = serving.ServeConfig(models=models, port=_free_port(), api_key_sha256=serving.hash_key(KEY),
+                              max_models_per_replica=2, max_batch_size=8, num_cpus=1)  # fmt: skip
+    url = serving.start(cfg)
+    yield url
+    serving.stop()
+    serve.shutdown()
+
+
+def _auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _chat(url, **extra):
+    body = {"model": "tiny-a", "messages": [{"role": "user", "content": "Name a fruit."}],
+            "max_tokens": 8, **extra}  # fmt: skip
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=_auth(), timeout=60)
+
+
+def _stats(url):
+    return httpx.get(f"{url}/v1/stats", headers=_auth(), timeout=30).json()
+
+
+def test_openai_client_chat_completions_streaming_and_logprobs(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
+    assert {m.id for m in client.models.list()} == {"tiny-a", "tiny-b", "tiny-c"}
+    chat = client.chat.completions.create(
+        model="tiny-a", messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        max_tokens=6, temperature=0.7, top_p=0.9, seed=1, logprobs=True, top_logprobs=2,
+    )  # fmt: skip
+    choice = chat.choices[0]
+    assert choice.finish_reason in ("stop", "length")
+    assert chat.usage.completion_tokens >= 1 and chat.usage.prompt_tokens > 5
+    assert len(choice.logprobs.content) == chat.usage.completion_tokens
+    assert len(choice.logprobs.content[0].top_logprobs) == 2
+    text = client.completions.create(model="tiny-b", prompt="Hello", max_tokens=5, logprobs=1)
+    assert text.choices[0].logprobs.tokens and text.usage.total_tokens > 0
+    stream = client.chat.completions.create(
+        model="tiny-a", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, stream=True,
+        seed=1, temperature=0.7,
+    )  # fmt: skip
+    chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    again = client.chat.completions.create(
+        model="tiny-a", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, seed=1,
+        temperature=0.7,
+    )  # fmt: skip
+    assert streamed == again.choices[0].message.content  # same seed, same answer
+
+
+def test_litellm_through_api_base(server):
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    resp = litellm.completion(
+        model="openai/tiny-c", api_base=f"{server}/v1", api_key=KEY,
+        messages=[{"role": "user", "content": "Name a city."}], max_tokens=5, temperature=0,
+    )  # fmt: skip
+    assert resp.choices[0].message.content is not None
+    assert resp.usage.completion_tokens >= 1
+
+
+def test_raw_http_and_health(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "models": 3}
+    r = _chat(server, temperature=0)
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "needle"),
+    [
+        ('{"model": "tiny-a", "messages": [', None, 400, "not valid JSON"),
+        ("[1, 2]", None, 400, "JSON object"),
+        ('{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "'nope'"),
+        ('{"model": "tiny-a"}', None, 422, "messages"),
+        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+         None, 422, "temperature"),
+        ('{"model": "tiny-a", "messages": [{"role": "robot", "content": "x"}]}', None, 422, "role"),
+        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}',
+         None, 400, "max_tokens is 100000 but the model's context is 256"),
+        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+         None, 400, "at least 1"),
+        (json.dumps({"model": "tiny-a", "messages": [{"role": "user", "content": "word " * 400}],
+                     "max_tokens": 10}), None, 400, "exceed the model's context of 256"),
+        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]}', {}, 401, "API key"),
+        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]}',
+         {"Authorization": "Bearer wrong"}, 401, "API key"),
+    ],
+)  # fmt: skip
+def test_client_mistakes_get_4xx_json_and_the_server_keeps_working(
+    server, body, headers, status, needle
+):
+    r = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=body,
+        headers=_auth() if headers is None else headers,
+        timeout=60,
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"]
+    assert KEY not in r.text
+    assert _chat(server).status_code == 200  # a valid request still succeeds
+
+
+def test_models_endpoint_needs_the_key(server):
+    assert httpx.get(f"{server}/v1/models").status_code == 401
+
+
+def test_three_models_on_one_replica_with_an_lru_of_two(server):
+    before = _stats(server)["loads"]
+    for name in ("tiny-a", "tiny-b", "tiny-c", "tiny-a"):
+        assert _chat(server, model=name).status_code == 200
+    loads = _stats(server)["loads"]
+    # tiny-c evicted the least recently used model; asking for tiny-a again reloads it.
+    assert sum(loads.values()) - sum(before.values()) >= 2
+    assert loads["tiny-c"] >= 1 and loads["tiny-a"] >= 2
+
+
+def test_concurrent_requests_are_batched_and_keep_their_own_seeds(server):
+    async def many():
+        async with httpx.AsyncClient(timeout=60) as http:
+            bodies = [{"model": "tiny-b", "messages": [{"role": "user", "content": "Name a colour."}],
+                       "max_tokens": 8, "temperature": 1.0, "seed": s} for s in range(6)]  # fmt: skip
+            rs = await asyncio.gather(
+                *(
+                    http.post(f"{server}/v1/chat/completions", json=b, headers=_auth())
+                    for b in bodies
+                )
+            )
+            return [r.json()["choices"][0]["message"]["content"] for r in rs]
+
+    texts = asyncio.run(many())
+    assert max(_stats(server)["batch_sizes"]) > 1
+    alone = _chat(server, model="tiny-b", temperature=1.0, seed=3,
+                  messages=[{"role": "user", "content": "Name a colour."}])  # fmt: skip
+    assert alone.json()["choices"][0]["message"]["content"] == texts[3]
+
+
+def test_generation_resume_sends_zero_requests_and_never_caches_errors(server, sample, tmp_path):
+    store = Store(str(tmp_path / "store"))
+    client = generate.Client(server, api_key=KEY, concurrency=4)
+    evals = sample.filter(sample["example_id"].is_in(["sample-eval-01", "sample-eval-02"]))
+    tasks = generate.tasks_for({"tiny-a": "key-a", "tiny-b": "key-b"}, evals, ["en", "fi"])
+    params = generate.SamplingParams(max_tokens=8)
+    out = tmp_path / "generations.parquet"
+    before = sum(_stats(server)["requests"].values())
+    first = generate.generate(tasks, client, store, params, out, progress=False)
+    sent = sum(_stats(server)["requests"].values()) - before
+    assert sent == len(tasks) == 8 and first["status"].to_list() == ["ok"] * 8
+    assert out.exists() and generate.pl.read_parquet(out).height == 8
+    second = generate.generate(tasks, client, store, params, out, progress=False)
+    assert sum(_stats(server)["requests"].values()) - before == sent  # zero new requests
+    assert second["cached"].all() and second["response"].to_list() == first["response"].to_list()
+
+    missing = [generate.Task("no-such-model", "key-x", "sample-eval-01", "en", "Hi")]
+    bad = generate.generate(missing, client, store, params, progress=False)
+    assert bad["status"].to_list() == ["error"] and "404" in bad["error"][0]
+    assert store.get("generations", bad["generation_key"][0]) is None
+    again = generate.generate(missing, client, store, params, progress=False)
+    assert again["cached"].to_list() == [False]  # retried, not served from the store
