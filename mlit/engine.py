@@ -26,6 +26,7 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no logprobs; k >= 0: chosen token plus top k
+    ignore_eos: bool = False  # keep going past EOS (fixed-length benchmarks; vLLM's flag)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -118,6 +119,9 @@ def generate(
         attention[i, width - len(ids) :] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     generators = [_generator(sp.seed, device) for sp in params]
+    temperature = torch.tensor([sp.temperature for sp in params], device=device)
+    top_p = torch.tensor([sp.top_p for sp in params], device=device)
+    want_logprobs = any(sp.top_logprobs is not None for sp in params)
     steps = max(sp.max_new_tokens for sp in params)
 
     out_ids: list[list[int]] = [[] for _ in range(rows)]
@@ -130,7 +134,7 @@ def generate(
     model.eval()
     try:
         with torch.no_grad():
-            for step in range(steps):
+            for _ in range(steps):
                 out = model(
                     input_ids=cur_ids,
                     attention_mask=attention,
@@ -141,17 +145,19 @@ def generate(
                 )
                 past = out.cache
                 logits = out.logits[:, -1, :].float()
+                picked = _pick_batch(logits, params, generators, temperature, top_p)
+                logp = torch.log_softmax(logits, dim=-1) if want_logprobs else None
                 next_tokens = []
                 for i, sp in enumerate(params):
                     if finish[i] is not None:
                         next_tokens.append(pad_id)
                         continue
-                    token = _pick(logits[i], sp, generators[i])
+                    token = picked[i]
                     next_tokens.append(token)
                     out_ids[i].append(token)
                     if sp.top_logprobs is not None:
-                        out_lp[i].append(_logprob(tokenizer, logits[i], token, sp.top_logprobs))
-                    finish[i] = _finished(tokenizer, out_ids[i], token, eos_ids, sp, step)
+                        out_lp[i].append(_logprob(tokenizer, logp[i], token, sp.top_logprobs))
+                    finish[i] = _finished(tokenizer, out_ids[i], token, eos_ids, sp)
                 all_done = all(f is not None for f in finish)
                 if synced and _dist_ready():
                     flag = torch.tensor([0.0 if all_done else 1.0], device=device)
@@ -168,7 +174,7 @@ def generate(
     results = []
     for i, sp in enumerate(params):
         ids = out_ids[i]
-        if ids and ids[-1] in eos_ids:
+        if ids and ids[-1] in eos_ids and not sp.ignore_eos:
             ids = ids[:-1]
         text = tokenizer.decode(ids, skip_special_tokens=True)
         reason = finish[i] or "length"
@@ -209,25 +215,45 @@ def _generator(seed: int | None, device):
     return gen
 
 
-def _pick(logits, sp: Sampling, gen) -> int:
+def _pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_p) -> list[int]:
+    """Next token of every row at once: greedy rows take the argmax, the others nucleus-sample.
+
+    Sampling is vectorised over the batch (inverse CDF over the sorted nucleus); only the one
+    uniform draw per row comes from that row's own generator, which is what keeps seeds per request.
+    """
     import torch
 
-    if sp.temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / sp.temperature, dim=-1)
-    if sp.top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < sp.top_p  # the nucleus, at least one token
-        sorted_probs = sorted_probs * keep
-        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=gen)
-        return int(order[choice])
-    return int(torch.multinomial(probs, 1, generator=gen))
+    greedy = torch.argmax(logits, dim=-1)
+    sampled_rows = [i for i, sp in enumerate(params) if sp.temperature > 0]
+    if not sampled_rows:
+        return greedy.tolist()
+    rows = torch.tensor(sampled_rows, device=logits.device)
+    probs = torch.softmax(logits[rows] / temperature[rows, None], dim=-1)
+    nucleus = top_p[rows, None]
+    if bool((nucleus >= 1).all()):
+        candidates, order = probs, None  # plain sampling: no sort needed
+    else:
+        # A full sort of the vocabulary per row per step is the slowest part on CPU; the top few
+        # hundred tokens nearly always hold the nucleus, so sort those and fall back if not.
+        k = min(probs.shape[-1], 256)
+        candidates, order = torch.topk(probs, k, dim=-1)
+        if k < probs.shape[-1] and bool((candidates.sum(-1, keepdim=True) < nucleus).any()):
+            candidates, order = torch.sort(probs, descending=True, dim=-1)
+        keep = (candidates.cumsum(-1) - candidates) < nucleus  # the nucleus, at least one token
+        candidates = candidates * keep
+    cdf = candidates.cumsum(-1)
+    draws = torch.cat([torch.rand(1, generator=generators[i], device=logits.device)
+                       for i in sampled_rows])  # fmt: skip
+    idx = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
+    chosen = (idx if order is None else order.gather(-1, idx)).squeeze(-1)
+    out = greedy.clone()
+    out[rows] = chosen
+    return out.tolist()
 
 
-def _logprob(tokenizer, logits, token: int, k: int) -> TokenLogprob:
+def _logprob(tokenizer, logp, token: int, k: int) -> TokenLogprob:
     import torch
 
-    logp = torch.log_softmax(logits, dim=-1)
     top = ()
     if k:
         values, idx = torch.topk(logp, k)
@@ -238,8 +264,8 @@ def _logprob(tokenizer, logits, token: int, k: int) -> TokenLogprob:
     return TokenLogprob(tokenizer.decode([token]), value if math.isfinite(value) else -1e9, top)
 
 
-def _finished(tokenizer, ids: list[int], token: int, eos_ids: set[int], sp: Sampling, step: int):
-    if token in eos_ids:
+def _finished(tokenizer, ids: list[int], token: int, eos_ids: set[int], sp: Sampling):
+    if token in eos_ids and not sp.ignore_eos:
         return "stop"
     if sp.stop:
         tail = tokenizer.decode(ids[-32:], skip_special_tokens=True)

@@ -44,6 +44,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = 1
+    ignore_eos: bool = False  # vLLM-compatible extension: generate exactly max_tokens
 
     @field_validator("n")
     @classmethod
@@ -77,7 +78,10 @@ class ChatCompletionRequest(_Request):
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         top = (self.top_logprobs or 0) if self.logprobs else None
-        return Sampling(max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), top)
+        return Sampling(
+            max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), top,
+            self.ignore_eos,
+        )  # fmt: skip
 
 
 class CompletionRequest(_Request):
@@ -100,8 +104,9 @@ class CompletionRequest(_Request):
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         return Sampling(
-            max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), self.logprobs
-        )
+            max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), self.logprobs,
+            self.ignore_eos,
+        )  # fmt: skip
 
 
 def check_max_tokens(requested: int, context: int | None) -> int:
