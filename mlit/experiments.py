@@ -29,11 +29,14 @@ class Experiment:
     baseline: str = "monolingual"  # or "base"
     # Bilingual tuning (§3.4) evaluates each model only on languages it was not tuned on.
     exclude_training_languages: bool = False
+    # Models scored as candidates for comparison only (Fig. 6 sets each pair against the two
+    # monolingual models of its languages).
+    references: tuple[Recipe, ...] = ()
 
     def eval_pairs(self) -> list[tuple[Recipe, str]]:
         """(model recipe, eval language) pairs that generation and judging cover."""
         out = []
-        for recipe in self.recipes:
+        for recipe in (*self.recipes, *self.references):
             for lang in self.eval_languages:
                 if self.exclude_training_languages and lang in recipe.languages:
                     continue
@@ -48,7 +51,7 @@ class Experiment:
     def required_recipes(self) -> tuple[Recipe, ...]:
         """The experiment's mixtures plus the baseline models its scores need, without repeats."""
         seen: dict[str, Recipe] = {}
-        for recipe in (*self.recipes, *self.baseline_recipes()):
+        for recipe in (*self.recipes, *self.references, *self.baseline_recipes()):
             seen.setdefault(recipe.name, recipe)
         return tuple(seen.values())
 
@@ -56,7 +59,8 @@ class Experiment:
         """The same experiment over fewer languages: recipes whose languages all lie in ``langs``,
         and only those evaluation languages. Used by reduced demo runs."""
         keep = set(languages.parse(langs))
-        recipes = tuple(r for r in self.recipes if set(r.languages) | {r.base} <= keep)
+        inside = lambda r: set(r.languages) | {r.base} <= keep  # noqa: E731
+        recipes = tuple(r for r in self.recipes if inside(r))
         evals = tuple(lang for lang in self.eval_languages if lang in keep)
         if not recipes or not evals:
             raise ValueError(
@@ -72,6 +76,7 @@ class Experiment:
             evals,
             self.baseline,
             self.exclude_training_languages,
+            tuple(r for r in self.references if inside(r)),
         )
 
     def all_languages(self) -> set[str]:
@@ -150,6 +155,7 @@ def _bilingual(seed: int) -> Experiment:
         recipes,
         PAPER_LANGUAGES,
         exclude_training_languages=True,
+        references=tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
     )
 
 

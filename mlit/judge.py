@@ -1,0 +1,385 @@
+"""Side-by-side judging through litellm: both orders, strict parsing, cached verdicts.
+
+Every (candidate, baseline, eval language, example) is shown to the judge twice, once in each
+order. The judge answers with a single digit; a *win* is the candidate chosen in both orders, a
+*loss* the baseline chosen in both, and a *tie* orders that disagree. A pair with a failed or
+unparseable call is an ``error`` and is never folded into ties or losses.
+
+The judge is any litellm model string (``openai/gpt-4o``, ``anthropic/...``, ``hosted_vllm/...``) or
+our own Serve endpoint (``openai/<name>`` with ``api_base``). Verdicts are cached in the store by
+(judge model, endpoint, template hash, parser, instruction, answer 1, answer 2); failures are not
+cached and are retried on the next run. litellm's own cache is not used: its key ignores the
+endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+from mlit.store import Store, content_key
+
+# Clusters may be offline: use the cost map bundled with litellm, never fetch it.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+DEFAULT_TEMPLATE = "judge_default.txt"
+
+
+class JudgeError(RuntimeError):
+    """The judge could not be used (unreachable, rejected the key, bad template)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers, looked up by name
+
+
+def parse_digit(text: str | None, top_logprobs: list[tuple[str, float]] | None):
+    """(choice, how): a clean '1' or '2'; otherwise the likelier of '1'/'2' in the first token's
+    top log-probabilities; otherwise unparseable."""
+    match = re.fullmatch(r"\s*([12])\s*[.)]?\s*", text or "")
+    if match:
+        return int(match.group(1)), "text"
+    if top_logprobs:
+        best: dict[str, float] = {}
+        for token, lp in top_logprobs:
+            t = token.strip()
+            if t in ("1", "2"):
+                best[t] = max(lp, best.get(t, float("-inf")))
+        if best:
+            return int(max(best, key=best.get)), "logprobs"
+    return None, "unparseable"
+
+
+PARSERS: dict[str, Callable] = {"digit": parse_digit}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class Judge:
+    model: str  # a litellm model string
+    api_base: str | None = None
+    api_key_env: str | None = None  # name of the variable holding the key, never the key
+    template: str | None = None  # a template file; None: mlit's default
+    parser: str = "digit"
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    retries: int = 4
+    backoff_s: float = 0.5
+    max_tokens: int = 2
+    top_logprobs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.parser not in PARSERS:
+            raise JudgeError(f"unknown parser {self.parser!r}; known: {', '.join(PARSERS)}")
+        text = self.template_text()
+        for field in ("{instruction}", "{answer_1}", "{answer_2}"):
+            if field not in text:
+                raise JudgeError(
+                    f"judge template {self.template or DEFAULT_TEMPLATE} lacks {field}"
+                )
+
+    def template_text(self) -> str:
+        if self.template is None:
+            return (resources.files("mlit") / "templates" / DEFAULT_TEMPLATE).read_text("utf-8")
+        path = Path(self.template)
+        if not path.exists():
+            raise JudgeError(f"judge template {path}: no such file")
+        return path.read_text("utf-8")
+
+    def template_hash(self) -> str:
+        return hashlib.sha256(self.template_text().encode()).hexdigest()[:16]
+
+    def identity(self) -> dict:
+        return {"model": self.model, "api_base": self.api_base or "",
+                "template": self.template_hash(), "parser": self.parser}  # fmt: skip
+
+    def prompt(self, instruction: str, answer_1: str, answer_2: str) -> str:
+        # str.replace, not str.format: answers may contain braces.
+        return (
+            self.template_text()
+            .replace("{instruction}", instruction)
+            .replace("{answer_1}", answer_1)
+            .replace("{answer_2}", answer_2)
+        )
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise JudgeError(f"the judge's API key variable {self.api_key_env} is not set")
+        return key
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One side-by-side comparison of a candidate's answer with a baseline's."""
+
+    candidate: str
+    baseline: str
+    eval_lang: str
+    example_id: str
+    instruction: str
+    candidate_answer: str | None  # None: the generation failed
+    baseline_answer: str | None
+    candidate_key: str = ""
+    baseline_key: str = ""
+
+    @property
+    def is_self(self) -> bool:
+        return bool(self.candidate_key) and self.candidate_key == self.baseline_key
+
+
+def verdict_key(judge: Judge, instruction: str, answer_1: str, answer_2: str) -> str:
+    return content_key("verdict", judge.identity(), instruction, answer_1, answer_2)
+
+
+# --------------------------------------------------------------------------------------------
+# Calls
+
+
+def _retryable(err: Exception) -> bool:
+    import litellm
+
+    kinds = (
+        litellm.RateLimitError,
+        litellm.Timeout,
+        litellm.APIConnectionError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.BadGatewayError,
+        asyncio.TimeoutError,
+    )
+    if isinstance(err, kinds):
+        return True
+    status = getattr(err, "status_code", None)
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+def _top_logprobs(choice) -> list[tuple[str, float]] | None:
+    lp = getattr(choice, "logprobs", None)
+    if lp is None:
+        return None
+    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+    if not content:
+        return None
+    first = content[0]
+    tops = first.get("top_logprobs") if isinstance(first, dict) else first.top_logprobs
+    out = []
+    for t in tops or []:
+        token = t.get("token") if isinstance(t, dict) else t.token
+        logprob = t.get("logprob") if isinstance(t, dict) else t.logprob
+        out.append((token, float(logprob)))
+    return out or None
+
+
+async def call_judge(judge: Judge, prompt: str) -> dict:
+    """One judge call with timeout, retries on retryable errors only, and a finish_reason check.
+
+    Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
+    """
+    import litellm
+
+    key = judge.api_key()
+    last = "no attempt"
+    for attempt in range(judge.retries + 1):
+        start = time.monotonic()
+        try:
+            resp = await asyncio.wait_for(
+                litellm.acompletion(
+                    model=judge.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    api_base=judge.api_base,
+                    api_key=key,
+                    temperature=0,
+                    max_tokens=judge.max_tokens,
+                    logprobs=True,
+                    top_logprobs=judge.top_logprobs,
+                    timeout=judge.timeout_s,
+                    num_retries=0,
+                    drop_params=True,  # providers without logprobs still answer
+                ),
+                timeout=judge.timeout_s,
+            )
+        except Exception as err:
+            last = _describe(err, judge)
+            if not _retryable(err):
+                break
+            if attempt < judge.retries:
+                await asyncio.sleep(judge.backoff_s * 2**attempt * (0.5 + random.random()))
+            continue
+        choice = resp.choices[0]
+        finish = getattr(choice, "finish_reason", None)
+        if finish not in ("stop", "length", "eos", None):
+            return {"status": "error", "error": f"judge stopped with finish_reason={finish!r}"}
+        text = choice.message.content
+        verdict, how = PARSERS[judge.parser](text, _top_logprobs(choice))
+        usage = getattr(resp, "usage", None)
+        try:
+            cost = float(litellm.completion_cost(completion_response=resp))
+        except Exception:  # models without a price (self-hosted) cost nothing we know of
+            cost = 0.0
+        return {
+            "status": "ok",
+            "raw": text,
+            "choice": verdict,
+            "parse": how,
+            "finish_reason": finish,
+            "prompt_tokens": getattr(usage, "prompt_tokens", None),
+            "completion_tokens": getattr(usage, "completion_tokens", None),
+            "cost_usd": cost,
+            "latency_s": round(time.monotonic() - start, 4),
+        }
+    return {"status": "error", "error": last}
+
+
+def _describe(err: Exception, judge: Judge) -> str:
+    import litellm
+
+    where = judge.api_base or judge.model
+    if isinstance(err, litellm.AuthenticationError):
+        return f"the judge at {where} rejected the API key ({type(err).__name__})"
+    if isinstance(err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout):
+        return f"judge unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
+    return f"judge call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs -> judgments
+
+
+JUDGMENT_COLUMNS = {
+    "candidate": pl.String,
+    "baseline": pl.String,
+    "eval_lang": pl.String,
+    "example_id": pl.String,
+    "verdict": pl.String,  # win | tie | loss | error
+    "self_comparison": pl.Boolean,
+    "raw_1": pl.String,  # judge output with the candidate as Answer 1
+    "raw_2": pl.String,  # judge output with the candidate as Answer 2
+    "parse_1": pl.String,  # text | logprobs | unparseable | error | cached-... | self
+    "parse_2": pl.String,
+    "choice_1": pl.Int64,
+    "choice_2": pl.Int64,
+    "cached_1": pl.Boolean,
+    "cached_2": pl.Boolean,
+    "error": pl.String,
+    "latency_s": pl.Float64,
+    "cost_usd": pl.Float64,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "judge": pl.String,
+}
+
+
+def pair_verdict(choice_1: int | None, choice_2: int | None) -> str:
+    """Order 1 shows the candidate as Answer 1, order 2 as Answer 2."""
+    if choice_1 is None or choice_2 is None:
+        return "error"
+    picked = (choice_1 == 1) + (choice_2 == 2)
+    return {2: "win", 1: "tie", 0: "loss"}[picked]
+
+
+async def _judge_all(pairs, judge, store, progress) -> list[dict]:
+    from tqdm import tqdm
+
+    sem = asyncio.Semaphore(judge.concurrency)
+    calls = sum(2 for p in pairs if not p.is_self and p.candidate_answer and p.baseline_answer)
+    bar = tqdm(total=calls, desc="judging", unit="call", disable=None if progress else True)
+
+    async def order(instruction: str, a: str, b: str) -> dict:
+        key = verdict_key(judge, instruction, a, b)
+        hit = store.get("verdicts", key)
+        if hit is not None:
+            bar.update(1)
+            return {**hit, "cached": True}
+        async with sem:
+            result = await call_judge(judge, judge.prompt(instruction, a, b))
+        bar.update(1)
+        if result["status"] == "ok":  # unparseable replies are real replies: cached too
+            store.put("verdicts", key, result)
+        return {**result, "cached": False}
+
+    async def one(p: Pair) -> dict:
+        row = {"candidate": p.candidate, "baseline": p.baseline, "eval_lang": p.eval_lang,
+               "example_id": p.example_id, "judge": judge.model, "self_comparison": p.is_self}  # fmt: skip
+        if p.is_self:
+            return {**row, "verdict": "tie", "parse_1": "self", "parse_2": "self", "cost_usd": 0.0}
+        if not p.candidate_answer or not p.baseline_answer:
+            return {**row, "verdict": "error", "error": "an answer is missing (generation failed)"}
+        r1, r2 = await asyncio.gather(
+            order(p.instruction, p.candidate_answer, p.baseline_answer),
+            order(p.instruction, p.baseline_answer, p.candidate_answer),
+        )
+        errors = [r["error"] for r in (r1, r2) if r["status"] != "ok"]
+        c1, c2 = r1.get("choice"), r2.get("choice")
+        if not errors and (c1 is None or c2 is None):
+            errors = ["unparseable judge reply"]
+        return {
+            **row,
+            "verdict": "error" if errors else pair_verdict(c1, c2),
+            "raw_1": r1.get("raw"),
+            "raw_2": r2.get("raw"),
+            "parse_1": r1.get("parse", "error"),
+            "parse_2": r2.get("parse", "error"),
+            "choice_1": c1,
+            "choice_2": c2,
+            "cached_1": r1["cached"],
+            "cached_2": r2["cached"],
+            "error": "; ".join(errors) or None,
+            "latency_s": sum(r.get("latency_s") or 0 for r in (r1, r2)),
+            "cost_usd": sum(r.get("cost_usd") or 0 for r in (r1, r2)),
+            "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in (r1, r2)),
+            "completion_tokens": sum(r.get("completion_tokens") or 0 for r in (r1, r2)),
+        }
+
+    rows = await asyncio.gather(*(one(p) for p in pairs))
+    bar.close()
+    return list(rows)
+
+
+def judge_pairs(
+    pairs: Sequence[Pair],
+    judge: Judge,
+    store: Store,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Judge every pair in both orders; returns (and writes) the judgments table."""
+    rows = asyncio.run(_judge_all(list(pairs), judge, store, progress))
+    frame = pl.DataFrame(
+        [{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in rows], schema=JUDGMENT_COLUMNS
+    ).sort("candidate", "baseline", "eval_lang", "example_id")
+    if out_path is not None:
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        frame.write_parquet(tmp)
+        tmp.replace(out)
+    return frame
+
+
+def error_summary(judgments: pl.DataFrame) -> str | None:
+    """A one-paragraph account of failed pairs, or None when there are none."""
+    errors = judgments.filter(pl.col("verdict") == "error")
+    if errors.height == 0:
+        return None
+    first = errors["error"].drop_nulls().head(1).to_list()
+    return (
+        f"{errors.height} of {judgments.height} pairs have no verdict (judge errors or "
+        f"unparseable replies); they are excluded from scores and retried on the next run. "
+        f"First error: {first[0] if first else 'unknown'}"
+    )

@@ -1,0 +1,311 @@
+"""Verdicts -> instruction-following (IF) scores, confidence intervals and the paper's tables.
+
+IF_L(M) is the side-by-side score of model M against the baseline on language L's evaluation set:
+a win counts 1, a tie 0.5 and a loss 0, averaged over instructions, in percent (50: the two are
+indistinguishable). Pairs with an ``error`` verdict are excluded and counted.
+
+Confidence intervals come from a paired bootstrap over instructions: each replicate resamples the
+instructions of an evaluation language once and applies the same resample to every model scored on
+that language, so averages over models or languages get honest intervals too. The replicates are
+kept next to the table (`Scores.samples`) and every table averages them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from mlit.experiments import Experiment
+
+VALUES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+SCORE_COLUMNS = ("model", "eval_lang", "baseline", "score", "ci_low", "ci_high",
+                 "wins", "ties", "losses", "errors", "n")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scores:
+    table: pl.DataFrame  # one row per (model, baseline, eval_lang)
+    samples: np.ndarray  # [rows, replicates] bootstrap scores in percent, aligned with table
+    confidence: float = 0.95
+
+    def sample(self, model: str, lang: str, baseline: str | None = None) -> np.ndarray | None:
+        rows = self.table.with_row_index("_i").filter(
+            (pl.col("model") == model) & (pl.col("eval_lang") == lang)
+        )
+        if baseline is not None:
+            rows = rows.filter(pl.col("baseline") == baseline)
+        if rows.height == 0:
+            return None
+        return self.samples[rows["_i"][0]]
+
+    def interval(self, samples: np.ndarray) -> tuple[float, float]:
+        alpha = (1 - self.confidence) / 2
+        return float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
+
+
+def score(
+    judgments: pl.DataFrame, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> Scores:
+    """IF scores per (candidate, baseline, eval language) with paired-bootstrap intervals."""
+    valued = judgments.with_columns(
+        pl.col("verdict").replace_strict(VALUES, default=None, return_dtype=pl.Float64).alias("v")
+    )
+    table = (
+        valued.group_by("candidate", "baseline", "eval_lang")
+        .agg(
+            wins=(pl.col("verdict") == "win").sum(),
+            ties=(pl.col("verdict") == "tie").sum(),
+            losses=(pl.col("verdict") == "loss").sum(),
+            errors=(pl.col("verdict") == "error").sum(),
+            n=pl.col("v").is_not_null().sum(),
+            score=pl.col("v").mean() * 100,
+        )
+        .rename({"candidate": "model"})
+        .sort("eval_lang", "model", "baseline")
+    )
+    samples = _bootstrap(valued, table, n_boot, seed)
+    alpha = (1 - confidence) / 2
+    with np.errstate(all="ignore"):
+        low = np.nanquantile(samples, alpha, axis=1) if samples.size else np.array([])
+        high = np.nanquantile(samples, 1 - alpha, axis=1) if samples.size else np.array([])
+    table = table.with_columns(
+        ci_low=pl.Series(low, dtype=pl.Float64), ci_high=pl.Series(high, dtype=pl.Float64)
+    ).select(SCORE_COLUMNS)
+    return Scores(table, samples, confidence)
+
+
+def _bootstrap(valued: pl.DataFrame, table: pl.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.full((table.height, n_boot), np.nan)
+    row_of = {
+        (m, b, lang): i
+        for i, (m, b, lang) in enumerate(table.select("model", "baseline", "eval_lang").rows())
+    }
+    for (lang,), part in valued.partition_by(
+        "eval_lang", as_dict=True, maintain_order=False
+    ).items():
+        examples = part["example_id"].unique().sort()
+        n = len(examples)
+        # counts[b, j]: how often replicate b draws instruction j (shared by every model: paired)
+        counts = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(np.float64)
+        wide = part.with_columns(pair=pl.concat_str("candidate", pl.lit("\x00"), "baseline")).pivot(
+            on="pair", index="example_id", values="v", aggregate_function="mean"
+        )
+        wide = pl.DataFrame({"example_id": examples}).join(wide, on="example_id", how="left")
+        pairs = [c for c in wide.columns if c != "example_id"]
+        values = wide.select(pairs).to_numpy().astype(np.float64)  # [n, pairs], NaN: error/absent
+        valid = ~np.isnan(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (counts @ np.where(valid, values, 0.0)) / (counts @ valid)  # [B, pairs]
+        for j, pair in enumerate(pairs):
+            cand, base = pair.split("\x00")
+            out[row_of[(cand, base, lang)]] = boot[:, j] * 100
+    return out
+
+
+def order_consistency(judgments: pl.DataFrame) -> pl.DataFrame:
+    """Per judge and language: the share of judged pairs whose two orders disagreed (ties)."""
+    judged = judgments.filter(~pl.col("self_comparison") & (pl.col("verdict") != "error"))
+    return (
+        judged.group_by("judge", "eval_lang")
+        .agg(pairs=pl.len(), disagree=(pl.col("verdict") == "tie").sum())
+        .with_columns(disagreement=pl.col("disagree") / pl.col("pairs"))
+        .sort("judge", "eval_lang")
+    )
+
+
+def recompute_from_judgments(judgments: pl.DataFrame) -> pl.DataFrame:
+    """The point scores from verdicts alone (discounted ties), for consistency checks."""
+    return (
+        judgments.filter(pl.col("verdict") != "error")
+        .group_by("candidate", "baseline", "eval_lang")
+        .agg(score=pl.col("verdict").replace_strict(VALUES, return_dtype=pl.Float64).mean() * 100)
+        .rename({"candidate": "model"})
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tables behind each figure
+
+
+def _baseline_for(exp: Experiment, lang: str) -> str:
+    return "base" if exp.baseline == "base" else f"mono-{lang}"
+
+
+def _avg(scores: Scores, cells: Sequence[tuple[str, str, str]]) -> tuple[float, float, float]:
+    """Mean of several (model, lang, baseline) scores with its bootstrap interval."""
+    samples = [s for m, lang, b in cells if (s := scores.sample(m, lang, b)) is not None]
+    if not samples:
+        return (float("nan"),) * 3
+    mean = np.nanmean(np.vstack(samples), axis=0)
+    point = float(np.mean([_point(scores, m, lang, b) for m, lang, b in cells
+                           if scores.sample(m, lang, b) is not None]))  # fmt: skip
+    low, high = scores.interval(mean[~np.isnan(mean)]) if np.isfinite(mean).any() else (np.nan,) * 2
+    return point, low, high
+
+
+def _point(scores: Scores, model: str, lang: str, baseline: str) -> float:
+    row = scores.table.filter(
+        (pl.col("model") == model)
+        & (pl.col("eval_lang") == lang)
+        & (pl.col("baseline") == baseline)
+    )
+    return float(row["score"][0]) if row.height and row["score"][0] is not None else float("nan")
+
+
+def matrix_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
+    """Fig. 1, 7 and 10: train language x eval language, plus the cross-lingual average."""
+    rows = []
+    for r in exp.recipes:
+        train_lang = r.languages[0]
+        row = {"model": r.name, "train_lang": train_lang}
+        for lang in exp.eval_languages:
+            row[lang] = _point(scores, r.name, lang, _baseline_for(exp, lang))
+        cross = [(r.name, lang, _baseline_for(exp, lang)) for lang in exp.eval_languages
+                 if lang != train_lang or exp.baseline == "base"]  # fmt: skip
+        row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cross)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def fraction_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
+    """Fig. 3 and 4: one row per P; each language, English, seen and unseen non-English averages."""
+    rows = []
+    for r in exp.recipes:
+        p = r.meta_dict().get("percent")
+        row: dict = {"model": r.name, "percent": p}
+        for lang in exp.eval_languages:
+            row[lang] = _point(scores, r.name, lang, _baseline_for(exp, lang))
+        groups = {
+            "en": [lang for lang in exp.eval_languages if lang == "en"],
+            "seen": [lang for lang in exp.eval_languages if lang in r.languages and lang != "en"],
+            "unseen": [lang for lang in exp.eval_languages if lang not in r.languages],
+        }
+        for group, langs in groups.items():
+            cells = [(r.name, lang, _baseline_for(exp, lang)) for lang in langs]
+            point, low, high = _avg(scores, cells) if cells else (None, None, None)
+            row[f"{group}_avg"], row[f"{group}_ci_low"], row[f"{group}_ci_high"] = point, low, high
+        rows.append(row)
+    return pl.DataFrame(rows).sort("percent")
+
+
+def count_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
+    """Fig. 5: number of tuning languages x unseen eval language, averaged over the orders."""
+    rows = []
+    for k in sorted({int(r.meta_dict()["k"]) for r in exp.recipes}):
+        models = [r.name for r in exp.recipes if int(r.meta_dict()["k"]) == k]
+        row: dict = {"k": k}
+        for lang in exp.eval_languages:
+            row[lang] = _avg(scores, [(m, lang, _baseline_for(exp, lang)) for m in models])[0]
+        cells = [(m, lang, _baseline_for(exp, lang)) for m in models for lang in exp.eval_languages]
+        row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cells)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def bilingual_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
+    """Fig. 6: each pair against the two monolingual models, on the languages neither covers."""
+    rows = []
+    for r in exp.recipes:
+        a, b = r.languages
+        unseen = [lang for lang in exp.eval_languages if lang not in (a, b)]
+
+        def avg(model: str, unseen=unseen) -> tuple[float, float, float]:
+            return _avg(scores, [(model, lang, _baseline_for(exp, lang)) for lang in unseen])
+
+        bi, mono_a, mono_b = avg(r.name), avg(f"mono-{a}"), avg(f"mono-{b}")
+        rows.append({"pair": f"{a}+{b}", "lang_a": a, "lang_b": b,
+                     "bilingual": bi[0], "bilingual_ci_low": bi[1], "bilingual_ci_high": bi[2],
+                     "mono_a": mono_a[0], "mono_b": mono_b[0], "n_langs": len(unseen)})  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def pretraining_table(
+    scores: Scores, exp: Experiment, shares: Mapping[str, float], n_boot: int = 1000, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Fig. 8: per training language its average cross-lingual score and pretraining share, and
+    the Pearson r between them with a bootstrap interval (languages resampled)."""
+    matrix = matrix_table(scores, exp)
+    langs = [lang for lang in matrix["train_lang"] if lang in shares]
+    per_lang = (
+        matrix.filter(pl.col("train_lang").is_in(langs))
+        .select("train_lang", pl.col("avg").alias("avg_cross_score"))
+        .with_columns(
+            share=pl.col("train_lang").replace_strict(dict(shares), return_dtype=pl.Float64)
+        )
+    )
+    x, y = per_lang["share"].to_numpy(), per_lang["avg_cross_score"].to_numpy()
+    r = pearson(x, y)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        boots.append(pearson(x[idx], y[idx]))
+    boots = np.array([b for b in boots if np.isfinite(b)])
+    alpha = (1 - scores.confidence) / 2
+    low, high = np.quantile(boots, [alpha, 1 - alpha]) if boots.size else (np.nan, np.nan)
+    summary = pl.DataFrame({"pearson_r": [r], "ci_low": [float(low)], "ci_high": [float(high)],
+                            "n_languages": [len(x)]})  # fmt: skip
+    return per_lang, summary
+
+
+def tables_for(scores: Scores, exp: Experiment, shares: Mapping[str, float] | None = None):
+    """Every table of an experiment, by file stem."""
+    kind = {
+        "monolingual": "matrix",
+        "language_similarity": "matrix",
+        "base_model": "matrix",
+        "pretraining_fraction": "pretraining",
+        "multilingual_fraction": "fraction",
+        "unseen_languages": "fraction",
+        "language_count": "count",
+        "bilingual": "bilingual",
+    }[exp.name]
+    fig = exp.figure.lower().replace(". ", "").replace(" ", "")
+    if kind == "matrix":
+        return {f"{fig}_{exp.name}": matrix_table(scores, exp)}
+    if kind == "fraction":
+        return {f"{fig}_{exp.name}": fraction_table(scores, exp)}
+    if kind == "count":
+        return {f"{fig}_{exp.name}": count_table(scores, exp)}
+    if kind == "bilingual":
+        return {f"{fig}_{exp.name}": bilingual_table(scores, exp)}
+    per_lang, summary = pretraining_table(scores, exp, shares or {})
+    return {f"{fig}_{exp.name}": per_lang, f"{fig}_{exp.name}_pearson": summary,
+            f"fig1_{exp.name}_matrix": matrix_table(scores, exp)}  # fmt: skip
+
+
+def write_tables(tables: Mapping[str, pl.DataFrame], folder) -> list:
+    """Each table as CSV and Markdown; returns the paths written."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, table in tables.items():
+        csv, md = folder / f"{stem}.csv", folder / f"{stem}.md"
+        table.write_csv(csv, float_precision=2)
+        md.write_text(to_markdown(table))
+        written += [csv, md]
+    return written
+
+
+def to_markdown(table: pl.DataFrame, digits: int = 1) -> str:
+    def fmt(v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "–"
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.rows()]
+    return "\n".join([head, rule, *body]) + "\n"
