@@ -193,7 +193,10 @@ async def call_judge(judge: Judge, prompt: str) -> dict:
     """
     import litellm
 
+    litellm.suppress_debug_info = True
     key = judge.api_key()
+    if key is None and judge.api_base:
+        key = "EMPTY"  # keyless self-hosted endpoints; the OpenAI client insists on some key
     last = "no attempt"
     for attempt in range(judge.retries + 1):
         start = time.monotonic()
@@ -252,7 +255,10 @@ def _describe(err: Exception, judge: Judge) -> str:
     where = judge.api_base or judge.model
     if isinstance(err, litellm.AuthenticationError):
         return f"the judge at {where} rejected the API key ({type(err).__name__})"
-    if isinstance(err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout):
+    unreachable = "connection error" in str(err).lower() or "connect" in type(err).__name__.lower()
+    if unreachable or isinstance(
+        err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout
+    ):
         return f"judge unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
     return f"judge call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
 

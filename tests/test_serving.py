@@ -188,3 +188,19 @@ def test_generation_resume_sends_zero_requests_and_never_caches_errors(server, s
     assert store.get("generations", bad["generation_key"][0]) is None
     again = generate.generate(missing, client, store, params, progress=False)
     assert again["cached"].to_list() == [False]  # retried, not served from the store
+
+
+def test_judge_through_the_serve_app_makes_zero_calls_on_rerun(server, tmp_path, monkeypatch):
+    from mlit import judge
+
+    monkeypatch.setenv("MLIT_TEST_JUDGE_KEY", KEY)
+    j = judge.Judge("openai/tiny-c", api_base=f"{server}/v1", api_key_env="MLIT_TEST_JUDGE_KEY")
+    pairs = [judge.Pair("m", "b", "en", f"e{i}", f"Question {i}?", f"yes {i}", f"no {i}", "k1", "k2")
+             for i in range(3)]  # fmt: skip
+    store = Store(str(tmp_path / "store"))
+    before = _stats(server)["requests"].get("chat", 0)
+    first = judge.judge_pairs(pairs, j, store, progress=False)
+    assert _stats(server)["requests"]["chat"] - before == 6
+    assert set(first["parse_1"]) <= {"text", "logprobs", "unparseable"}
+    judge.judge_pairs(pairs, j, store, progress=False)
+    assert _stats(server)["requests"]["chat"] - before == 6

@@ -1,0 +1,81 @@
+"""A scripted OpenAI-compatible endpoint for judge and translation tests.
+
+It stands in for a paid API (which cannot run here) so that tests can make a judge rate-limit,
+ramble or go quiet on purpose, and count every call it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Script:
+    def __init__(self):
+        self.calls: Counter[str] = Counter()
+        self.fail_first: dict[str, int] = {}  # model -> number of 429s before success
+        self.lock = threading.Lock()
+
+    def reply(self, model: str, prompt: str) -> tuple[int, dict]:
+        with self.lock:
+            self.calls[model] += 1
+            n = self.calls[model]
+        if n <= self.fail_first.get(model, 0):
+            return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}
+        if model == "bad-key":
+            return 401, {"error": {"message": "invalid api key", "type": "auth"}}
+        answers = re.split(r"Answer [12]:", prompt)
+        first_good = len(answers) > 2 and "good" in answers[1].lower()
+        digit = "1" if first_good else "2"
+        logprobs = None
+        if model == "chatty":
+            text = f"I would pick answer number {digit}"
+            other = "2" if digit == "1" else "1"
+            logprobs = {"content": [{"token": "I", "logprob": -0.5, "top_logprobs": [
+                {"token": digit, "logprob": -1.0}, {"token": other, "logprob": -3.0},
+                {"token": "I", "logprob": -0.5}]}]}  # fmt: skip
+        elif model == "mute":
+            text = "Hmm, hard to say."
+        elif model.startswith("translate"):
+            text = translate(prompt)
+        else:
+            text = digit
+        return 200, {
+            "id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": logprobs, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 1,
+                      "total_tokens": len(prompt.split()) + 1},
+        }  # fmt: skip
+
+
+def translate(prompt: str) -> str:
+    """Pretend translation: uppercases prose outside placeholders, keeps ⟦n⟧ markers."""
+    text = prompt.split("<<<", 1)[-1].rsplit(">>>", 1)[0]
+    target = re.search(r"into (\w+)", prompt)
+    lang = target.group(1) if target else "?"
+    return f"[{lang}] " + re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
+
+
+def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][-1]["content"]
+            status, payload = script.reply(body["model"], prompt)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
