@@ -19,8 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/mlit data validate sample
-	$(VENV)/bin/mlit mixtures language_count
+	$(PY) sweeps/language_count.py
 
 test: setup
 	$(PY) -m pytest

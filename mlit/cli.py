@@ -261,3 +261,77 @@ def serve_cmd(
     stop.wait()
     typer.echo("shutting down")
     serving.stop()
+
+
+@app.command("demo-judge")
+def demo_judge_cmd(
+    out_dir: Path = typer.Argument(
+        None, help="Where to write it (default: ~/.cache/mlit/demo/judge)."
+    ),
+    steps: int = typer.Option(None, help="Override the fine-tuning steps."),
+) -> None:
+    """Fine-tune the demo base model into a pairwise judge (cached) and report its accuracy."""
+    from mlit import judge_model
+
+    cfg = judge_model.DemoJudgeConfig()
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    path = judge_model.build_demo_judge(out_dir, cfg=cfg)
+    meta = json.loads((path / judge_model.MARKER).read_text())
+    held = meta["held_out"]
+    typer.echo(
+        f"demo judge: held-out pair accuracy {held['accuracy']:.1%} (chance 50%), order "
+        f"consistency {held['order_consistency']:.1%} on {held['pairs']} eval-split pairs: {path}"
+    )
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by a sweep."),
+) -> None:
+    """Rebuild every table and figure of a run from its files, and print the main table."""
+    from mlit import pipeline
+
+    try:
+        pipeline.report(run_dir)
+    except FileNotFoundError as err:
+        _fail(str(err))
+
+
+human_app = typer.Typer(help="Human validation kit (Fig. 2 and Appendix D).", no_args_is_help=True)
+app.add_typer(human_app, name="human")
+
+
+@human_app.command("export")
+def human_export(
+    run_dir: Path = typer.Argument(..., help="A run folder."),
+    per_language: int = typer.Option(50, help="Items per language and study."),
+    out: Path = typer.Option(Path("human_eval.csv"), help="CSV for the raters."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write a CSV for raters (ratings and side-by-side choices) and its key file."""
+    from mlit import human
+
+    frame, key = human.export(run_dir, per_language, seed)
+    csv, key_path = human.write_kit(frame, key, out)
+    typer.echo(f"{frame.height} items -> {csv} (keep {key_path} away from the raters)")
+
+
+@human_app.command("import")
+def human_import(
+    filled: list[Path] = typer.Argument(..., help="Filled CSVs, one per rater."),
+    key: Path = typer.Option(..., help="The key file written by `mlit human export`."),
+    out_dir: Path = typer.Option(Path("human_results"), help="Where to write the two tables."),
+) -> None:
+    """Read filled CSVs: rating distribution per language and judge-human agreement."""
+    from mlit import human, scores
+
+    try:
+        frame = human.read_filled(filled)
+        ratings = human.rating_distribution(frame)
+        agree = human.agreements(frame, json.loads(key.read_text()))
+    except human.HumanKitError as err:
+        _fail(str(err))
+    scores.write_tables({"fig2_ratings": ratings, "appD_agreement": agree}, out_dir)
+    typer.echo(scores.to_markdown(ratings))
+    typer.echo(scores.to_markdown(agree))

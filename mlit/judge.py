@@ -80,6 +80,9 @@ class Judge:
     backoff_s: float = 0.5
     max_tokens: int = 2
     top_logprobs: int = 5
+    # What identifies the endpoint in cache keys when api_base is not stable (a self-hosted
+    # judge on a port picked per run); defaults to api_base.
+    endpoint_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.parser not in PARSERS:
@@ -103,7 +106,7 @@ class Judge:
         return hashlib.sha256(self.template_text().encode()).hexdigest()[:16]
 
     def identity(self) -> dict:
-        return {"model": self.model, "api_base": self.api_base or "",
+        return {"model": self.model, "api_base": self.endpoint_id or self.api_base or "",
                 "template": self.template_hash(), "parser": self.parser}  # fmt: skip
 
     def prompt(self, instruction: str, answer_1: str, answer_2: str) -> str:

@@ -130,3 +130,18 @@ def test_scores_recompute_from_judgments():
     joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
     assert joined.height == s.height
     assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_every_figure_is_drawn_from_a_small_run(name, tmp_path):
+    from mlit import plots
+
+    exp = experiments.get(name)
+    s = scores.score(_synthetic(exp, seed=7), n_boot=50)
+    shares = {lang: 0.02 * (i + 1) for i, lang in enumerate(exp.eval_languages)}
+    tables = scores.tables_for(s, exp, shares)
+    written = scores.write_tables(tables, tmp_path / "tables")
+    assert all(p.exists() and p.stat().st_size > 0 for p in written)
+    figures = plots.figures_for(tables, exp, tmp_path / "figures", note=plots.NOTE_DEMO)
+    assert figures and all(p.suffix == ".png" and p.stat().st_size > 5000 for p in figures)
+    assert figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,162 @@
+"""Human validation kit: a CSV for raters, and the paper's two studies read back.
+
+    mlit human export results/language_count --per-language 50 --out rating.csv
+    mlit human import rating_alice.csv rating_bob.csv --key rating.key.json
+
+The CSV holds two studies (column ``study``):
+
+- ``rating``: one answer, rated ``excellent``, ``pass`` or ``fail`` (Fig. 2 of the paper);
+- ``side_by_side``: two answers in random order, choice ``1``, ``2`` or ``tie`` (Appendix D).
+
+Which model wrote which answer, and the judge's verdict, stay in the key file so raters are blind.
+Agreement follows the paper: 1 when judge and human agree, 0.5 when exactly one of them chose a
+tie, 0 otherwise; with two raters, human-human agreement is computed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+
+RATINGS = ("excellent", "pass", "fail")
+CHOICES = ("1", "2", "tie")
+COLUMNS = ("item_id", "study", "eval_lang", "example_id", "instruction", "answer", "answer_1",
+           "answer_2", "rating", "choice", "rater")  # fmt: skip
+
+
+class HumanKitError(ValueError):
+    pass
+
+
+def export(run_dir: str | Path, per_language: int = 50, seed: int = 0) -> tuple[pl.DataFrame, dict]:
+    """Items for raters from a run folder, and the key that unblinds them."""
+    run = Path(run_dir)
+    gens = pl.read_parquet(run / "generations.parquet").filter(pl.col("status") == "ok")
+    judged = pl.read_parquet(run / "judgments.parquet").filter(
+        ~pl.col("self_comparison") & (pl.col("verdict") != "error")
+    )
+    rng = random.Random(seed)
+    rows, key = [], {}
+    answers = {(r["model"], r["lang"], r["example_id"]): r for r in gens.iter_rows(named=True)}
+    for lang in sorted(gens["lang"].unique()):
+        pool = [r for r in gens.iter_rows(named=True) if r["lang"] == lang]
+        for r in rng.sample(pool, min(per_language, len(pool))):
+            item = f"r-{len(rows):05d}"
+            rows.append({"item_id": item, "study": "rating", "eval_lang": lang,
+                         "example_id": r["example_id"], "instruction": r["instruction"],
+                         "answer": r["response"]})  # fmt: skip
+            key[item] = {"model": r["model"]}
+        pairs = [j for j in judged.iter_rows(named=True) if j["eval_lang"] == lang]
+        for j in rng.sample(pairs, min(per_language, len(pairs))):
+            cand = answers.get((j["candidate"], lang, j["example_id"]))
+            base = answers.get((j["baseline"], lang, j["example_id"]))
+            if cand is None or base is None:
+                continue
+            flip = rng.random() < 0.5
+            first, second = (base, cand) if flip else (cand, base)
+            item = f"s-{len(rows):05d}"
+            rows.append({"item_id": item, "study": "side_by_side", "eval_lang": lang,
+                         "example_id": j["example_id"], "instruction": cand["instruction"],
+                         "answer_1": first["response"], "answer_2": second["response"]})  # fmt: skip
+            key[item] = {"candidate": j["candidate"], "baseline": j["baseline"],
+                         "candidate_is": 2 if flip else 1, "judge_verdict": j["verdict"]}  # fmt: skip
+    frame = pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows],
+                         schema=dict.fromkeys(COLUMNS, pl.String))  # fmt: skip
+    return frame, key
+
+
+def write_kit(frame: pl.DataFrame, key: dict, out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    frame.write_csv(out)
+    key_path = out.with_suffix(".key.json")
+    key_path.write_text(json.dumps(key, indent=1))
+    return out, key_path
+
+
+def read_filled(paths: list[str | Path]) -> pl.DataFrame:
+    frames = []
+    for i, p in enumerate(paths):
+        f = pl.read_csv(p, schema_overrides=dict.fromkeys(COLUMNS, pl.String))
+        missing = [c for c in ("item_id", "study", "rating", "choice") if c not in f.columns]
+        if missing:
+            raise HumanKitError(f"{p}: missing column(s) {', '.join(missing)}")
+        if "rater" not in f.columns or f["rater"].null_count() == f.height:
+            f = f.with_columns(rater=pl.lit(f"rater{i + 1}"))
+        frames.append(f.select(COLUMNS))
+    frame = pl.concat(frames)
+    bad_rating = frame.filter((pl.col("study") == "rating") & pl.col("rating").is_not_null()
+                              & ~pl.col("rating").str.to_lowercase().is_in(RATINGS))  # fmt: skip
+    bad_choice = frame.filter((pl.col("study") == "side_by_side") & pl.col("choice").is_not_null()
+                              & ~pl.col("choice").str.to_lowercase().is_in(CHOICES))  # fmt: skip
+    for bad, what, allowed in ((bad_rating, "rating", RATINGS), (bad_choice, "choice", CHOICES)):
+        if bad.height:
+            raise HumanKitError(
+                f"items {bad['item_id'].head(5).to_list()}: {what} must be one of {allowed}"
+            )
+    return frame.with_columns(pl.col("rating", "choice").str.to_lowercase())
+
+
+def rating_distribution(filled: pl.DataFrame) -> pl.DataFrame:
+    """Fig. 2: share of excellent / pass / fail answers per language, in percent."""
+    rated = filled.filter((pl.col("study") == "rating") & pl.col("rating").is_not_null())
+    return (
+        rated.group_by("eval_lang")
+        .agg(n=pl.len(), **{r: (pl.col("rating") == r).mean() * 100 for r in RATINGS})
+        .sort("eval_lang")
+    )
+
+
+def _outcome(choice: str, candidate_is: int) -> str:
+    """A human choice as the candidate's win / loss / tie."""
+    if choice == "tie":
+        return "tie"
+    return "win" if int(choice) == candidate_is else "loss"
+
+
+def agreement(a: str, b: str) -> float:
+    """The paper's rule (App. D): 1 agree, 0.5 exactly one tie, 0 otherwise."""
+    if a == b:
+        return 1.0
+    if "tie" in (a, b):
+        return 0.5
+    return 0.0
+
+
+def agreements(filled: pl.DataFrame, key: dict) -> pl.DataFrame:
+    """Per language: judge-human agreement, and human-human agreement when two raters."""
+    sbs = filled.filter((pl.col("study") == "side_by_side") & pl.col("choice").is_not_null())
+    rows = []
+    for r in sbs.iter_rows(named=True):
+        info = key.get(r["item_id"])
+        if info is None:
+            raise HumanKitError(f"item {r['item_id']} is not in the key file")
+        human = _outcome(r["choice"], info["candidate_is"])
+        rows.append({"eval_lang": r["eval_lang"], "item_id": r["item_id"], "rater": r["rater"],
+                     "human": human, "judge_human": agreement(info["judge_verdict"], human)})  # fmt: skip
+    if not rows:
+        raise HumanKitError("no side-by-side choices filled in")
+    frame = pl.DataFrame(rows)
+    out = frame.group_by("eval_lang").agg(
+        items=pl.col("item_id").n_unique(), judge_human=pl.col("judge_human").mean() * 100
+    )
+    raters = sorted(frame["rater"].unique())
+    if len(raters) >= 2:
+        a = frame.filter(pl.col("rater") == raters[0]).select("eval_lang", "item_id", "human")
+        b = frame.filter(pl.col("rater") == raters[1]).select(
+            "item_id", pl.col("human").alias("h2")
+        )
+        both = a.join(b, on="item_id")
+        hh = (
+            both.with_columns(
+                hh=pl.struct("human", "h2").map_elements(
+                    lambda s: agreement(s["human"], s["h2"]), return_dtype=pl.Float64
+                )
+            )
+            .group_by("eval_lang")
+            .agg(human_human=pl.col("hh").mean() * 100)
+        )
+        out = out.join(hh, on="eval_lang", how="left")
+    return out.sort("eval_lang")

@@ -1,0 +1,184 @@
+"""PNG figures that a reader of the paper would recognise, drawn from the score tables.
+
+- Heatmaps (Fig. 1, 7, 10): each evaluation-language column is coloured on its own scale, as in
+  the paper, and the diagonal (a model against itself, 50 by definition) is left out of the colour.
+- Line plots (Fig. 3, 4 and 5): per-language scores as thin lines, averages as thick lines with
+  their bootstrap interval as a band.
+- Bars (Fig. 6) and a scatter with its regression line (Fig. 8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mlit.experiments import Experiment
+
+NOTE_DEMO = "demo run: shows the pipeline at work, not the paper's findings"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, path: Path, note: str | None) -> Path:
+    if note:
+        fig.text(0.5, -0.04, note, ha="center", va="top", fontsize=7, color="grey")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def heatmap(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None = None) -> Path:
+    plt = _plt()
+    langs = [lang for lang in exp.eval_languages if lang in table.columns]
+    cols = [*langs, "avg"]
+    values = table.select(cols).to_numpy().astype(float)
+    rows = table["train_lang"].to_list()
+    fig, ax = plt.subplots(figsize=(1 + 0.62 * len(cols), 0.8 + 0.45 * len(rows)))
+    cmap = plt.get_cmap("viridis")
+    for j, col in enumerate(cols):
+        column = values[:, j].copy()
+        diagonal = np.array([col == r and exp.baseline != "base" for r in rows])
+        colour_values = column[~diagonal & np.isfinite(column)]
+        lo, hi = (colour_values.min(), colour_values.max()) if colour_values.size else (0, 1)
+        for i in range(len(rows)):
+            v = column[i]
+            if diagonal[i] or not np.isfinite(v):
+                face = (0.9, 0.9, 0.9, 1)
+            else:
+                face = cmap(0.5 if hi == lo else (v - lo) / (hi - lo))
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=face))
+            if np.isfinite(v):
+                dark = not diagonal[i] and (hi == lo or (v - lo) / (hi - lo) < 0.55)
+                ax.text(j + 0.5, i + 0.5, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")  # fmt: skip
+    ax.set_xlim(0, len(cols))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks(np.arange(len(cols)) + 0.5, cols)
+    ax.set_yticks(np.arange(len(rows)) + 0.5, rows)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("evaluation language (each column on its own colour scale)")
+    ax.set_ylabel("tuning language")
+    ax.axvline(len(langs), color="white", lw=3)
+    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9, pad=24)
+    return _finish(fig, path, note)
+
+
+def _band(ax, x, mid, low, high, colour, label, width=2.0):
+    ax.plot(x, mid, color=colour, lw=width, label=label, marker="o", ms=3)
+    if low is not None and high is not None:
+        ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
+
+
+def fraction_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None = None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(table.height)
+    for lang in exp.eval_languages:
+        if lang != "en" and lang in table.columns:
+            ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.7, alpha=0.45)
+    for group, colour, label in (("seen", "tab:red", "non-English tuning languages"),
+                                 ("unseen", "tab:green", "languages unseen in tuning"),
+                                 ("en", "tab:orange", "English")):  # fmt: skip
+        mid = table[f"{group}_avg"].cast(pl.Float64).to_numpy()
+        if np.isfinite(mid).any():
+            low = table[f"{group}_ci_low"].cast(pl.Float64).to_numpy()
+            high = table[f"{group}_ci_high"].cast(pl.Float64).to_numpy()
+            _band(ax, x, mid, low, high, colour, label)
+    ax.axhline(50, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(x, [f"{p:g}%" for p in table["percent"]])
+    ax.set_xlabel("share of the tuning set spread over the multilingual languages (P)")
+    ax.set_ylabel("IF score vs. monolingual model")
+    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, note)
+
+
+def count_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None = None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = table["k"].to_numpy()
+    for lang in exp.eval_languages:
+        ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.8, alpha=0.5, marker=".")
+    _band(ax, x, table["avg"].to_numpy(), table["avg_ci_low"].to_numpy(),
+          table["avg_ci_high"].to_numpy(), "tab:green", "average over unseen languages")  # fmt: skip
+    ax.axhline(50, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xlabel("number of tuning languages (averaged over the three orders)")
+    ax.set_ylabel("IF score on unseen languages")
+    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, note)
+
+
+def bilingual_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None = None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(table.height)
+    w = 0.27
+    ax.bar(
+        x - w, table["mono_a"].to_numpy(), w, label="monolingual (first language)", color="tab:gray"
+    )
+    ax.bar(x, table["bilingual"].to_numpy(), w, label="bilingual 50/50", color="tab:red",
+           yerr=[table["bilingual"] - table["bilingual_ci_low"],
+                 table["bilingual_ci_high"] - table["bilingual"]], capsize=2)  # fmt: skip
+    ax.bar(
+        x + w, table["mono_b"].to_numpy(), w, label="monolingual (second language)", color="silver"
+    )
+    ax.axhline(50, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(x, table["pair"].to_list())
+    ax.set_ylabel("average IF score on the other languages")
+    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, note)
+
+
+def pretraining_plot(per_lang: pl.DataFrame, summary: pl.DataFrame, exp: Experiment, path: Path,
+                     note: str | None = None):  # fmt: skip
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    x, y = per_lang["share"].to_numpy(), per_lang["avg_cross_score"].to_numpy()
+    ax.scatter(x, y, color="tab:blue")
+    for lang, xi, yi in zip(per_lang["train_lang"], x, y, strict=True):
+        ax.annotate(lang, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=8)
+    if len(x) > 1 and np.std(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.plot(xs, slope * xs + intercept, color="tab:red")
+    s = summary.row(0, named=True)
+    ax.set_title(f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} "
+                 f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]", fontsize=9)  # fmt: skip
+    ax.set_xlabel("share of pretraining data (user-supplied)")
+    ax.set_ylabel("average cross-lingual IF score")
+    return _finish(fig, path, note)
+
+
+def figures_for(tables: dict[str, pl.DataFrame], exp: Experiment, folder: Path,
+                note: str | None = None) -> list[Path]:  # fmt: skip
+    """Draw every figure of an experiment from its tables (`mlit.scores.tables_for`)."""
+    folder = Path(folder)
+    out = []
+    for stem, table in tables.items():
+        if stem.endswith("_pearson"):
+            continue
+        if stem.startswith("fig8") and not stem.endswith("_matrix"):
+            out.append(pretraining_plot(table, tables[f"{stem}_pearson"], exp,
+                                        folder / f"{stem}.png", note))  # fmt: skip
+        elif "train_lang" in table.columns and "avg" in table.columns:
+            out.append(heatmap(table, exp, folder / f"{stem}.png", note))
+        elif "percent" in table.columns:
+            out.append(fraction_plot(table, exp, folder / f"{stem}.png", note))
+        elif "k" in table.columns:
+            out.append(count_plot(table, exp, folder / f"{stem}.png", note))
+        elif "bilingual" in table.columns:
+            out.append(bilingual_plot(table, exp, folder / f"{stem}.png", note))
+    return out

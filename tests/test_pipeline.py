@@ -1,0 +1,113 @@
+"""End to end: a reduced demo sweep (2-3 languages) through Tune, Serve, the judge and Polars."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from mlit import judge_model, pipeline, scores
+from mlit.generate import SamplingParams
+from mlit.store import Store
+
+LANGS = ("fi", "en", "cs")  # language_count reduced: count-fi, count-fi-en, scored on cs
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tiny_base, tmp_path_factory):
+    cfg = judge_model.DemoJudgeConfig(steps=10, batch_size=4)
+    out = tmp_path_factory.mktemp("judge") / "tiny-judge"
+    return judge_model.build_demo_judge(out, tiny_base, cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("store"))
+
+
+def _config(tiny_base, tiny_judge, store, out, **extra):
+    return pipeline.SweepConfig(
+        experiment="language_count", base_model=str(tiny_base), judge_model_dir=str(tiny_judge),
+        languages=LANGS, output=str(out), store=store, max_steps=4, workers=1,
+        sampling=SamplingParams(max_tokens=12, seed=0), n_boot=200, **extra,
+    )  # fmt: skip
+
+
+def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_judge,
+                                                 shared_store, tmp_path):  # fmt: skip
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    first = pipeline.run_sweep(cfg)
+    run = first.run_dir
+    assert first.trials == 3  # count-fi, count-fi-en and the baseline mono-cs
+    assert first.generation_requests == 3 * 16 and first.judge_calls == 2 * 2 * 16
+    table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
+    assert table["k"].to_list() == [1, 2]
+    assert table.columns == ["k", "cs", "avg", "avg_ci_low", "avg_ci_high"]
+    assert {p.name for p in (run / "figures").iterdir()} == {"fig5_language_count.png"}
+    for name in ("run.json", "models.json", "train.parquet", "generations.parquet",
+                 "judgments.parquet", "scores.parquet", "mixtures/count-fi-en.json",
+                 "tables/order_consistency.csv", "tables/appE_response_language.csv"):  # fmt: skip
+        assert (run / name).exists(), name
+    # scores.parquet is the discounted-tie mean of judgments.parquet.
+    s = pl.read_parquet(run / "scores.parquet")
+    again = scores.recompute_from_judgments(pl.read_parquet(run / "judgments.parquet"))
+    joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
+    assert joined.height == s.height == 2
+    assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9
+
+    start = time.time()
+    second = pipeline.run_sweep(cfg)
+    assert (second.trials, second.generation_requests, second.judge_calls) == (0, 0, 0)
+    assert time.time() - start < 0.5 * first.seconds
+    # `mlit report` rebuilds the tables from the files alone.
+    (run / "tables" / "fig5_language_count.csv").unlink()
+    pipeline.report(run)
+    assert pl.read_csv(run / "tables" / "fig5_language_count.csv").equals(table)
+
+
+KILL = """
+import sys, ray
+from mlit import pipeline
+from mlit.generate import SamplingParams
+ray.init(address=sys.argv[1])
+cfg = pipeline.SweepConfig(
+    experiment="language_count", base_model=sys.argv[2], judge_model_dir=sys.argv[3],
+    languages=("fi", "en", "cs"), output=sys.argv[4], store=sys.argv[5], max_steps=4, workers=1,
+    sampling=SamplingParams(max_tokens=24, seed=7), generation_concurrency=1, n_boot=50)
+pipeline.run_sweep(cfg)
+"""
+
+
+def test_a_run_killed_during_generation_resumes(ray_session, tiny_base, tiny_judge, shared_store,
+                                                tmp_path):  # fmt: skip
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    store = Store(shared_store)
+    before = set(store.keys("generations"))
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, str(script), address, str(tiny_base), str(tiny_judge),
+         str(tmp_path / "run"), shared_store],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 400
+    try:
+        while len(set(store.keys("generations")) - before) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(set(store.keys("generations")) - before)
+    assert 3 <= done < 48
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run",
+                  generation_concurrency=4)  # fmt: skip
+    cfg = pipeline.replace(cfg, sampling=SamplingParams(max_tokens=24, seed=7), n_boot=50)
+    rerun = pipeline.run_sweep(cfg)
+    assert rerun.trials == 0
+    assert rerun.generation_requests == 48 - done  # nothing stored is asked for again
+    assert pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48

@@ -1,0 +1,61 @@
+"""Every sweep script's --dry-run prints the plan its experiment implies."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlit import experiments
+
+ROOT = Path(__file__).parent.parent
+
+
+def _expected(name: str) -> tuple[int, int]:
+    exp = experiments.get(name)
+    recipes = {r.name for r in exp.required_recipes()}
+    if exp.baseline == "base":
+        pairs = len(exp.eval_pairs())
+        selfs = 0
+    else:
+        pairs = len(exp.eval_pairs())
+        selfs = sum(1 for r, lang in exp.eval_pairs() if set(r.languages) == {lang})
+    return len(recipes), 2 * (pairs - selfs) * 16  # 16 eval instructions in the sample
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_dry_run_counts_match_the_experiment(name, tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / f"{name}.py"), "--dry-run", "--store", str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    models, calls = _expected(name)
+    text = out.stdout
+    assert f"{len(experiments.get(name).recipes)} in the experiment" in text
+    slots = int(re.search(r"(\d+) with baselines", text).group(1))
+    assert slots == models
+    assert int(re.search(r"judge calls: (\d+)", text).group(1)) == calls
+    distinct = int(re.search(r"\((\d+) distinct models\)", text).group(1))
+    assert distinct <= models and "new" in text
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_paper_plan_counts_shared_models_once(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "paper.py"), "--preset", "paper", "--dry-run",
+         "--base-model", "Qwen/Qwen2.5-1.5B", "--judge", "openai/gpt-4o", "--store", str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert "the whole paper: 56 distinct models to train (129 model slots" in out.stdout
+    assert "budget 4640" in out.stdout and "617 instructions" in out.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert "**56 distinct models**" in readme
+
+
+def test_paper_preset_needs_a_base_model_and_a_judge(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "language_count.py"), "--preset", "paper"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2 and "needs --base-model and --judge" in out.stderr
