@@ -48,7 +48,11 @@ def synthetic() -> tuple[pl.DataFrame, experiments.Experiment]:
         "judge": np.full(n, "j"),
     })  # fmt: skip
     frame = frame.with_columns(
-        [pl.lit(None, dtype=t).alias(c) for c, t in JUDGMENT_COLUMNS.items() if c not in frame.columns]
+        [
+            pl.lit(None, dtype=t).alias(c)
+            for c, t in JUDGMENT_COLUMNS.items()
+            if c not in frame.columns
+        ]
     ).select(list(JUDGMENT_COLUMNS))
     recipes = tuple(
         mixtures.Recipe(m, (LANGS[i % len(LANGS)],), 100.0, LANGS[i % len(LANGS)])

@@ -335,3 +335,82 @@ def human_import(
     scores.write_tables({"fig2_ratings": ratings, "appD_agreement": agree}, out_dir)
     typer.echo(scores.to_markdown(ratings))
     typer.echo(scores.to_markdown(agree))
+
+
+@app.command("estimate")
+def estimate_cmd(
+    experiment: str = typer.Argument(..., help="An experiment, or 'paper' for all of them."),
+    params: float = typer.Option(1.5e9, help="Base-model parameters."),
+    gpu: str = typer.Option("h100", help="GPU type: h100, h200, a100, l40s, a10g."),
+    gpus: int = typer.Option(8, help="GPUs in the cluster."),
+    train_mfu: float = typer.Option(0.40, help="Model FLOPs utilisation when training."),
+    generation_mfu: float = typer.Option(0.05, help="MFU when decoding (memory-bound)."),
+    judge_input_price: float = typer.Option(2.50, help="Judge $ per million input tokens."),
+    judge_output_price: float = typer.Option(10.00, help="Judge $ per million output tokens."),
+) -> None:
+    """Estimate GPU-hours, wall time, judge calls and dollars at the paper's scale, before launch."""
+    from mlit import estimate
+
+    names = list(experiments.NAMES) if experiment == "paper" else [experiment]
+    try:
+        for name in names:
+            experiments.get(name)
+        a = estimate.Assumptions(params=params, gpu=gpu, gpus=gpus, train_mfu=train_mfu,
+                                 generation_mfu=generation_mfu, judge_input_price=judge_input_price,
+                                 judge_output_price=judge_output_price)  # fmt: skip
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(estimate.render(estimate.estimate(names, a), a))
+
+
+@app.command("translate")
+def translate_cmd(
+    source: str = typer.Option(..., help="English dataset: a JSONL/Parquet path or 'hf:NAME'."),
+    languages_: str = typer.Option(..., "--languages", help="Target languages, e.g. 'ar,cs,fi'."),
+    translator: str = typer.Option(..., help="litellm model string, e.g. openai/gpt-4o-mini."),
+    api_base: str = typer.Option(None, help="Endpoint (self-hosted translators, our Serve app)."),
+    api_key_env: str = typer.Option(None, help="Environment variable holding the API key."),
+    out: Path = typer.Option(..., help="Where to write the parallel dataset (.jsonl/.parquet)."),
+    store_root: str = typer.Option(None, "--store", help="Store folder or URI (the cache)."),
+    concurrency: int = typer.Option(8, help="Requests in flight."),
+    timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds per request."),
+    strict: bool = typer.Option(False, help="Fail when any quality check flags a row."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls, tokens and cost only."),
+) -> None:
+    """Translate an English dataset into other languages (cached, resumable, quality-checked)."""
+    from mlit import llm, translate
+    from mlit.store import Store, default_root
+
+    try:
+        langs = languages.parse(languages_)
+        frame = data.open_source(source)
+        endpoint = llm.Endpoint(translator, api_base, api_key_env, timeout_s)
+        if api_key_env:
+            endpoint.api_key()  # a missing key is an error now, not 10,000 failed calls later
+        t = translate.Translator(endpoint, concurrency)
+    except (ValueError, data.DataError) as err:
+        _fail(str(err))
+    store = Store(store_root or default_root())
+    if dry_run:
+        est = translate.dry_run(frame, langs, t, store)
+        price = "unknown price" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
+        typer.echo(f"{est['calls']} calls, ~{est['prompt_tokens']:,} prompt and "
+                   f"~{est['completion_tokens']:,} completion tokens, {price}")  # fmt: skip
+        return
+    outcome = translate.translate(frame, langs, t, store)
+    translate.write(outcome.frame, out)
+    typer.echo(f"{outcome.calls} translations requested, {outcome.cached} from the store; "
+               f"wrote {outcome.frame.height} rows to {out}")  # fmt: skip
+    report = translate.quality_report(outcome.frame)
+    if report.height:
+        typer.echo(f"quality checks flagged {report.height} text(s):")
+        for r in report.head(50).iter_rows(named=True):
+            typer.echo(
+                f"  {r['check']:<16} {r['example_id']} [{r['lang']}] {r['field']}: {r['detail']}"
+            )
+    if outcome.failures.height:
+        first = outcome.failures.row(0, named=True)
+        _fail(f"{outcome.failures.height} translation(s) failed and were not written (rerun to "
+              f"retry); first: {first['example_id']} [{first['lang']}]: {first['error']}", 1)  # fmt: skip
+    if strict and report.height:
+        _fail(f"--strict: {report.height} flagged text(s)", 1)

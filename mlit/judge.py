@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -28,9 +26,6 @@ from pathlib import Path
 import polars as pl
 
 from mlit.store import Store, content_key
-
-# Clusters may be offline: use the cost map bundled with litellm, never fetch it.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 DEFAULT_TEMPLATE = "judge_default.txt"
 
@@ -154,116 +149,22 @@ def verdict_key(judge: Judge, instruction: str, answer_1: str, answer_2: str) ->
 # Calls
 
 
-def _retryable(err: Exception) -> bool:
-    import litellm
-
-    kinds = (
-        litellm.RateLimitError,
-        litellm.Timeout,
-        litellm.APIConnectionError,
-        litellm.InternalServerError,
-        litellm.ServiceUnavailableError,
-        litellm.BadGatewayError,
-        asyncio.TimeoutError,
-    )
-    if isinstance(err, kinds):
-        return True
-    status = getattr(err, "status_code", None)
-    return isinstance(status, int) and (status == 429 or status >= 500)
-
-
-def _top_logprobs(choice) -> list[tuple[str, float]] | None:
-    lp = getattr(choice, "logprobs", None)
-    if lp is None:
-        return None
-    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
-    if not content:
-        return None
-    first = content[0]
-    tops = first.get("top_logprobs") if isinstance(first, dict) else first.top_logprobs
-    out = []
-    for t in tops or []:
-        token = t.get("token") if isinstance(t, dict) else t.token
-        logprob = t.get("logprob") if isinstance(t, dict) else t.logprob
-        out.append((token, float(logprob)))
-    return out or None
-
-
 async def call_judge(judge: Judge, prompt: str) -> dict:
-    """One judge call with timeout, retries on retryable errors only, and a finish_reason check.
+    """One judge call (greedy, a few tokens, top log-probabilities) through `mlit.llm`, parsed.
 
     Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
     """
-    import litellm
+    from mlit import llm
 
-    litellm.suppress_debug_info = True
-    key = judge.api_key()
-    if key is None and judge.api_base:
-        key = "EMPTY"  # keyless self-hosted endpoints; the OpenAI client insists on some key
-    last = "no attempt"
-    for attempt in range(judge.retries + 1):
-        start = time.monotonic()
-        try:
-            resp = await asyncio.wait_for(
-                litellm.acompletion(
-                    model=judge.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    api_base=judge.api_base,
-                    api_key=key,
-                    temperature=0,
-                    max_tokens=judge.max_tokens,
-                    logprobs=True,
-                    top_logprobs=judge.top_logprobs,
-                    timeout=judge.timeout_s,
-                    num_retries=0,
-                    drop_params=True,  # providers without logprobs still answer
-                ),
-                timeout=judge.timeout_s,
-            )
-        except Exception as err:
-            last = _describe(err, judge)
-            if not _retryable(err):
-                break
-            if attempt < judge.retries:
-                await asyncio.sleep(judge.backoff_s * 2**attempt * (0.5 + random.random()))
-            continue
-        choice = resp.choices[0]
-        finish = getattr(choice, "finish_reason", None)
-        if finish not in ("stop", "length", "eos", None):
-            return {"status": "error", "error": f"judge stopped with finish_reason={finish!r}"}
-        text = choice.message.content
-        verdict, how = PARSERS[judge.parser](text, _top_logprobs(choice))
-        usage = getattr(resp, "usage", None)
-        try:
-            cost = float(litellm.completion_cost(completion_response=resp))
-        except Exception:  # models without a price (self-hosted) cost nothing we know of
-            cost = 0.0
-        return {
-            "status": "ok",
-            "raw": text,
-            "choice": verdict,
-            "parse": how,
-            "finish_reason": finish,
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-            "cost_usd": cost,
-            "latency_s": round(time.monotonic() - start, 4),
-        }
-    return {"status": "error", "error": last}
-
-
-def _describe(err: Exception, judge: Judge) -> str:
-    import litellm
-
-    where = judge.api_base or judge.model
-    if isinstance(err, litellm.AuthenticationError):
-        return f"the judge at {where} rejected the API key ({type(err).__name__})"
-    unreachable = "connection error" in str(err).lower() or "connect" in type(err).__name__.lower()
-    if unreachable or isinstance(
-        err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout
-    ):
-        return f"judge unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
-    return f"judge call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
+    endpoint = llm.Endpoint(judge.model, judge.api_base, judge.api_key_env, judge.timeout_s,
+                            judge.retries, judge.backoff_s)  # fmt: skip
+    result = await llm.complete(endpoint, prompt, judge.max_tokens, judge.top_logprobs)
+    if result["status"] != "ok":
+        return {"status": "error", "error": f"judge: {result['error']}"}
+    verdict, how = PARSERS[judge.parser](result["text"], result["top_logprobs"])
+    keep = ("finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s")
+    return {"status": "ok", "raw": result["text"], "choice": verdict, "parse": how,
+            **{k: result[k] for k in keep}}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -187,6 +187,19 @@ class Store:
         return dest
 
 
+def fs_selector(uri: str, recursive: bool = True):
+    """A pyarrow FileSelector over everything below a store URI (for listings)."""
+    from pyarrow import fs
+
+    return fs.FileSelector(_resolve(uri)[1], recursive=recursive, allow_not_found=True)
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path) for a folder or URI: the one abstraction behind the store and
+    behind Tune's ``storage_path`` (passed as ``storage_filesystem``)."""
+    return _resolve(uri)
+
+
 def _resolve(root: str):
     """(pyarrow filesystem, base path) for a folder or URI; cached per root string."""
     if root not in _FS_CACHE:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mlit import mixtures
-from mlit.store import Store, content_key
+from mlit.store import Store, content_key, filesystem
 from mlit.train import TrainConfig
 
 
@@ -188,6 +188,7 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
         ray.init()
     concurrent = check_resources(compute)
     storage = compute.storage_path or str(Path(tempfile.gettempdir()) / "mlit-ray")
+    storage_fs, storage_path = filesystem(storage)
     by_key = {j.key: j for j in todo}
     trainable = tune.with_parameters(
         _trial, jobs=by_key, store_root=store.root, compute=asdict(compute), storage=storage
@@ -206,7 +207,8 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
         ),
         run_config=tune.RunConfig(
             name=f"{name}-train-{int(time.time())}",
-            storage_path=storage,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=tune.FailureConfig(max_failures=compute.max_failures),
             verbose=0,
         ),
@@ -240,7 +242,8 @@ def _trial(config: dict, jobs: dict, store_root: str, compute: dict, storage: st
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=f"{job.name}-{job.key[:8]}-{int(time.time())}",
-            storage_path=storage,
+            storage_path=filesystem(storage)[1],
+            storage_filesystem=filesystem(storage)[0],
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=0),
         ),

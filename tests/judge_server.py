@@ -25,6 +25,8 @@ class Script:
             n = self.calls[model]
         if n <= self.fail_first.get(model, 0):
             return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}
+        if model == "translate-flaky" and "FAIL" in prompt:
+            return 500, {"error": {"message": "upstream error", "type": "server_error"}}
         if model == "bad-key":
             return 401, {"error": {"message": "invalid api key", "type": "auth"}}
         answers = re.split(r"Answer [12]:", prompt)

@@ -110,4 +110,6 @@ def test_a_run_killed_during_generation_resumes(ray_session, tiny_base, tiny_jud
     rerun = pipeline.run_sweep(cfg)
     assert rerun.trials == 0
     assert rerun.generation_requests == 48 - done  # nothing stored is asked for again
-    assert pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48
+    assert (
+        pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48
+    )

@@ -1,0 +1,143 @@
+"""What a sweep will cost, before launch: training and generation GPU-hours, judge calls and dollars.
+
+    mlit estimate paper --params 1.5e9 --gpu h100 --gpus 8
+    mlit estimate language_count --params 7e9 --gpu a100 --gpus 16 --judge-input-price 2.5
+
+Every number comes from stated assumptions, printed with the result:
+
+- training FLOPs = 6 x parameters x tokens (full fine-tuning; forward + backward), where tokens =
+  steps x batch x (input + target tokens per example); dev-set generation adds 2 x parameters x
+  (prompt + new tokens) per dev answer, every ``eval_every`` steps;
+- generation FLOPs = 2 x parameters x (prompt + new tokens) per answer;
+- GPU-hours = FLOPs / (peak FLOP/s x MFU) / 3600, at separate MFUs for training and decoding
+  (decoding is memory-bound, so its MFU is much lower); wall time = GPU-hours / GPUs;
+- judge calls = 2 per judged pair (both orders); tokens = template + instruction + two answers in,
+  one digit out; dollars at the given price per million tokens;
+- the store's saving = models that would be trained once per experiment minus distinct models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mlit import experiments, mixtures
+
+# Dense bf16 peak FLOP/s per GPU (vendor figures, no sparsity).
+GPU_PEAK = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l40s": 362e12, "a10g": 125e12}
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    params: float = 1.5e9
+    gpu: str = "h100"
+    gpus: int = 8
+    train_mfu: float = 0.40
+    generation_mfu: float = 0.05
+    steps: int = 2000
+    batch: int = 128
+    input_tokens: int = 180  # average instruction length (truncated at 1,024)
+    target_tokens: int = 320  # average response length (truncated at 512)
+    dev_size: int = 250
+    eval_every: int = 250
+    new_tokens: int = 400  # average generated answer (up to 512)
+    eval_instructions: int = 617
+    judge_template_tokens: int = 120
+    judge_input_price: float = 2.50  # dollars per million input tokens
+    judge_output_price: float = 10.00  # dollars per million output tokens
+
+    def __post_init__(self) -> None:
+        if self.gpu not in GPU_PEAK:
+            raise ValueError(f"unknown GPU {self.gpu!r}; known: {', '.join(GPU_PEAK)}")
+        if not 0 < self.train_mfu <= 1 or not 0 < self.generation_mfu <= 1:
+            raise ValueError("MFU must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    experiments: tuple[str, ...]
+    model_slots: int  # models the experiments need, counted per experiment
+    distinct_models: int  # after sharing through the store
+    train_tokens: float
+    train_gpu_hours: float
+    generations: int
+    generation_tokens: float
+    generation_gpu_hours: float
+    judge_calls: int
+    judge_input_tokens: float
+    judge_dollars: float
+    wall_hours: float
+    store_saves_models: int
+    store_saves_gpu_hours: float
+
+
+def _counts(names: list[str]) -> tuple[int, int, int, int]:
+    """(model slots, distinct models, generations, judge calls) at paper scale."""
+    ids = mixtures.placeholder_ids(mixtures.PAPER_BUDGET)
+    slots, keys = 0, set()
+    gens, calls = 0, 0
+    for name in names:
+        exp = experiments.get(name)
+        built = experiments.build_all(exp, ids, include_baselines=True)
+        slots += len(built)
+        keys |= {m.hash for m in built}
+        need: dict[str, set[str]] = {}
+        selfs = 0
+        for recipe, lang in exp.eval_pairs():
+            base = "base" if exp.baseline == "base" else f"mono-{lang}"
+            need.setdefault(recipe.name, set()).add(lang)
+            need.setdefault(base, set()).add(lang)
+            selfs += recipe.name == base
+        gens += sum(map(len, need.values()))
+        calls += 2 * (len(exp.eval_pairs()) - selfs)
+    return slots, len(keys), gens, calls
+
+
+def estimate(names: list[str], a: Assumptions) -> Estimate:
+    slots, distinct, gen_units, call_units = _counts(names)
+    peak = GPU_PEAK[a.gpu]
+    per_model_train = a.steps * a.batch * (a.input_tokens + a.target_tokens)
+    dev_answers = (a.steps // a.eval_every) * a.dev_size
+    per_model_flops = 6 * a.params * per_model_train + 2 * a.params * dev_answers * (
+        a.input_tokens + a.new_tokens
+    )
+    per_model_gpu_h = per_model_flops / (peak * a.train_mfu) / 3600
+    generations = gen_units * a.eval_instructions
+    gen_tokens = generations * (a.input_tokens + a.new_tokens)
+    gen_gpu_h = 2 * a.params * gen_tokens / (peak * a.generation_mfu) / 3600
+    calls = call_units * a.eval_instructions
+    judge_in = calls * (a.judge_template_tokens + a.input_tokens + 2 * a.new_tokens)
+    dollars = judge_in / 1e6 * a.judge_input_price + calls / 1e6 * a.judge_output_price
+    train_gpu_h = distinct * per_model_gpu_h
+    return Estimate(
+        experiments=tuple(names),
+        model_slots=slots,
+        distinct_models=distinct,
+        train_tokens=distinct * per_model_train,
+        train_gpu_hours=train_gpu_h,
+        generations=generations,
+        generation_tokens=gen_tokens,
+        generation_gpu_hours=gen_gpu_h,
+        judge_calls=calls,
+        judge_input_tokens=judge_in,
+        judge_dollars=dollars,
+        wall_hours=(train_gpu_h + gen_gpu_h) / a.gpus,
+        store_saves_models=slots - distinct,
+        store_saves_gpu_hours=(slots - distinct) * per_model_gpu_h,
+    )
+
+
+def render(e: Estimate, a: Assumptions) -> str:
+    lines = [
+        f"estimate for {', '.join(e.experiments)} on {a.gpus} x {a.gpu.upper()}, "
+        f"{a.params / 1e9:g}B parameters",
+        f"  training:   {e.distinct_models} models ({e.model_slots} slots; the store saves "
+        f"{e.store_saves_models} models = {e.store_saves_gpu_hours:,.1f} GPU-h), "
+        f"{e.train_tokens:,.0f} tokens, {e.train_gpu_hours:,.1f} GPU-h at {a.train_mfu:.0%} MFU",
+        f"  generation: {e.generations:,} answers, {e.generation_tokens:,.0f} tokens, "
+        f"{e.generation_gpu_hours:,.1f} GPU-h at {a.generation_mfu:.0%} MFU",
+        f"  judge:      {e.judge_calls:,} calls, {e.judge_input_tokens:,.0f} input tokens, "
+        f"${e.judge_dollars:,.0f} at ${a.judge_input_price}/M in, ${a.judge_output_price}/M out",
+        f"  wall time:  {e.wall_hours:,.1f} h (GPU-hours / GPUs, phases back to back)",
+        "assumptions: " + ", ".join(f"{k}={v}" for k, v in asdict(a).items()),
+    ]
+    return "\n".join(lines)

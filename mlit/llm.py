@@ -1,0 +1,134 @@
+"""One litellm call with the robustness every caller needs (judge, translator).
+
+A wall-clock timeout, retries with exponential backoff on retryable failures only (rate limits,
+timeouts, connection errors, 5xx), no retry on the rest (a wrong key, a bad request), a check of
+``finish_reason``, usage and cost. Errors come back as records, never as exceptions, so a caller
+can store them as errors and carry on. litellm is imported here only, when a call is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass
+
+# Clusters may be offline: use the cost map bundled with litellm, never fetch it.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+GOOD_FINISH = ("stop", "length", "eos", None)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    model: str  # any litellm model string; our Serve app is "openai/<name>" with api_base
+    api_base: str | None = None
+    api_key_env: str | None = None  # the variable's name; the key itself is never stored
+    timeout_s: float = 60.0
+    retries: int = 4
+    backoff_s: float = 0.5
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return "EMPTY" if self.api_base else None  # keyless self-hosted endpoints
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ValueError(f"the API key variable {self.api_key_env} is not set")
+        return key
+
+
+def retryable(err: Exception) -> bool:
+    import litellm
+
+    kinds = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
+             litellm.InternalServerError, litellm.ServiceUnavailableError,
+             litellm.BadGatewayError, asyncio.TimeoutError)  # fmt: skip
+    if isinstance(err, kinds):
+        return True
+    status = getattr(err, "status_code", None)
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+def describe(err: Exception, where: str) -> str:
+    import litellm
+
+    if isinstance(err, litellm.AuthenticationError):
+        return f"the endpoint {where} rejected the API key ({type(err).__name__})"
+    unreachable = "connection error" in str(err).lower() or "connect" in type(err).__name__.lower()
+    if unreachable or isinstance(
+        err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout
+    ):
+        return f"unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
+    return f"call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
+
+
+def _top_logprobs(choice) -> list[tuple[str, float]] | None:
+    lp = getattr(choice, "logprobs", None)
+    if lp is None:
+        return None
+    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+    if not content:
+        return None
+    first = content[0]
+    tops = first.get("top_logprobs") if isinstance(first, dict) else first.top_logprobs
+    out = []
+    for t in tops or []:
+        token = t.get("token") if isinstance(t, dict) else t.token
+        logprob = t.get("logprob") if isinstance(t, dict) else t.logprob
+        out.append((token, float(logprob)))
+    return out or None
+
+
+async def complete(
+    endpoint: Endpoint, prompt: str, max_tokens: int, top_logprobs: int | None = None
+) -> dict:
+    """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    where = endpoint.api_base or endpoint.model
+    try:
+        key = endpoint.api_key()
+    except ValueError as err:
+        return {"status": "error", "error": str(err)}
+    extra = {"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs else {}
+    last = "no attempt"
+    for attempt in range(endpoint.retries + 1):
+        start = time.monotonic()
+        try:
+            resp = await asyncio.wait_for(
+                litellm.acompletion(
+                    model=endpoint.model, messages=[{"role": "user", "content": prompt}],
+                    api_base=endpoint.api_base, api_key=key, temperature=0, max_tokens=max_tokens,
+                    timeout=endpoint.timeout_s, num_retries=0, drop_params=True, **extra,
+                ),
+                timeout=endpoint.timeout_s,
+            )  # fmt: skip
+        except Exception as err:
+            last = describe(err, where)
+            if not retryable(err):
+                break
+            if attempt < endpoint.retries:
+                await asyncio.sleep(endpoint.backoff_s * 2**attempt * (0.5 + random.random()))
+            continue
+        choice = resp.choices[0]
+        finish = getattr(choice, "finish_reason", None)
+        if finish not in GOOD_FINISH:
+            return {"status": "error", "error": f"stopped with finish_reason={finish!r} at {where}"}
+        usage = getattr(resp, "usage", None)
+        try:
+            cost = float(litellm.completion_cost(completion_response=resp))
+        except Exception:  # self-hosted models have no price in litellm's map
+            cost = 0.0
+        return {
+            "status": "ok",
+            "text": choice.message.content,
+            "top_logprobs": _top_logprobs(choice),
+            "finish_reason": finish,
+            "prompt_tokens": getattr(usage, "prompt_tokens", None),
+            "completion_tokens": getattr(usage, "completion_tokens", None),
+            "cost_usd": cost,
+            "latency_s": round(time.monotonic() - start, 4),
+        }
+    return {"status": "error", "error": last}

@@ -1,0 +1,249 @@
+"""Machine translation of an English dataset into any language, through litellm, cached and checked.
+
+    mlit translate --source data/en.jsonl --languages ar,cs,fi --translator openai/gpt-4o-mini \\
+        --api-key-env OPENAI_API_KEY --out data/parallel.jsonl
+
+Instruction and response are translated separately. What is never translated: fenced code blocks
+(```...```), inline code (`...`) and URLs. They are cut out before the call, replaced by numbered
+placeholders such as ``⟦0⟧``, and put back afterwards; a reply that lost or duplicated a
+placeholder is a failure, not a translation. Markdown structure (headings, lists, emphasis) stays in
+the text and the prompt asks to keep it.
+
+Every translation is stored under (translator, endpoint, prompt hash, source text, target language),
+so a rerun makes no call for what is done and an interrupted run continues. Failures are reported
+with their ids, never written as translations, and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mlit import data, languages, llm
+from mlit.store import Store, content_key
+
+PROMPT = (
+    "Translate the following text from English into {language}. Keep the markdown formatting, "
+    "line breaks and every placeholder such as ⟦0⟧ exactly as they are. Reply with the "
+    "translation only.\n\n<<<\n{text}\n>>>"
+)
+_PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://[^\s)>\]]+", re.S)
+_PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
+LEFTOVERS = ("<<<", ">>>", "Translate the following", "placeholder", "Here is the translation",
+             "Reply with the translation")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Translator:
+    endpoint: llm.Endpoint
+    concurrency: int = 8
+    max_tokens: int = 2048
+
+    def identity(self) -> dict:
+        prompt_sha = hashlib.sha256(PROMPT.encode()).hexdigest()[:16]
+        return {"model": self.endpoint.model, "api_base": self.endpoint.api_base or "",
+                "prompt": prompt_sha}  # fmt: skip
+
+
+def protect(text: str) -> tuple[str, list[str]]:
+    """Replace code and URLs by ⟦n⟧ placeholders; returns the text and the protected spans."""
+    spans: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        spans.append(match.group(0))
+        return f"⟦{len(spans) - 1}⟧"
+
+    return _PROTECTED.sub(keep, text), spans
+
+
+def restore(text: str, spans: list[str]) -> str:
+    found = [int(n) for n in _PLACEHOLDER.findall(text)]
+    if sorted(found) != list(range(len(spans))):
+        raise ValueError(f"placeholders changed in translation: expected {len(spans)}, got {found}")
+    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
+
+
+def translation_key(t: Translator, text: str, lang: str) -> str:
+    return content_key("translation", t.identity(), text, lang)
+
+
+async def _translate_one(t: Translator, text: str, lang: str, store: Store, sem) -> dict:
+    key = translation_key(t, text, lang)
+    hit = store.get("translations", key)
+    if hit is not None:
+        return {**hit, "status": "ok", "cached": True}
+    masked, spans = protect(text)
+    prompt = PROMPT.format(language=languages.get(lang).name, text=masked)
+    async with sem:
+        result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+    if result["status"] != "ok":
+        return {"status": "error", "error": result["error"], "cached": False}
+    try:
+        out = restore((result["text"] or "").strip(), spans)
+    except ValueError as err:
+        return {"status": "error", "error": str(err), "cached": False}
+    if not out:
+        return {"status": "error", "error": "empty translation", "cached": False}
+    record = {"text": out, "cost_usd": result["cost_usd"]}
+    store.put("translations", key, record)
+    return {**record, "status": "ok", "cached": False}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    frame: pl.DataFrame  # the parallel dataset: the source rows plus every complete translation
+    failures: pl.DataFrame  # example_id, lang, field, error
+    calls: int  # translations requested from the endpoint this run
+    cached: int
+
+
+async def _run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store,
+               progress: bool) -> Outcome:  # fmt: skip
+    from tqdm import tqdm
+
+    sem = asyncio.Semaphore(t.concurrency)
+    jobs = []
+    for row in source.iter_rows(named=True):
+        for lang in langs:
+            for field in ("instruction", "response"):
+                if row[field]:
+                    jobs.append((row, lang, field))
+    bar = tqdm(total=len(jobs), desc="translating", unit="text", disable=None if progress else True)
+
+    async def one(row, lang, field):
+        result = await _translate_one(t, row[field], lang, store, sem)
+        bar.update(1)
+        return row, lang, field, result
+
+    results = await asyncio.gather(*(one(*j) for j in jobs))
+    bar.close()
+    texts: dict[tuple[str, str], dict] = {}
+    failures = []
+    calls = cached = 0
+    for row, lang, field, r in results:
+        calls += not r["cached"]
+        cached += r["cached"]
+        if r["status"] == "ok":
+            texts.setdefault((row["example_id"], lang), {})[field] = r["text"]
+        else:
+            failures.append({"example_id": row["example_id"], "lang": lang, "field": field,
+                             "error": r["error"]})  # fmt: skip
+    failed = {(f["example_id"], f["lang"]) for f in failures}
+    rows = [dict(r) for r in source.iter_rows(named=True)]
+    for row in source.iter_rows(named=True):
+        for lang in langs:
+            if (row["example_id"], lang) in failed:
+                continue  # a half-translated example is not written
+            got = texts.get((row["example_id"], lang), {})
+            rows.append({**row, "lang": lang, "instruction": got.get("instruction", row["instruction"]),
+                         "response": got.get("response") if row["response"] else row["response"]})  # fmt: skip
+    frame = data.from_records(rows, "translation")
+    fail_frame = pl.DataFrame(failures, schema={"example_id": pl.String, "lang": pl.String,
+                                                "field": pl.String, "error": pl.String})  # fmt: skip
+    return Outcome(frame, fail_frame, calls, cached)
+
+
+def translate(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store,
+              progress: bool = True) -> Outcome:  # fmt: skip
+    """Translate every English row into ``langs``; returns the parallel dataset and failures."""
+    langs = [lang for lang in languages.parse(langs) if lang != "en"]
+    english = source.filter(pl.col("lang") == "en")
+    if english.height == 0:
+        raise data.DataError("the source has no English rows to translate")
+    return asyncio.run(_run(english, langs, t, store, progress))
+
+
+def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
+    """Calls, tokens and cost a translation would take (texts already stored cost nothing)."""
+    langs = [lang for lang in languages.parse(langs) if lang != "en"]
+    english = source.filter(pl.col("lang") == "en")
+    calls = chars = 0
+    for row in english.iter_rows(named=True):
+        for lang in langs:
+            for field in ("instruction", "response"):
+                text = row[field]
+                if text and store.get("translations", translation_key(t, text, lang)) is None:
+                    calls += 1
+                    chars += len(text)
+    prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt
+    completion_tokens = math.ceil(chars / 4 * 1.3)  # most languages take more tokens than English
+    cost = None
+    try:
+        import litellm
+
+        p, c = litellm.cost_per_token(model=t.endpoint.model, prompt_tokens=prompt_tokens,
+                                      completion_tokens=completion_tokens)  # fmt: skip
+        cost = p + c
+    except Exception:  # a model litellm has no price for
+        cost = None
+    return {"calls": calls, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "cost_usd": cost}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Quality checks
+
+
+def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFrame:
+    """Flag suspicious translations: language-ID mismatch, length-ratio outliers, empty or
+    untranslated text, leftover prompt text. One row per flag, with the example id."""
+    from mlit import langid
+
+    src = parallel.filter(pl.col("lang") == source_lang).select(
+        "example_id", pl.col("instruction").alias("src_i"), pl.col("response").alias("src_r")
+    )
+    other = parallel.filter(pl.col("lang") != source_lang).join(src, on="example_id", how="left")
+    flags = []
+    ratios: dict[str, list[tuple[str, str, float]]] = {}
+    for r in other.iter_rows(named=True):
+        for field, source in (("instruction", r["src_i"]), ("response", r["src_r"])):
+            text = r[field]
+            if source is None:
+                continue
+            where = {"example_id": r["example_id"], "lang": r["lang"], "field": field}
+            if not text or not text.strip():
+                flags.append({**where, "check": "empty", "detail": "empty translation"})
+                continue
+            if data.normalize_text(text) == data.normalize_text(source):
+                flags.append(
+                    {**where, "check": "untranslated", "detail": "identical to the source"}
+                )
+                continue
+            leftover = [s for s in LEFTOVERS if s.lower() in text.lower()]
+            if leftover or _PLACEHOLDER.search(text):
+                flags.append({**where, "check": "leftover_prompt",
+                              "detail": f"contains {leftover or ['a placeholder']}"})  # fmt: skip
+            masked, _ = protect(text)
+            if len(masked) >= 20:  # language ID is unreliable on very short texts
+                found, score = langid.detect(masked)
+                if found != r["lang"]:
+                    flags.append({**where, "check": "language_id",
+                                  "detail": f"identified as {found} ({score:.2f})"})  # fmt: skip
+            ratios.setdefault(r["lang"], []).append(
+                (r["example_id"], field, math.log(max(len(text), 1) / max(len(source), 1)))
+            )
+    for lang, items in ratios.items():
+        values = [v for *_, v in items]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+        for ex, field, v in items:
+            ratio = math.exp(v)
+            z = (v - mean) / sd if sd > 0 else 0.0
+            if ratio < 0.25 or ratio > 4 or (len(values) >= 8 and abs(z) > 3):
+                flags.append({"example_id": ex, "lang": lang, "field": field,
+                              "check": "length_ratio",
+                              "detail": f"length ratio {ratio:.2f} (z={z:.1f})"})  # fmt: skip
+    return pl.DataFrame(flags, schema={"example_id": pl.String, "lang": pl.String,
+                                       "field": pl.String, "check": pl.String,
+                                       "detail": pl.String}).sort("check", "example_id", "lang")  # fmt: skip
+
+
+def write(frame: pl.DataFrame, out: str | Path) -> Path:
+    return data.save(frame, out)

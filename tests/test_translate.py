@@ -1,0 +1,129 @@
+"""Translation through a real HTTP endpoint on loopback, caching, resume, errors, quality checks."""
+
+import polars as pl
+import pytest
+from conftest import rows
+from judge_server import Script, start
+
+from mlit import languages, llm, translate
+from mlit.store import Store
+
+CODE = "```python\nprint('hello world')\n```"
+SOURCE = rows(
+    ("t1", "en", "train", "How do I print in Python?", f"Use print:\n\n{CODE}\n\nSee https://docs.python.org/3/ for more."),
+    ("t2", "en", "train", "Name a **bold** colour.", "Red is a colour; `red` in CSS."),
+    ("t3", "en", "eval", "Say hello.", None),
+)  # fmt: skip
+
+
+@pytest.fixture()
+def endpoint():
+    script = Script()
+    server, url = start(script)
+    yield script, url
+    server.shutdown()
+
+
+def _translator(url, model="translate", **kw):
+    return translate.Translator(
+        llm.Endpoint(f"openai/{model}", url, retries=1, backoff_s=0.01, **kw)
+    )
+
+
+def test_translates_keeps_code_and_ids_and_reruns_for_free(endpoint, tmp_path):
+    script, url = endpoint
+    store = Store(str(tmp_path / "store"))
+    out = translate.translate(SOURCE, ["fi", "ar"], _translator(url), store, progress=False)
+    assert out.failures.height == 0 and out.calls == 10  # 5 texts x 2 languages
+    frame = out.frame
+    assert sorted(frame["lang"].unique()) == ["ar", "en", "fi"]
+    for lang in ("fi", "ar"):
+        assert sorted(frame.filter(pl.col("lang") == lang)["example_id"]) == ["t1", "t2", "t3"]
+    t1_fi = frame.filter((pl.col("example_id") == "t1") & (pl.col("lang") == "fi")).row(
+        0, named=True
+    )
+    assert CODE in t1_fi["response"]  # the fenced block came through untouched
+    assert "https://docs.python.org/3/" in t1_fi["response"]
+    assert t1_fi["response"].startswith("[Finnish]") and "USE PRINT" in t1_fi["response"]
+    t2_ar = frame.filter((pl.col("example_id") == "t2") & (pl.col("lang") == "ar")).row(
+        0, named=True
+    )
+    assert "`red`" in t2_ar["response"] and "**BOLD**" in t2_ar["instruction"]
+    assert frame.filter(pl.col("example_id") == "t3")["response"].null_count() == 3
+    calls = sum(script.calls.values())
+    again = translate.translate(SOURCE, ["fi", "ar"], _translator(url), store, progress=False)
+    assert sum(script.calls.values()) == calls and again.calls == 0  # counted at the server
+    assert again.frame.sort("example_id", "lang").equals(frame.sort("example_id", "lang"))
+
+
+def test_an_interrupted_run_completes_without_repeating_rows(endpoint, tmp_path):
+    script, url = endpoint
+    store = Store(str(tmp_path / "store"))
+    translate.translate(SOURCE, ["fi"], _translator(url), store, progress=False)  # half the work
+    first = script.calls["translate"]
+    out = translate.translate(SOURCE, ["fi", "sw"], _translator(url), store, progress=False)
+    assert out.calls == 5 and script.calls["translate"] == first + 5  # only Swahili is new
+
+
+def test_failing_rows_are_reported_and_not_written(endpoint, tmp_path):
+    _, url = endpoint
+    source = rows(("ok", "en", "train", "Fine text.", "Fine answer."),
+                  ("bad", "en", "train", "This one will FAIL.", "Answer."))  # fmt: skip
+    store = Store(str(tmp_path / "store"))
+    out = translate.translate(source, ["it"], _translator(url, "translate-flaky"), store,
+                              progress=False)  # fmt: skip
+    assert out.failures["example_id"].to_list() == ["bad"]
+    assert "500" in out.failures["error"][0] or "failed" in out.failures["error"][0]
+    italian = out.frame.filter(pl.col("lang") == "it")
+    assert italian["example_id"].to_list() == ["ok"]
+    assert store.keys("translations") and all(
+        "FAIL" not in (store.get("translations", k) or {}).get("text", "")
+        for k in store.keys("translations")
+    )
+
+
+def test_wrong_key_and_unknown_language_are_clear(endpoint, tmp_path):
+    _, url = endpoint
+    out = translate.translate(SOURCE.head(1), ["fi"], _translator(url, "bad-key"),
+                              Store(str(tmp_path)), progress=False)  # fmt: skip
+    assert "rejected the API key" in out.failures["error"][0]
+    with pytest.raises(languages.UnknownLanguageError, match="'klingon'"):
+        translate.translate(SOURCE, ["klingon"], _translator(url), Store(str(tmp_path)))
+
+
+def test_placeholders_must_survive():
+    masked, spans = translate.protect("See `x` and https://a.b/c and\n```\ncode\n```")
+    assert masked.count("⟦") == 3 and spans[0] == "`x`"
+    assert translate.restore(masked.upper(), spans).startswith("SEE `x` AND https://a.b/c")
+    with pytest.raises(ValueError, match="placeholders changed"):
+        translate.restore("no placeholders left", spans)
+
+
+def test_quality_checks_each_catch_a_planted_row(sample):
+    good = sample.filter(pl.col("lang").is_in(["en", "fi"]) & (pl.col("split") == "train"))
+    en = {r["example_id"]: r for r in good.filter(pl.col("lang") == "en").iter_rows(named=True)}
+    plants = {
+        "sample-train-01": ("response", ""),  # empty
+        "sample-train-02": ("response", en["sample-train-02"]["response"]),  # untranslated
+        "sample-train-03": ("response", "Here is the translation: Taivas on sininen."),  # leftover
+        "sample-train-04": ("response", "Dies ist eindeutig ein deutscher Satz über Hunde und Wasser."),
+        "sample-train-05": ("instruction", "Miten keitän kananmunan? " * 12),  # length outlier
+    }  # fmt: skip
+    planted = good
+    for ex, (field, text) in plants.items():
+        planted = planted.with_columns(
+            pl.when((pl.col("example_id") == ex) & (pl.col("lang") == "fi")).then(pl.lit(text))
+            .otherwise(pl.col(field)).alias(field)
+        )  # fmt: skip
+    report = translate.quality_report(planted)
+    by_check = {c: set(report.filter(pl.col("check") == c)["example_id"]) for c in report["check"]}
+    assert "sample-train-01" in by_check["empty"]
+    assert "sample-train-02" in by_check["untranslated"]
+    assert "sample-train-03" in by_check["leftover_prompt"]
+    assert "sample-train-04" in by_check["language_id"]
+    assert "sample-train-05" in by_check["length_ratio"]
+    clean = translate.quality_report(good)
+    assert (
+        clean.filter(pl.col("check").is_in(["empty", "untranslated", "leftover_prompt"])).height
+        == 0
+    )
