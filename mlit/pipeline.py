@@ -51,7 +51,7 @@ class SweepConfig:
     judge_api_key_env: str | None = None
     judge_prompt: str | None = None
     judge_model_dir: str | None = None  # an HF judge to self-host on Serve (default: demo judge)
-    judge_concurrency: int = 8
+    judge_concurrency: int = 32
     data: str = "sample"
     languages: tuple[str, ...] | None = None
     output: str | None = None
@@ -63,7 +63,7 @@ class SweepConfig:
     seed: int = 0
     budget: int | None = None
     max_steps: int | None = None
-    generation_concurrency: int = 16
+    generation_concurrency: int = 64
     sampling: SamplingParams | None = None  # None: the preset's
     serve_port: int | None = None  # None: a free port
     pretraining_shares: str | None = None  # JSON {lang: share} for §4.2
@@ -254,7 +254,7 @@ def _say(message: str) -> None:
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    trials: int
+    trained: int  # models trained by this run (0: all came from the store)
     generation_requests: int
     judge_calls: int
     main_table: pl.DataFrame | None
@@ -282,17 +282,17 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         )
     _write_json(run / "run.json", meta)
 
-    trials = _train(plan, store, run, meta)
+    trained = _train(plan, store, run, meta)
     models = _models_json(plan, store, run)
     gens, requests, judgments, calls = _serve_generate_judge(plan, store, run, models, meta)
     table = _score(plan, run, judgments, gens, meta)
     meta["phases"]["total_s"] = round(time.time() - start, 1)
     _write_json(run / "run.json", meta)
-    _say(f"done in {meta['phases']['total_s']} s: {trials} trials, {requests} generation "
+    _say(f"done in {meta['phases']['total_s']} s: {trained} models trained, {requests} generation "
          f"requests, {calls} judge calls; run folder {run}")  # fmt: skip
     if cfg.is_demo:
         _say(DEMO_NOTE)
-    return RunResult(run, trials, requests, calls, table, time.time() - start)
+    return RunResult(run, trained, requests, calls, table, time.time() - start)
 
 
 def run_paper(cfg: SweepConfig) -> list[RunResult]:
@@ -322,11 +322,17 @@ def _train(plan: Plan, store, run: Path, meta: dict) -> int:
     from mlit import sweep
 
     t = time.time()
-    _stop_serve_if_running()  # Serve replicas must not hold the CPUs/GPUs trials need
+    from mlit import serving
+
+    if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
+        _say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
     compute = sweep.Compute(
         workers=plan.cfg.workers or (1 if plan.cfg.is_demo else 2),
         gpus_per_worker=plan.cfg.gpus_per_worker,
         storage_path=str((run / "ray").resolve()),
+        # The demo's models train in seconds; its trials each take a share of them so the
+        # start-up of a trial is paid a few times, not 22 times (see sweep.Compute).
+        models_per_trial=None if plan.cfg.is_demo else 1,
     )
     result = sweep.train_phase(plan.jobs, store, compute, plan.experiment.name)
     result.table().write_parquet(run / "train.parquet")
@@ -335,21 +341,11 @@ def _train(plan: Plan, store, run: Path, meta: dict) -> int:
             f"{len(result.failed)} model(s) failed to train (see the Tune logs under {run / 'ray'}); "
             "the others are stored and will not be retrained"
         )
-    meta["phases"]["train"] = {"trials": len(result.launched), "seconds": round(time.time() - t, 1)}
+    meta["phases"]["train"] = {"models_trained": len(result.launched),
+                               "seconds": round(time.time() - t, 1)}  # fmt: skip
     _say(f"[train] {len(result.launched)} trained, {len(plan.jobs) - len(result.launched)} "
          f"already stored ({time.time() - t:.0f} s)")  # fmt: skip
     return len(result.launched)
-
-
-def _stop_serve_if_running() -> None:
-    try:
-        import ray
-        from ray import serve
-
-        if ray.is_initialized() and serve.status().applications.get("mlit"):
-            serve.delete("mlit")
-    except Exception:  # Serve never started here: nothing to stop
-        pass
 
 
 def _models_json(plan: Plan, store, run: Path) -> dict[str, dict]:
@@ -417,7 +413,7 @@ def _serve_generate_judge(plan: Plan, store, run: Path, models: dict, meta: dict
         if not started:
             port = cfg.serve_port or _free_port()
             url = serving.start(serving.ServeConfig(models=serve_models, port=port,
-                                                    max_batch_size=32, max_models_per_replica=4))  # fmt: skip
+                                                    max_batch_size=32, max_models_per_replica=32))  # fmt: skip
             started = True
             _say(f"[serve] {len(serve_models)} models at {url}/v1")
         return url

@@ -366,11 +366,15 @@ def build_app(cfg: ServeConfig):
         server_options["autoscaling_config"] = cfg.autoscaling
     else:
         server_options["num_replicas"] = cfg.replicas
+    # Warnings only, no access log: one line per request buries a sweep's output (and the
+    # bearer token is never logged either way).
+    quiet = {"log_level": "WARNING", "enable_access_log": False}
+    server_options["logging_config"] = quiet
     server = ModelServer.options(**server_options).bind(
         cfg.models, cfg.max_models_per_replica, cfg.max_batch_size, cfg.batch_wait_s
     )
     contexts = {name: model_context(_local_dir(path)) for name, path in cfg.models.items()}
-    return Gateway.options(ray_actor_options={"num_cpus": 0}).bind(
+    return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
         server, contexts, cfg.api_key_sha256, cfg.default_max_tokens
     )
 
@@ -435,3 +439,18 @@ def start(cfg: ServeConfig) -> str:
 def stop() -> None:
     """Take the app down (training phases need its CPUs and GPUs back)."""
     serve.delete(APP_NAME, _blocking=True)
+
+
+def stop_if_running() -> bool:
+    """Take the app down if it is deployed on the connected cluster; True if it was."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    try:
+        running = APP_NAME in serve.status().applications
+    except Exception:  # Serve was never started on this cluster
+        return False
+    if running:
+        stop()
+    return running

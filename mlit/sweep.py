@@ -35,6 +35,11 @@ class Compute:
     cpus_per_worker: float = 1.0
     max_failures: int = 1  # Tune retries a failed trial this many times
     max_concurrent: int | None = None  # default: as many as the cluster holds
+    # Models trained one after another inside one trial. 1 (the default) is one trial per
+    # mixture. None spreads the models over as many trials as can run at once, which pays the
+    # start-up of a trial (worker processes, imports, DeepSpeed set-up) once per trial instead of
+    # once per model: on a 2-core demo machine that start-up costs more than the training itself.
+    models_per_trial: int | None = 1
     storage_path: str | None = None  # Tune/Train storage; must be shared on a multi-node cluster
 
     def __post_init__(self) -> None:
@@ -135,6 +140,31 @@ def check_resources(compute: Compute) -> int:
     return min(concurrent, compute.max_concurrent or concurrent)
 
 
+def wait_for_resources(compute: Compute, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
+    """Wait (boundedly) until one trial's workers can be placed now; otherwise say who holds what.
+
+    Training runs after Serve is taken down, so this only waits on other work of the cluster. A
+    request that could never fit is caught earlier by `check_resources`.
+    """
+    import ray
+
+    need = {r: a * compute.workers for r, a in compute.worker_resources().items()}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources()
+        if all(free.get(r, 0) + 1e-9 >= amount for r, amount in need.items()):
+            return
+        if time.monotonic() >= deadline:
+            total = ray.cluster_resources()
+            held = {r: round(total.get(r, 0) - free.get(r, 0), 2) for r in need}
+            raise ResourceError(
+                f"a trial needs {need} free, but after {timeout_s:.0f} s only "
+                f"{ {r: round(free.get(r, 0), 2) for r in need} } are free ({held} held by other "
+                "work: a Serve app, another sweep?). Stop it (`serve shutdown`) or lower --workers"
+            )
+        time.sleep(poll_s)
+
+
 # --------------------------------------------------------------------------------------------
 # Trials
 
@@ -187,11 +217,16 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
     if not ray.is_initialized():
         ray.init()
     concurrent = check_resources(compute)
+    wait_for_resources(compute)
     storage = compute.storage_path or str(Path(tempfile.gettempdir()) / "mlit-ray")
     storage_fs, storage_path = filesystem(storage)
-    by_key = {j.key: j for j in todo}
+    per_trial = compute.models_per_trial or -(-len(todo) // concurrent)
+    groups = {f"g{i:03d}": todo[i * per_trial : (i + 1) * per_trial]
+              for i in range(-(-len(todo) // per_trial))}  # fmt: skip
+    names = {g: jobs[0].name if len(jobs) == 1 else f"{jobs[0].name}+{len(jobs) - 1}"
+             for g, jobs in groups.items()}  # fmt: skip
     trainable = tune.with_parameters(
-        _trial, jobs=by_key, store_root=store.root, compute=asdict(compute), storage=storage
+        _trial, groups=groups, store_root=store.root, compute=asdict(compute), storage=storage
     )
     # The trial only drives a TorchTrainer; its workers hold the CPUs and GPUs. Tune needs the
     # trial to reserve something, and a CPU would starve the workers on a small machine, so it
@@ -199,11 +234,11 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 2**20})
     tuner = tune.Tuner(
         trainable,
-        param_space={"key": tune.grid_search([j.key for j in todo])},
+        param_space={"group": tune.grid_search(sorted(groups))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent,
-            trial_name_creator=lambda t: by_key[t.config["key"]].name,
-            trial_dirname_creator=lambda t: f"{by_key[t.config['key']].name}-{t.config['key'][:8]}",
+            trial_name_creator=lambda t: names[t.config["group"]],
+            trial_dirname_creator=lambda t: f"{names[t.config['group']]}-{t.config['group']}",
         ),
         run_config=tune.RunConfig(
             name=f"{name}-train-{int(time.time())}",
@@ -213,27 +248,23 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
             verbose=0,
         ),
     )
-    results = tuner.fit()
-    failed = []
-    for result in results:
-        key = result.config["key"]
-        if result.error is not None or not store.has_model(key):
-            failed.append(key)
-    return failed
+    tuner.fit()
+    return [j.key for j in todo if not store.has_model(j.key)]
 
 
-def _trial(config: dict, jobs: dict, store_root: str, compute: dict, storage: str) -> None:
-    """Tune function trainable: build and fit one TorchTrainer for one model."""
+def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: str) -> None:
+    """Tune function trainable: build and fit one TorchTrainer for its model(s)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    job: ModelJob = jobs[config["key"]]
+    jobs: list[ModelJob] = groups[config["group"]]
+    job = jobs[0]
     comp = Compute(**compute)
     use_gpu = comp.gpus_per_worker > 0
     trainer = TorchTrainer(
         train_loop_per_worker=_worker_loop,
-        train_loop_config={"job": job, "store_root": store_root},
+        train_loop_config={"jobs": jobs, "store_root": store_root},
         scaling_config=ScalingConfig(
             num_workers=comp.workers,
             use_gpu=use_gpu,
@@ -252,12 +283,19 @@ def _trial(config: dict, jobs: dict, store_root: str, compute: dict, storage: st
 
 
 def _worker_loop(config: dict) -> None:
-    """Runs on every Ray Train worker: the plain training step, then rank 0 publishes."""
+    """Runs on every Ray Train worker: the plain training step per model, rank 0 publishes each
+    model as soon as it is done (so a retried trial skips what finished)."""
+    store = Store(config["store_root"])
+    for job in config["jobs"]:
+        if not store.has_model(job.key):
+            _train_one(job, store)
+
+
+def _train_one(job: ModelJob, store: Store) -> None:
     import ray.train
 
     from mlit import train
 
-    job: ModelJob = config["job"]
     rank = ray.train.get_context().get_world_rank()
     out = Path(tempfile.gettempdir()) / "mlit-train" / f"{job.key}-{rank}"
     result = train.train_model(
@@ -267,7 +305,7 @@ def _worker_loop(config: dict) -> None:
         job.config,
         out,
         metadata={"mixture": job.manifest, "model_key": job.key, "mixture_name": job.name},
-        report=lambda metrics: ray.train.report(metrics),
+        report=lambda metrics: ray.train.report({**metrics, "mixture": job.name}),
     )
     if rank == 0:
         info = {
@@ -279,5 +317,5 @@ def _worker_loop(config: dict) -> None:
             "wall_time_s": result.wall_time_s,
             "base_model": job.base_model,
         }
-        Store(config["store_root"]).publish_model(out, job.key, info)
+        store.publish_model(out, job.key, info)
         shutil.rmtree(out, ignore_errors=True)

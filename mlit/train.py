@@ -107,7 +107,7 @@ class TrainConfig:
     def demo(cls, **overrides) -> TrainConfig:
         """Tiny settings that learn something on the bundled sample in about a minute of CPU."""
         base = cls(
-            max_steps=60,
+            max_steps=40,
             learning_rate=2e-3,
             warmup_steps=0,
             batch_size=16,

@@ -49,10 +49,23 @@ def tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole test session (2 CPUs, like the target machine)."""
+    """One local Ray instance for the whole test session: 2 CPUs like the target machine, and 2
+    fake GPUs (Ray does not check them) for the resource-arbitration tests; no test puts work
+    on them that needs CUDA."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def endpoint():
+    """A scripted OpenAI-compatible server on loopback (tests/judge_server.py): (script, url)."""
+    from judge_server import Script, start
+
+    script = Script()
+    server, url = start(script)
+    yield script, url
+    server.shutdown()

@@ -3,19 +3,10 @@
 import socket
 
 import pytest
-from judge_server import Script, start
 
 from mlit import judge
 from mlit.judge import Judge, Pair
 from mlit.store import Store
-
-
-@pytest.fixture()
-def endpoint():
-    script = Script()
-    server, url = start(script)
-    yield script, url
-    server.shutdown()
 
 
 def pairs(n=3):

@@ -41,7 +41,7 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_ju
     cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
     first = pipeline.run_sweep(cfg)
     run = first.run_dir
-    assert first.trials == 3  # count-fi, count-fi-en and the baseline mono-cs
+    assert first.trained == 3  # count-fi, count-fi-en and the baseline mono-cs
     assert first.generation_requests == 3 * 16 and first.judge_calls == 2 * 2 * 16
     table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
     assert table["k"].to_list() == [1, 2]
@@ -60,7 +60,7 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_ju
 
     start = time.time()
     second = pipeline.run_sweep(cfg)
-    assert (second.trials, second.generation_requests, second.judge_calls) == (0, 0, 0)
+    assert (second.trained, second.generation_requests, second.judge_calls) == (0, 0, 0)
     assert time.time() - start < 0.5 * first.seconds
     # `mlit report` rebuilds the tables from the files alone.
     (run / "tables" / "fig5_language_count.csv").unlink()
@@ -108,7 +108,7 @@ def test_a_run_killed_during_generation_resumes(ray_session, tiny_base, tiny_jud
                   generation_concurrency=4)  # fmt: skip
     cfg = pipeline.replace(cfg, sampling=SamplingParams(max_tokens=24, seed=7), n_boot=50)
     rerun = pipeline.run_sweep(cfg)
-    assert rerun.trials == 0
+    assert rerun.trained == 0
     assert rerun.generation_requests == 48 - done  # nothing stored is asked for again
     assert (
         pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48

@@ -114,8 +114,8 @@ def test_impossible_gpu_requests_fail_before_any_trial(ray_session, tiny_base, s
     jobs = _jobs(tiny_base, sample, [mixtures.monolingual("et")])
     store = Store(str(tmp_path / "store"))
     start = time.time()
-    with pytest.raises(sweep.ResourceError, match="needs 1 GPU"):
-        sweep.train_phase(jobs, store, sweep.Compute(workers=1, gpus_per_worker=1), "gpu")
+    with pytest.raises(sweep.ResourceError, match=r"needs 4 GPU.*largest node has 2"):
+        sweep.train_phase(jobs, store, sweep.Compute(workers=1, gpus_per_worker=4), "gpu")
     with pytest.raises(sweep.ResourceError, match="room for 2 workers"):
         sweep.train_phase(jobs, store, sweep.Compute(workers=3), "too-many")
     assert time.time() - start < 10 and store.model_keys() == []

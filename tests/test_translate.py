@@ -3,7 +3,6 @@
 import polars as pl
 import pytest
 from conftest import rows
-from judge_server import Script, start
 
 from mlit import languages, llm, translate
 from mlit.store import Store
@@ -14,14 +13,6 @@ SOURCE = rows(
     ("t2", "en", "train", "Name a **bold** colour.", "Red is a colour; `red` in CSS."),
     ("t3", "en", "eval", "Say hello.", None),
 )  # fmt: skip
-
-
-@pytest.fixture()
-def endpoint():
-    script = Script()
-    server, url = start(script)
-    yield script, url
-    server.shutdown()
 
 
 def _translator(url, model="translate", **kw):
