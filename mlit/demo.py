@@ -136,7 +136,10 @@ def pretrain(model, tokenizer, texts: list[str], cfg: DemoModelConfig, progress:
     chunks = [stream[i : i + n] for i in range(0, len(stream) - n, n // 2)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.learning_rate, total_steps=cfg.pretrain_steps, pct_start=0.1
+        opt,
+        max_lr=cfg.learning_rate,
+        total_steps=cfg.pretrain_steps,
+        pct_start=max(0.1, 3 / cfg.pretrain_steps),  # >= 2 warm-up steps: OneCycleLR needs them
     )
     model.train()
     losses = []

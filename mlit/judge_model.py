@@ -170,7 +170,7 @@ def build_demo_judge(
     couples = [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded) - 1, 2)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=cfg.steps,
-                                                pct_start=0.1)  # fmt: skip
+                                                pct_start=max(0.1, 3 / cfg.steps))  # fmt: skip
     rng = random.Random(cfg.seed)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     model.train()

@@ -431,9 +431,31 @@ def start(cfg: ServeConfig) -> str:
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    _ensure_http(cfg)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{cfg.port}"
+
+
+def _ensure_http(cfg: ServeConfig) -> None:
+    """Serve keeps the HTTP options of its first start; restart it when they differ from ours.
+
+    A Serve instance left running with another host or port (an earlier run, another test) would
+    otherwise make the app answer somewhere the caller is not looking.
+    """
+    from ray.serve.context import _get_global_client  # no public getter for the HTTP options
+
+    http = _get_global_client().http_config
+    if (http.host, http.port) == (cfg.host, cfg.port):
+        return
+    others = [name for name in serve.status().applications if name != APP_NAME]
+    if others:
+        raise RuntimeError(
+            f"Ray Serve already listens on {http.host}:{http.port} with other apps ({others}); "
+            f"serve there (--port {http.port}) or stop them first"
+        )
+    serve.shutdown()
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
 
 
 def stop() -> None:

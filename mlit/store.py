@@ -173,6 +173,7 @@ class Store:
         dest = cache_root / key
         if not (dest / COMPLETE).exists():
             tmp = cache_root / f".{key}.{uuid.uuid4().hex}"
+            tmp.mkdir(parents=True)
             fs.copy_files(
                 self._path("models", key),
                 str(tmp),

@@ -18,7 +18,7 @@ LANGS = ("fi", "en", "cs")  # language_count reduced: count-fi, count-fi-en, sco
 
 @pytest.fixture(scope="module")
 def tiny_judge(tiny_base, tmp_path_factory):
-    cfg = judge_model.DemoJudgeConfig(steps=10, batch_size=4)
+    cfg = judge_model.DemoJudgeConfig(steps=80, batch_size=8, learning_rate=3e-3)
     out = tmp_path_factory.mktemp("judge") / "tiny-judge"
     return judge_model.build_demo_judge(out, tiny_base, cfg, progress=False)
 
@@ -53,6 +53,7 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_ju
         assert (run / name).exists(), name
     # scores.parquet is the discounted-tie mean of judgments.parquet.
     s = pl.read_parquet(run / "scores.parquet")
+    assert (s["n"] > 0).all()  # the tiny judge's verdicts parse (digit or log-probabilities)
     again = scores.recompute_from_judgments(pl.read_parquet(run / "judgments.parquet"))
     joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
     assert joined.height == s.height == 2

@@ -118,3 +118,12 @@ def test_quality_checks_each_catch_a_planted_row(sample):
         clean.filter(pl.col("check").is_in(["empty", "untranslated", "leftover_prompt"])).height
         == 0
     )
+
+
+def test_dry_run_counts_calls_and_skips_stored_texts(endpoint, tmp_path):
+    _, url = endpoint
+    store = Store(str(tmp_path / "store"))
+    est = translate.dry_run(SOURCE, ["fi", "ar"], _translator(url), store)
+    assert est["calls"] == 10 and est["prompt_tokens"] > 0
+    translate.translate(SOURCE, ["fi"], _translator(url), store, progress=False)
+    assert translate.dry_run(SOURCE, ["fi", "ar"], _translator(url), store)["calls"] == 5
