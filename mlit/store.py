@@ -107,7 +107,11 @@ class Store:
     # ---- models ------------------------------------------------------------------------------
 
     def model_uri(self, key: str) -> str:
-        return self._path("models", key)
+        """Where a model lives: a local path, or a full URI (s3://...) on object storage."""
+        path = self._path("models", key)
+        if "://" in self.root:
+            return f"{self.root.split('://', 1)[0]}://{path}"
+        return path
 
     def has_model(self, key: str) -> bool:
         from pyarrow import fs
