@@ -24,7 +24,9 @@ def _port() -> int:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     port = _port()
-    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    # The moto of this environment (pinned), not whichever one comes first on PATH.
+    local = Path(sys.executable).parent / "moto_server"
+    server = str(local) if local.exists() else shutil.which("moto_server")
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
