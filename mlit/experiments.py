@@ -86,13 +86,17 @@ class Experiment:
         return langs
 
 
+def _mono(langs: tuple[str, ...]) -> tuple[Recipe, ...]:
+    return tuple(mixtures.monolingual(lang) for lang in langs)
+
+
 def _monolingual(seed: int) -> Experiment:
     return Experiment(
         "monolingual",
         "Monolingual tuning in each of 12 languages",
         "§3.1",
         "Fig. 1",
-        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        _mono(PAPER_LANGUAGES),
         PAPER_LANGUAGES,
     )
 
@@ -155,7 +159,7 @@ def _bilingual(seed: int) -> Experiment:
         recipes,
         PAPER_LANGUAGES,
         exclude_training_languages=True,
-        references=tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        references=_mono(PAPER_LANGUAGES),
     )
 
 
@@ -165,7 +169,7 @@ def _language_similarity(seed: int) -> Experiment:
         "Monolingual tuning in 7 Slavic languages, a 7x7 matrix",
         "§4.1",
         "Fig. 7",
-        tuple(mixtures.monolingual(lang) for lang in SLAVIC),
+        _mono(SLAVIC),
         SLAVIC,
     )
 
@@ -176,7 +180,7 @@ def _pretraining_fraction(seed: int) -> Experiment:
         "Cross-lingual score of each monolingual model against its pretraining share",
         "§4.2",
         "Fig. 8",
-        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        _mono(PAPER_LANGUAGES),
         PAPER_LANGUAGES,
     )
 
@@ -187,7 +191,7 @@ def _base_model(seed: int) -> Experiment:
         "Monolingual models scored against the untuned base model",
         "App. F",
         "Fig. 10",
-        tuple(mixtures.monolingual(lang) for lang in PAPER_LANGUAGES),
+        _mono(PAPER_LANGUAGES),
         PAPER_LANGUAGES,
         baseline="base",
     )

@@ -73,6 +73,14 @@ def heatmap(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None =
     return _finish(fig, path, note)
 
 
+def _label(ax, exp: Experiment, xlabel: str, ylabel: str) -> None:
+    ax.axhline(50, color="grey", ls="--", lw=0.8)  # 50: indistinguishable from the baseline
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def _band(ax, x, mid, low, high, colour, label, width=2.0):
     ax.plot(x, mid, color=colour, lw=width, label=label, marker="o", ms=3)
     if low is not None and high is not None:
@@ -94,12 +102,9 @@ def fraction_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | 
             low = table[f"{group}_ci_low"].cast(pl.Float64).to_numpy()
             high = table[f"{group}_ci_high"].cast(pl.Float64).to_numpy()
             _band(ax, x, mid, low, high, colour, label)
-    ax.axhline(50, color="grey", ls="--", lw=0.8)
     ax.set_xticks(x, [f"{p:g}%" for p in table["percent"]])
-    ax.set_xlabel("share of the tuning set spread over the multilingual languages (P)")
-    ax.set_ylabel("IF score vs. monolingual model")
-    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, exp, "share of the tuning set spread over the multilingual languages (P)",
+           "IF score vs. monolingual model")  # fmt: skip
     return _finish(fig, path, note)
 
 
@@ -111,12 +116,9 @@ def count_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | Non
         ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.8, alpha=0.5, marker=".")
     _band(ax, x, table["avg"].to_numpy(), table["avg_ci_low"].to_numpy(),
           table["avg_ci_high"].to_numpy(), "tab:green", "average over unseen languages")  # fmt: skip
-    ax.axhline(50, color="grey", ls="--", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xlabel("number of tuning languages (averaged over the three orders)")
-    ax.set_ylabel("IF score on unseen languages")
-    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, exp, "number of tuning languages (averaged over the three orders)",
+           "IF score on unseen languages")  # fmt: skip
     return _finish(fig, path, note)
 
 
@@ -134,11 +136,8 @@ def bilingual_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str |
     ax.bar(
         x + w, table["mono_b"].to_numpy(), w, label="monolingual (second language)", color="silver"
     )
-    ax.axhline(50, color="grey", ls="--", lw=0.8)
     ax.set_xticks(x, table["pair"].to_list())
-    ax.set_ylabel("average IF score on the other languages")
-    ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, exp, "language pair", "average IF score on the other languages")
     return _finish(fig, path, note)
 
 

@@ -3,7 +3,8 @@
 Runs the same way standalone (one process, ``torchrun`` on a GPU box) and inside Ray Train workers;
 it imports no Ray. Ray's worker loop (`mlit.sweep`) calls `train_model` with a ``report`` function.
 
-    mlit train --base-model /path/to/base --experiment monolingual --mixture mono-en --out /tmp/m
+    mlit train monolingual --base-model Qwen/Qwen2.5-1.5B --preset paper   # through Ray Tune
+    torchrun --nproc-per-node 8 my_script.py    # where my_script.py calls train_model(...)
 
 What it does, in order:
 
