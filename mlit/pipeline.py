@@ -149,14 +149,14 @@ def prepare(cfg: SweepConfig) -> Plan:
     else:
         ids, eval_ids = data.train_ids(frame), data.eval_ids(frame)
     built = experiments.build_all(exp, ids, cfg.budget, cfg.seed, None, include_baselines=True)
+    from mlit import demo
+
     if cfg.base_model:
         base = cfg.base_model
-    elif cfg.dry_run:
-        base = "mlit-demo-base"  # planning only: the demo model is not built for a dry run
+    elif cfg.dry_run and not demo.is_built(demo.default_dir()):
+        base = "mlit-demo-base"  # planning only: a dry run does not build the demo model
     else:
-        from mlit import demo
-
-        base = str(demo.build_demo_model())
+        base = str(demo.build_demo_model())  # cached: returns at once once built
     tc = _train_config(cfg)
     base_id = sweep.base_model_id(base)
     key_of = {m.name: sweep.model_key(base_id, m, tc) for m in built}
@@ -181,6 +181,48 @@ def generation_models(plan: Plan) -> dict[str, set[str]]:
     return need
 
 
+def _cached(plan: Plan, store, need: dict[str, set[str]]) -> tuple[int, int]:
+    """How many planned answers and judge calls the store already holds (dry runs)."""
+    from mlit import generate, judge, judge_model
+
+    if plan.frame is None:
+        return 0, 0
+    params = plan.cfg.sampling_params()
+    evals = plan.frame.filter(pl.col("split") == "eval")
+    answers: dict[tuple[str, str, str], str] = {}
+    for name, langs in need.items():
+        key = plan.key_of.get(name, name)
+        for ex, lang, instruction in evals.select("example_id", "lang", "instruction").rows():
+            if lang in langs:
+                task = generate.Task(name, key, ex, lang, instruction)
+                hit = store.get("generations", generate.generation_key(task, params))
+                if hit is not None:
+                    answers[(name, lang, ex)] = hit["response"]
+    judge_dir = plan.cfg.judge_model_dir or str(judge_model.default_dir())
+    if plan.cfg.judge is None and not Path(judge_dir).exists():
+        return len(answers), 0  # the demo judge is not built yet: nothing of it can be cached
+    j = _judge_for(plan, judge_dir)
+    verdicts = 0
+    for recipe, lang in plan.experiment.eval_pairs():
+        base = _baseline_name(plan.experiment, lang)
+        for ex, instruction in (
+            evals.filter(pl.col("lang") == lang).select("example_id", "instruction").rows()
+        ):
+            a, b = answers.get((recipe.name, lang, ex)), answers.get((base, lang, ex))
+            if (
+                a is not None
+                and b is not None
+                and plan.key_of.get(recipe.name) != plan.key_of.get(base)
+            ):
+                verdicts += (
+                    store.get("verdicts", judge.verdict_key(j, instruction, a, b)) is not None
+                )
+                verdicts += (
+                    store.get("verdicts", judge.verdict_key(j, instruction, b, a)) is not None
+                )
+    return len(answers), verdicts
+
+
 def describe(plan: Plan, store) -> str:
     """The dry-run plan: mixtures, models (new or stored), generations and judge calls."""
     exp, cfg = plan.experiment, plan.cfg
@@ -194,6 +236,7 @@ def describe(plan: Plan, store) -> str:
                      for r, lang in pairs)  # fmt: skip
     judge_calls = 2 * (len(pairs) - self_pairs) * n_eval
     sp = cfg.sampling_params()
+    gen_cached, calls_cached = _cached(plan, store, need)
     instr_tokens = 60  # a typical translated instruction, in tokens
     lines = [
         f"{exp.name} ({exp.section}, {exp.figure}): {exp.title}",
@@ -208,12 +251,14 @@ def describe(plan: Plan, store) -> str:
     lines += [
         f"models to train: {len(distinct) - stored} new, {stored} stored "
         f"({len(distinct)} distinct models)",
-        f"generations: {generations} ({len(need)} models x their eval languages x {n_eval} "
-        f"instructions), up to {sp.max_tokens} new tokens each",
-        f"judge calls: {judge_calls} ({len(pairs) - self_pairs} (model, language) pairs x "
-        f"{n_eval} instructions x 2 orders; {self_pairs} self-comparisons cost none)",
-        f"estimated tokens: generation <= {generations * sp.max_tokens:,} new, judge ~"
-        f"{judge_calls * (instr_tokens + 2 * sp.max_tokens + 80):,} prompt",
+        f"generations: {generations} ({generations - gen_cached} new, {gen_cached} cached; "
+        f"{len(need)} models x their eval languages x {n_eval} instructions), up to "
+        f"{sp.max_tokens} new tokens each",
+        f"judge calls: {judge_calls} ({judge_calls - calls_cached} new, {calls_cached} cached; "
+        f"{len(pairs) - self_pairs} (model, language) pairs x {n_eval} instructions x 2 orders; "
+        f"{self_pairs} self-comparisons cost none)",
+        f"estimated tokens: generation <= {(generations - gen_cached) * sp.max_tokens:,} new, "
+        f"judge ~{(judge_calls - calls_cached) * (instr_tokens + 2 * sp.max_tokens + 80):,} prompt",
     ]
     return "\n".join(lines)
 
