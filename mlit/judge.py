@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,44 +81,55 @@ class Judge:
     def __post_init__(self) -> None:
         if self.parser not in PARSERS:
             raise JudgeError(f"unknown parser {self.parser!r}; known: {', '.join(PARSERS)}")
-        text = self.template_text()
+        text = _read_template(self.template)
         for field in ("{instruction}", "{answer_1}", "{answer_2}"):
             if field not in text:
                 raise JudgeError(
                     f"judge template {self.template or DEFAULT_TEMPLATE} lacks {field}"
                 )
+        # Read once: every prompt and every verdict key needs the text and its hash.
+        object.__setattr__(self, "_text", text)
+        object.__setattr__(self, "_hash", hashlib.sha256(text.encode()).hexdigest()[:16])
 
     def template_text(self) -> str:
-        if self.template is None:
-            return (resources.files("mlit") / "templates" / DEFAULT_TEMPLATE).read_text("utf-8")
-        path = Path(self.template)
-        if not path.exists():
-            raise JudgeError(f"judge template {path}: no such file")
-        return path.read_text("utf-8")
+        return self._text
 
     def template_hash(self) -> str:
-        return hashlib.sha256(self.template_text().encode()).hexdigest()[:16]
+        return self._hash
 
     def identity(self) -> dict:
         return {"model": self.model, "api_base": self.endpoint_id or self.api_base or "",
-                "template": self.template_hash(), "parser": self.parser}  # fmt: skip
+                "template": self._hash, "parser": self.parser}  # fmt: skip
 
     def prompt(self, instruction: str, answer_1: str, answer_2: str) -> str:
         # str.replace, not str.format: answers may contain braces.
         return (
-            self.template_text()
-            .replace("{instruction}", instruction)
+            self._text.replace("{instruction}", instruction)
             .replace("{answer_1}", answer_1)
             .replace("{answer_2}", answer_2)
         )
 
+    def endpoint(self):
+        from mlit import llm
+
+        return llm.Endpoint(self.model, self.api_base, self.api_key_env, self.timeout_s,
+                            self.retries, self.backoff_s)  # fmt: skip
+
     def api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise JudgeError(f"the judge's API key variable {self.api_key_env} is not set")
-        return key
+        """The key from the environment (None for keyless judges); a clear error when unset."""
+        try:
+            return None if not self.api_key_env else self.endpoint().api_key()
+        except ValueError as err:
+            raise JudgeError(f"the judge's {err}") from err
+
+
+def _read_template(template: str | None) -> str:
+    if template is None:
+        return (resources.files("mlit") / "templates" / DEFAULT_TEMPLATE).read_text("utf-8")
+    path = Path(template)
+    if not path.exists():
+        raise JudgeError(f"judge template {path}: no such file")
+    return path.read_text("utf-8")
 
 
 @dataclass(frozen=True)
@@ -156,9 +166,7 @@ async def call_judge(judge: Judge, prompt: str) -> dict:
     """
     from mlit import llm
 
-    endpoint = llm.Endpoint(judge.model, judge.api_base, judge.api_key_env, judge.timeout_s,
-                            judge.retries, judge.backoff_s)  # fmt: skip
-    result = await llm.complete(endpoint, prompt, judge.max_tokens, judge.top_logprobs)
+    result = await llm.complete(judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs)
     if result["status"] != "ok":
         return {"status": "error", "error": f"judge: {result['error']}"}
     verdict, how = PARSERS[judge.parser](result["text"], result["top_logprobs"])

@@ -31,15 +31,19 @@ class Scores:
     samples: np.ndarray  # [rows, replicates] bootstrap scores in percent, aligned with table
     confidence: float = 0.95
 
-    def sample(self, model: str, lang: str, baseline: str | None = None) -> np.ndarray | None:
-        rows = self.table.with_row_index("_i").filter(
-            (pl.col("model") == model) & (pl.col("eval_lang") == lang)
-        )
-        if baseline is not None:
-            rows = rows.filter(pl.col("baseline") == baseline)
-        if rows.height == 0:
-            return None
-        return self.samples[rows["_i"][0]]
+    def __post_init__(self) -> None:
+        # (model, eval_lang, baseline) -> row: tables look cells up many times each.
+        keys = self.table.select("model", "eval_lang", "baseline").rows()
+        object.__setattr__(self, "_row", {k: i for i, k in enumerate(keys)})
+
+    def sample(self, model: str, lang: str, baseline: str) -> np.ndarray | None:
+        i = self._row.get((model, lang, baseline))
+        return None if i is None else self.samples[i]
+
+    def point(self, model: str, lang: str, baseline: str) -> float:
+        i = self._row.get((model, lang, baseline))
+        value = None if i is None else self.table["score"][i]
+        return float("nan") if value is None else float(value)
 
     def interval(self, samples: np.ndarray) -> tuple[float, float]:
         alpha = (1 - self.confidence) / 2
@@ -137,23 +141,13 @@ def _baseline_for(exp: Experiment, lang: str) -> str:
 
 def _avg(scores: Scores, cells: Sequence[tuple[str, str, str]]) -> tuple[float, float, float]:
     """Mean of several (model, lang, baseline) scores with its bootstrap interval."""
-    samples = [s for m, lang, b in cells if (s := scores.sample(m, lang, b)) is not None]
-    if not samples:
+    found = [(c, s) for c in cells if (s := scores.sample(*c)) is not None]
+    if not found:
         return (float("nan"),) * 3
-    mean = np.nanmean(np.vstack(samples), axis=0)
-    point = float(np.mean([_point(scores, m, lang, b) for m, lang, b in cells
-                           if scores.sample(m, lang, b) is not None]))  # fmt: skip
+    mean = np.nanmean(np.vstack([s for _, s in found]), axis=0)
+    point = float(np.mean([scores.point(*c) for c, _ in found]))
     low, high = scores.interval(mean[~np.isnan(mean)]) if np.isfinite(mean).any() else (np.nan,) * 2
     return point, low, high
-
-
-def _point(scores: Scores, model: str, lang: str, baseline: str) -> float:
-    row = scores.table.filter(
-        (pl.col("model") == model)
-        & (pl.col("eval_lang") == lang)
-        & (pl.col("baseline") == baseline)
-    )
-    return float(row["score"][0]) if row.height and row["score"][0] is not None else float("nan")
 
 
 def matrix_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
@@ -163,7 +157,7 @@ def matrix_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         train_lang = r.languages[0]
         row = {"model": r.name, "train_lang": train_lang}
         for lang in exp.eval_languages:
-            row[lang] = _point(scores, r.name, lang, _baseline_for(exp, lang))
+            row[lang] = scores.point(r.name, lang, _baseline_for(exp, lang))
         cross = [(r.name, lang, _baseline_for(exp, lang)) for lang in exp.eval_languages
                  if lang != train_lang or exp.baseline == "base"]  # fmt: skip
         row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cross)
@@ -178,7 +172,7 @@ def fraction_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         p = r.meta_dict().get("percent")
         row: dict = {"model": r.name, "percent": p}
         for lang in exp.eval_languages:
-            row[lang] = _point(scores, r.name, lang, _baseline_for(exp, lang))
+            row[lang] = scores.point(r.name, lang, _baseline_for(exp, lang))
         groups = {
             "en": [lang for lang in exp.eval_languages if lang == "en"],
             "seen": [lang for lang in exp.eval_languages if lang in r.languages and lang != "en"],
