@@ -525,7 +525,7 @@ def _score(plan: Plan, run: Path, judgments: pl.DataFrame, gens: pl.DataFrame, m
     return table
 
 
-def _shares(cfg_shares: str | None, exp, frame: pl.DataFrame | None) -> dict[str, float]:
+def _shares(cfg_shares: str | None, frame: pl.DataFrame | None) -> dict[str, float]:
     if cfg_shares:
         return {k: float(v) for k, v in json.loads(Path(cfg_shares).read_text()).items()}
     if frame is None:
@@ -552,7 +552,7 @@ def build_report(
         frame = data.open_source(cfg.data) if getattr(cfg, "data", None) else None
     except data.DataError:
         frame = None
-    shares = _shares(getattr(cfg, "pretraining_shares", None), exp, frame)
+    shares = _shares(getattr(cfg, "pretraining_shares", None), frame)
     tables = scores.tables_for(s, exp, shares)
     tables["order_consistency"] = scores.order_consistency(judgments)
     if gens is not None and gens.height:

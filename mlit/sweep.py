@@ -262,6 +262,7 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
     job = jobs[0]
     comp = Compute(**compute)
     use_gpu = comp.gpus_per_worker > 0
+    storage_fs, storage_path = filesystem(storage)
     trainer = TorchTrainer(
         train_loop_per_worker=_worker_loop,
         train_loop_config={"jobs": jobs, "store_root": store_root},
@@ -273,8 +274,8 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=f"{job.name}-{job.key[:8]}-{int(time.time())}",
-            storage_path=filesystem(storage)[1],
-            storage_filesystem=filesystem(storage)[0],
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=0),
         ),
