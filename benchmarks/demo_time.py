@@ -25,15 +25,29 @@ OUT = Path(__file__).parent / "results" / "demo_time.json"
 def run(env: dict, log: Path) -> float:
     start = time.time()
     with log.open("w") as fh:
-        subprocess.run([sys.executable, str(ROOT / "sweeps" / "language_count.py"), "--output",
-                        env["MLIT_RUN"]], env=env, stdout=fh, stderr=subprocess.STDOUT, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "sweeps" / "language_count.py"),
+                "--output",
+                env["MLIT_RUN"],
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     return round(time.time() - start, 1)
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mlit-demo-time-"))
-    env = {**os.environ, "MLIT_CACHE": str(work / "cache"), "MLIT_STORE": str(work / "store"),
-           "MLIT_RUN": str(work / "run")}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLIT_CACHE": str(work / "cache"),
+        "MLIT_STORE": str(work / "store"),
+        "MLIT_RUN": str(work / "run"),
+    }
     cold = run(env, work / "cold.log")
     rerun = run(env, work / "rerun.log")
     phases = json.loads((work / "run" / "run.json").read_text())["phases"]

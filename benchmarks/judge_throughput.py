@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, judge, judge_model, serving
+from mlit import data, demo_judge, judge, serving
 from mlit.store import Store
 
 OUT = Path(__file__).parent / "results" / "judge_throughput.json"
@@ -35,32 +35,54 @@ def pairs(n: int = 128) -> list[judge.Pair]:
     out = []
     for i, r in enumerate(rows[:n]):
         other = rows[(i + 7) % len(rows)]
-        out.append(judge.Pair("ref", "other", r["lang"], r["example_id"], r["instruction"],
-                              r["response"], other["response"], "a", "b"))  # fmt: skip
+        out.append(
+            judge.Pair(
+                "ref",
+                "other",
+                r["lang"],
+                r["example_id"],
+                r["instruction"],
+                r["response"],
+                other["response"],
+                "a",
+                "b",
+            )
+        )
     return out
 
 
 def run(url: str, concurrency: int) -> dict:
-    j = judge.Judge("openai/judge", api_base=f"{url}/v1", template=judge_model.template_path(),
-                    concurrency=concurrency)  # fmt: skip
+    j = judge.Judge(
+        "openai/judge",
+        api_base=f"{url}/v1",
+        template=demo_judge.template_path(),
+        concurrency=concurrency,
+    )
     store = Store(tempfile.mkdtemp(prefix="mlit-judge-bench-"))
     start = time.perf_counter()
     out = judge.judge_pairs(pairs(), j, store, progress=False)
     wall = time.perf_counter() - start
     calls = 2 * out.height
-    return {"concurrency": concurrency, "calls": calls, "wall_s": round(wall, 2),
-            "calls_per_s": round(calls / wall, 2),
-            "errors": int((out["verdict"] == "error").sum())}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "calls": calls,
+        "wall_s": round(wall, 2),
+        "calls_per_s": round(calls / wall, 2),
+        "errors": int((out["verdict"] == "error").sum()),
+    }
 
 
 def main() -> None:
     import ray
     from ray import serve
 
-    path = judge_model.build_demo_judge()
+    path = demo_judge.build_demo_judge()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    url = serving.start(serving.ServeConfig(models={"judge": str(path)}, port=_port(),
-                                            max_batch_size=32, num_cpus=1))  # fmt: skip
+    url = serving.start(
+        serving.ServeConfig(
+            models={"judge": str(path)}, port=_port(), max_batch_size=32, num_cpus=1
+        )
+    )
     run(url, 4)  # warm-up: load the model
     one = run(url, 1)
     many = run(url, 32)

@@ -42,11 +42,17 @@ def synthetic() -> tuple[pl.DataFrame, experiments.Experiment]:
     example = np.tile(np.repeat(np.array([f"e{i:04d}" for i in range(N_EX)]), N_MODELS), len(LANGS))
     model = np.tile(np.array(models), len(LANGS) * N_EX)
     verdict = rng.choice(["win", "tie", "loss", "error"], size=n, p=[0.35, 0.3, 0.33, 0.02])
-    frame = pl.DataFrame({
-        "candidate": model, "baseline": np.char.add("mono-", lang), "eval_lang": lang,
-        "example_id": example, "verdict": verdict, "self_comparison": np.zeros(n, dtype=bool),
-        "judge": np.full(n, "j"),
-    })  # fmt: skip
+    frame = pl.DataFrame(
+        {
+            "candidate": model,
+            "baseline": np.char.add("mono-", lang),
+            "eval_lang": lang,
+            "example_id": example,
+            "verdict": verdict,
+            "self_comparison": np.zeros(n, dtype=bool),
+            "judge": np.full(n, "j"),
+        }
+    )
     frame = frame.with_columns(
         [
             pl.lit(None, dtype=t).alias(c)
@@ -69,8 +75,13 @@ def with_polars(frame: pl.DataFrame, exp) -> dict:
     tables = scores.tables_for(s, exp)
     oc = scores.order_consistency(frame)
     total = time.perf_counter() - t
-    return {"scores_and_bootstrap_s": round(t_scores, 3), "all_tables_s": round(total, 3),
-            "rows": s.table.height, "tables": len(tables) + 1, "_oc": oc.height}  # fmt: skip
+    return {
+        "scores_and_bootstrap_s": round(t_scores, 3),
+        "all_tables_s": round(total, 3),
+        "rows": s.table.height,
+        "tables": len(tables) + 1,
+        "_oc": oc.height,
+    }
 
 
 def with_pandas(frame: pl.DataFrame) -> dict:
@@ -82,12 +93,21 @@ def with_pandas(frame: pl.DataFrame) -> dict:
     for (model, base, lang), g in df.groupby(["candidate", "baseline", "eval_lang"]):
         v = g["v"].dropna().to_numpy()
         boots = [rng.choice(v, size=len(v), replace=True).mean() * 100 for _ in range(N_BOOT)]
-        rows.append({"model": model, "baseline": base, "eval_lang": lang,
-                     "wins": int((g["verdict"] == "win").sum()), "ties": int((g["verdict"] == "tie").sum()),
-                     "losses": int((g["verdict"] == "loss").sum()),
-                     "errors": int((g["verdict"] == "error").sum()), "n": len(v),
-                     "score": v.mean() * 100, "ci_low": np.quantile(boots, 0.025),
-                     "ci_high": np.quantile(boots, 0.975)})  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "baseline": base,
+                "eval_lang": lang,
+                "wins": int((g["verdict"] == "win").sum()),
+                "ties": int((g["verdict"] == "tie").sum()),
+                "losses": int((g["verdict"] == "loss").sum()),
+                "errors": int((g["verdict"] == "error").sum()),
+                "n": len(v),
+                "score": v.mean() * 100,
+                "ci_low": np.quantile(boots, 0.025),
+                "ci_high": np.quantile(boots, 0.975),
+            }
+        )
     table = pd.DataFrame(rows)
     wide = table.pivot(index="model", columns="eval_lang", values="score")
     wide["avg"] = wide.mean(axis=1)

@@ -56,16 +56,26 @@ async def _burst(url: str) -> tuple[float, int]:
 
 
 def measure(model_dir: Path, max_batch: int, port: int) -> dict:
-    cfg = serving.ServeConfig(models={"demo": str(model_dir)}, port=port, max_batch_size=max_batch,
-                              batch_wait_s=0.05, num_cpus=1)  # fmt: skip
+    cfg = serving.ServeConfig(
+        models={"demo": str(model_dir)},
+        port=port,
+        max_batch_size=max_batch,
+        batch_wait_s=0.05,
+        num_cpus=1,
+    )
     url = serving.start(cfg)
     asyncio.run(_burst(url))  # warm-up: model load, first batches
     runs = sorted(asyncio.run(_burst(url)) for _ in range(3))
     wall, tokens = runs[1]  # the median of three bursts
     sizes = httpx.get(f"{url}/v1/stats").json()["batch_sizes"]
     serving.stop()
-    return {"max_batch_size": max_batch, "wall_s": round(wall, 3), "tokens": tokens,
-            "tokens_per_s": round(tokens / wall, 1), "largest_batches": sorted(sizes)[-4:]}  # fmt: skip
+    return {
+        "max_batch_size": max_batch,
+        "wall_s": round(wall, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1),
+        "largest_batches": sorted(sizes)[-4:],
+    }
 
 
 def main() -> None:

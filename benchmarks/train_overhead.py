@@ -7,7 +7,7 @@ for a fixed number of steps on one mixture of the bundled sample. It runs
 
 - standalone: `mlit.train.train_model` in a fresh Python process (imports, model load, DeepSpeed
   init, steps, export: everything a Ray worker also does), timed from spawn to exit;
-- on Ray: `mlit.sweep.train_phase` with one trial of one worker on a local Ray instance, timed
+- on Ray: `mlit.trials.train_phase` with one trial of one worker on a local Ray instance, timed
   around the call, with `ray.init` timed separately.
 
 It does both at two step counts, so the overhead (Ray trial minus standalone) can be seen not to
@@ -24,15 +24,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, demo, mixtures, sweep
+from mlit import data, demo, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
 
 STEPS = (20, 80)
 TINY = demo.DemoModelConfig(
-    vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
-    context=256, pretrain_steps=40, batch_size=8, seq_len=64,
-)  # fmt: skip
+    vocab_size=1024,
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=2,
+    context=256,
+    pretrain_steps=40,
+    batch_size=8,
+    seq_len=64,
+)
 OUT = Path(__file__).parent / "results" / "train_overhead.json"
 
 STANDALONE = """
@@ -66,11 +73,11 @@ def on_ray(base: Path, steps: int, work: Path, seed: int) -> dict:
     sample = data.sample()
     m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=seed)
     cfg = TrainConfig.demo(max_steps=steps, eval_every=steps)
-    jobs = sweep.plan_jobs(str(base), [m], sample, cfg)
+    jobs = trials.plan_jobs(str(base), [m], sample, cfg)
     store = Store(str(work / "store"))
     start = time.time()
-    result = sweep.train_phase(
-        jobs, store, sweep.Compute(workers=1, storage_path=str(work / "ray")), "bench"
+    result = trials.train_phase(
+        jobs, store, trials.Compute(workers=1, storage_path=str(work / "ray")), "bench"
     )
     total = time.time() - start
     assert result.launched and not result.failed

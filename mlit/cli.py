@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from mlit import data, experiments, languages, mixtures
+from mlit import data, experiments, languages, mixtures, model_commands
 
 app = typer.Typer(
     help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
@@ -20,6 +18,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and validate parallel datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("demo-model")(model_commands.demo_model_cmd)
+app.command("serve")(model_commands.serve_cmd)
+app.command("demo-judge")(model_commands.demo_judge_cmd)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -114,38 +115,6 @@ def languages_cmd() -> None:
         typer.echo(f"{code:<4} {lang.name:<12} {lang.script:<5} {lang.family}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-@app.command("demo-model")
-def demo_model_cmd(
-    out_dir: Path = typer.Argument(
-        None, help="Where to write it (default: ~/.cache/mlit/demo/base)."
-    ),
-    pretrain_steps: int = typer.Option(None, help="Override the pretraining steps (default 500)."),
-) -> None:
-    """Build the embedded default's tiny base model locally (cached; no download)."""
-    from mlit import demo
-
-    cfg = demo.DemoModelConfig()
-    if pretrain_steps is not None:
-        cfg = replace(cfg, pretrain_steps=pretrain_steps)
-    target = out_dir or demo.default_dir()
-    cached = demo.is_built(target, cfg)
-    path = demo.build_demo_model(target, cfg)
-    meta = json.loads((path / demo.MARKER).read_text())
-    state = "cached" if cached else f"built in {meta['seconds']} s"
-    typer.echo(
-        f"demo base model ({meta['parameters']:,} parameters, final pretraining loss "
-        f"{meta['loss_last']:.2f}), {state}: {path}"
-    )
-
-
 @app.command("train")
 def train_cmd(
     experiment: str = typer.Argument(..., help=f"One of: {', '.join(experiments.NAMES)}."),
@@ -155,134 +124,45 @@ def train_cmd(
     store_root: str = typer.Option(None, "--store", help="Store folder or URI (s3://, gs://)."),
     preset: str = typer.Option("demo", help="Training hyperparameters: 'demo' or 'paper'."),
     budget: int = typer.Option(None, help="Examples per mixture (default: all training ids)."),
-    workers: int = typer.Option(2, help="Ray Train workers per trial."),
+    workers: int = typer.Option(
+        None, help="Ray Train workers per trial (default: demo 1, paper 2)."
+    ),
     gpus_per_worker: float = typer.Option(0.0, help="GPUs per worker (0: CPU)."),
     zero_stage: int = typer.Option(2, help="DeepSpeed ZeRO stage, 0-3."),
     lora_rank: int = typer.Option(0, help="LoRA rank; 0 trains all weights."),
     max_steps: int = typer.Option(None, help="Override the preset's training steps."),
     seed: int = typer.Option(0, help="Seed of mixtures and training."),
 ) -> None:
-    """Train every model an experiment needs (its mixtures and baselines) that the store lacks."""
-    from mlit import demo, sweep, train
+    """Train every model an experiment needs (its mixtures and baselines) that the store lacks:
+    the training phase of a sweep, on the same plan."""
+    from mlit import plan, trials
+    from mlit.config import SweepConfig
     from mlit.store import Store, default_root
 
     try:
-        exp = experiments.get(experiment, seed)
-        if languages_:
-            exp = exp.restricted(languages.parse(languages_))
-        make = train.TrainConfig.paper if preset == "paper" else train.TrainConfig.demo
-        overrides = {"zero_stage": zero_stage, "lora_rank": lora_rank, "seed": seed}
-        if max_steps:
-            overrides["max_steps"] = max_steps
-        cfg = make(**overrides)
-        compute = sweep.Compute(workers=workers, gpus_per_worker=gpus_per_worker)
-    except (ValueError, sweep.ResourceError) as err:
-        _fail(str(err))
-    frame = _load(data_source)
-    base = base_model or str(demo.build_demo_model())
-    try:
-        built = experiments.build_all(exp, data.train_ids(frame), budget, seed, None, True)
-        jobs = sweep.plan_jobs(base, built, frame, cfg)
-        result = sweep.train_phase(jobs, Store(store_root or default_root()), compute, exp.name)
-    except (mixtures.MixtureError, train.TrainError, sweep.ResourceError) as err:
+        cfg = SweepConfig(
+            experiment=experiment,
+            preset=preset,
+            base_model=base_model,
+            data=data_source,
+            languages=tuple(languages_.split(",")) if languages_ else None,
+            store=store_root,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            zero_stage=zero_stage,
+            lora_rank=lora_rank,
+            seed=seed,
+            budget=budget,
+            max_steps=max_steps,
+        )
+        p = plan.prepare(cfg)
+        store = Store(cfg.store or default_root())
+        result = trials.train_phase(p.jobs, store, p.compute, p.experiment.name)
+    except (ValueError, trials.ResourceError) as err:
         _fail(str(err))
     typer.echo(result.table())
     if result.failed:
         _fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)
-
-
-@app.command("serve")
-def serve_cmd(
-    run_dir: Path = typer.Argument(None, help="A run folder: serve every model of the run."),
-    model: list[str] = typer.Option(
-        None, "--model", help="NAME=PATH to serve (repeatable); PATH may be 'demo'."
-    ),
-    store_root: str = typer.Option(None, "--store", help="Also serve every model in this store."),
-    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 exposes it)."),
-    port: int = typer.Option(8000, help="HTTP port."),
-    api_key_env: str = typer.Option(
-        None, help="Environment variable holding the API key; requests without it get 401."
-    ),
-    max_models_per_replica: int = typer.Option(4, help="Models kept loaded per replica (LRU)."),
-    max_batch_size: int = typer.Option(16, help="Dynamic batch size (1 turns batching off)."),
-    replicas: int = typer.Option(1, help="Model-server replicas."),
-    num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
-    num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),
-) -> None:
-    """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C."""
-    import signal
-    import threading
-
-    from mlit import serving
-
-    models: dict[str, str] = {}
-    try:
-        if run_dir:
-            models.update(serving.run_models(run_dir))
-        if store_root:
-            from mlit.store import Store
-
-            store = Store(store_root)
-            for key in store.model_keys():
-                info = store.model_info(key) or {}
-                models[f"{info.get('mixture', 'model')}-{key[:8]}"] = store.model_uri(key)
-        for spec in model or []:
-            name, sep, path = spec.partition("=")
-            if not sep or not name:
-                raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
-            models[name] = serving.resolve_model_path(path)
-        if not models:
-            models["demo-base"] = serving.resolve_model_path("demo")
-        key = None
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise ValueError(f"--api-key-env {api_key_env}: that variable is not set or empty")
-        cfg = serving.ServeConfig(
-            models=models,
-            host=host,
-            port=port,
-            api_key_sha256=serving.hash_key(key) if key else None,
-            max_models_per_replica=max_models_per_replica,
-            max_batch_size=max_batch_size,
-            replicas=replicas,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-        )
-    except ValueError as err:
-        _fail(str(err))
-    url = serving.start(cfg)
-    typer.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
-    for name in sorted(models):
-        typer.echo(f"  {name}")
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    typer.echo("shutting down")
-    serving.stop()
-
-
-@app.command("demo-judge")
-def demo_judge_cmd(
-    out_dir: Path = typer.Argument(
-        None, help="Where to write it (default: ~/.cache/mlit/demo/judge)."
-    ),
-    steps: int = typer.Option(None, help="Override the fine-tuning steps."),
-) -> None:
-    """Fine-tune the demo base model into a pairwise judge (cached) and report its accuracy."""
-    from mlit import judge_model
-
-    cfg = judge_model.DemoJudgeConfig()
-    if steps is not None:
-        cfg = replace(cfg, steps=steps)
-    path = judge_model.build_demo_judge(out_dir, cfg=cfg)
-    meta = json.loads((path / judge_model.MARKER).read_text())
-    held = meta["held_out"]
-    typer.echo(
-        f"demo judge: held-out pair accuracy {held['accuracy']:.1%} (chance 50%), order "
-        f"consistency {held['order_consistency']:.1%} on {held['pairs']} eval-split pairs: {path}"
-    )
 
 
 @app.command("report")
@@ -290,11 +170,12 @@ def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by a sweep."),
 ) -> None:
     """Rebuild every table and figure of a run from its files, and print the main table."""
-    from mlit import pipeline
+    from mlit import report
+    from mlit.run_folder import RunFolderError
 
     try:
-        pipeline.report(run_dir)
-    except FileNotFoundError as err:
+        report.rebuild(run_dir)
+    except RunFolderError as err:
         _fail(str(err))
 
 
@@ -355,9 +236,15 @@ def estimate_cmd(
     try:
         for name in names:
             experiments.get(name)
-        a = estimate.Assumptions(params=params, gpu=gpu, gpus=gpus, train_mfu=train_mfu,
-                                 generation_mfu=generation_mfu, judge_input_price=judge_input_price,
-                                 judge_output_price=judge_output_price)  # fmt: skip
+        a = estimate.Assumptions(
+            params=params,
+            gpu=gpu,
+            gpus=gpus,
+            train_mfu=train_mfu,
+            generation_mfu=generation_mfu,
+            judge_input_price=judge_input_price,
+            judge_output_price=judge_output_price,
+        )
     except ValueError as err:
         _fail(str(err))
     typer.echo(estimate.render(estimate.estimate(names, a), a))
@@ -394,13 +281,17 @@ def translate_cmd(
     if dry_run:
         est = translate.dry_run(frame, langs, t, store)
         price = "unknown price" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
-        typer.echo(f"{est['calls']} calls, ~{est['prompt_tokens']:,} prompt and "
-                   f"~{est['completion_tokens']:,} completion tokens, {price}")  # fmt: skip
+        typer.echo(
+            f"{est['calls']} calls, ~{est['prompt_tokens']:,} prompt and "
+            f"~{est['completion_tokens']:,} completion tokens, {price}"
+        )
         return
     outcome = translate.translate(frame, langs, t, store)
     translate.write(outcome.frame, out)
-    typer.echo(f"{outcome.calls} translations requested, {outcome.cached} from the store; "
-               f"wrote {outcome.frame.height} rows to {out}")  # fmt: skip
+    typer.echo(
+        f"{outcome.calls} translations requested, {outcome.cached} from the store; "
+        f"wrote {outcome.frame.height} rows to {out}"
+    )
     report = translate.quality_report(outcome.frame)
     if report.height:
         typer.echo(f"quality checks flagged {report.height} text(s):")
@@ -410,7 +301,10 @@ def translate_cmd(
             )
     if outcome.failures.height:
         first = outcome.failures.row(0, named=True)
-        _fail(f"{outcome.failures.height} translation(s) failed and were not written (rerun to "
-              f"retry); first: {first['example_id']} [{first['lang']}]: {first['error']}", 1)  # fmt: skip
+        _fail(
+            f"{outcome.failures.height} translation(s) failed and were not written (rerun to "
+            f"retry); first: {first['example_id']} [{first['lang']}]: {first['error']}",
+            1,
+        )
     if strict and report.height:
         _fail(f"--strict: {report.height} flagged text(s)", 1)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlit import data
+from mlit.store import atomic_dir
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -174,10 +175,6 @@ def build_demo_model(
     tokenizer = build_tokenizer(texts, cfg.vocab_size)
     model = build_model(tokenizer, cfg)
     losses = pretrain(model, tokenizer, texts, cfg, progress)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     marker = {
         "recipe_hash": cfg.recipe_hash(),
         "config": asdict(cfg),
@@ -187,11 +184,10 @@ def build_demo_model(
         "seconds": round(time.time() - start, 1),
         "note": "demo base model built by mlit; shows the pipeline at work, not a real LLM",
     }
-    (tmp / MARKER).write_text(json.dumps(marker, indent=1))
-    if out.exists():
-        import shutil
 
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)  # atomic: a half-built model is never seen as built
-    return out
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1))
+
+    return atomic_dir(write, out)  # a half-built model is never seen as built

@@ -242,8 +242,9 @@ def _pick_batch(logits, params: Sequence[Sampling], generators, temperature, top
         keep = (candidates.cumsum(-1) - candidates) < nucleus  # the nucleus, at least one token
         candidates = candidates * keep
     cdf = candidates.cumsum(-1)
-    draws = torch.cat([torch.rand(1, generator=generators[i], device=logits.device)
-                       for i in sampled_rows])  # fmt: skip
+    draws = torch.cat(
+        [torch.rand(1, generator=generators[i], device=logits.device) for i in sampled_rows]
+    )
     idx = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
     chosen = (idx if order is None else order.gather(-1, idx)).squeeze(-1)
     out = greedy.clone()

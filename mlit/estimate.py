@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mlit import experiments, mixtures
+from mlit import data, mixtures
+from mlit.hyperparameters import TrainConfig
+
+PAPER = TrainConfig.paper()
 
 # Dense bf16 peak FLOP/s per GPU (vendor figures, no sparsity).
 GPU_PEAK = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l40s": 362e12, "a10g": 125e12}
@@ -33,14 +36,14 @@ class Assumptions:
     gpus: int = 8
     train_mfu: float = 0.40
     generation_mfu: float = 0.05
-    steps: int = 2000
-    batch: int = 128
+    steps: int = PAPER.max_steps
+    batch: int = PAPER.batch_size
     input_tokens: int = 180  # average instruction length (truncated at 1,024)
     target_tokens: int = 320  # average response length (truncated at 512)
-    dev_size: int = 250
-    eval_every: int = 250
+    dev_size: int = mixtures.PAPER_DEV_SIZE
+    eval_every: int = PAPER.eval_every
     new_tokens: int = 400  # average generated answer (up to 512)
-    eval_instructions: int = 617
+    eval_instructions: int = data.PAPER_EVAL_SIZE
     judge_template_tokens: int = 120
     judge_input_price: float = 2.50  # dollars per million input tokens
     judge_output_price: float = 10.00  # dollars per million output tokens
@@ -70,25 +73,30 @@ class Estimate:
     store_saves_gpu_hours: float
 
 
-def _counts(names: list[str]) -> tuple[int, int, int, int]:
-    """(model slots, distinct models, generations, judge calls) at paper scale."""
-    ids = mixtures.placeholder_ids(mixtures.PAPER_BUDGET)
-    slots, keys = 0, set()
-    gens, calls = 0, 0
+ESTIMATE_BASE = "estimate/base-model"  # a name, not a directory: planning builds nothing
+
+
+def plan_for(name: str, preset: str = "paper"):
+    """The sweep's own plan of one experiment (`mlit.plan`): at the paper's scale with placeholder
+    ids, or at the demo's on the bundled sample. The estimate counts nothing by itself."""
+    from mlit.config import SweepConfig
+    from mlit.plan import prepare
+
+    return prepare(
+        SweepConfig(experiment=name, preset=preset, dry_run=True, base_model=ESTIMATE_BASE)
+    )
+
+
+def _counts(names: list[str], preset: str = "paper") -> tuple[int, int, int, int]:
+    """(model slots, distinct models, generations, judge calls) per evaluation instruction."""
+    slots, keys, gens, calls = 0, set(), 0, 0
     for name in names:
-        exp = experiments.get(name)
-        built = experiments.build_all(exp, ids, include_baselines=True)
-        slots += len(built)
-        keys |= {m.hash for m in built}
-        need: dict[str, set[str]] = {}
-        selfs = 0
-        for recipe, lang in exp.eval_pairs():
-            base = "base" if exp.baseline == "base" else f"mono-{lang}"
-            need.setdefault(recipe.name, set()).add(lang)
-            need.setdefault(base, set()).add(lang)
-            selfs += recipe.name == base
-        gens += sum(map(len, need.values()))
-        calls += 2 * (len(exp.eval_pairs()) - selfs)
+        plan = plan_for(name, preset)
+        c = plan.counts()
+        slots += c.model_slots
+        keys |= {plan.key_of[m.name] for m in plan.mixtures}
+        gens += c.generation_units
+        calls += 2 * (c.comparison_units - c.self_comparisons)
     return slots, len(keys), gens, calls
 
 

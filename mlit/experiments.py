@@ -9,13 +9,19 @@ listed by `Experiment.required_recipes`, so a sweep trains them too (once, throu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlit import languages, mixtures
 from mlit.languages import LANGUAGE_ORDERS, PAPER_LANGUAGES, SIX_TRAINING, SIX_UNSEEN, SLAVIC
 from mlit.mixtures import Recipe
 
 PERCENTS: tuple[int, ...] = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+BASE = "base"  # the served name of the untuned base model (Appendix F's baseline)
+
+
+def monolingual_name(lang: str) -> str:
+    """The served name of the model tuned on ``lang`` alone."""
+    return mixtures.monolingual(lang).name
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,29 @@ class Experiment:
     # Models scored as candidates for comparison only (Fig. 6 sets each pair against the two
     # monolingual models of its languages).
     references: tuple[Recipe, ...] = ()
+    # Which table (and figure) its scores make: matrix | fraction | count | bilingual | pretraining.
+    table_kind: str = "matrix"
+
+    def baseline_for(self, lang: str) -> str:
+        """The model an answer in ``lang`` is compared against (the IF score's reference)."""
+        return BASE if self.baseline == "base" else monolingual_name(lang)
+
+    def answering(self) -> dict[str, set[str]]:
+        """Served name -> the evaluation languages it must answer (candidates and baselines)."""
+        need: dict[str, set[str]] = {}
+        for recipe, lang in self.eval_pairs():
+            need.setdefault(recipe.name, set()).add(lang)
+            need.setdefault(self.baseline_for(lang), set()).add(lang)
+        return need
+
+    def comparisons(self) -> list[tuple[str, str, str]]:
+        """(candidate, baseline, eval language): every side-by-side comparison the scores need."""
+        return [(r.name, self.baseline_for(lang), lang) for r, lang in self.eval_pairs()]
+
+    @property
+    def table_stem(self) -> str:
+        """File stem of its main table and figure, e.g. ``fig5_language_count``."""
+        return f"{self.figure.lower().replace('. ', '').replace(' ', '')}_{self.name}"
 
     def eval_pairs(self) -> list[tuple[Recipe, str]]:
         """(model recipe, eval language) pairs that generation and judging cover."""
@@ -67,16 +96,11 @@ class Experiment:
                 f"experiment {self.name!r} has no mixture or eval language left within "
                 f"{sorted(keep)}; its languages are {sorted(self.all_languages())}"
             )
-        return Experiment(
-            self.name,
-            self.title,
-            self.section,
-            self.figure,
-            recipes,
-            evals,
-            self.baseline,
-            self.exclude_training_languages,
-            tuple(r for r in self.references if inside(r)),
+        return replace(
+            self,
+            recipes=recipes,
+            eval_languages=evals,
+            references=tuple(r for r in self.references if inside(r)),
         )
 
     def all_languages(self) -> set[str]:
@@ -113,6 +137,7 @@ def _multilingual_fraction(seed: int) -> Experiment:
         "Fig. 3",
         _fraction_recipes(PAPER_LANGUAGES, "frac12"),
         PAPER_LANGUAGES,
+        table_kind="fraction",
     )
 
 
@@ -124,6 +149,7 @@ def _unseen_languages(seed: int) -> Experiment:
         "Fig. 4",
         _fraction_recipes(SIX_TRAINING, "frac6"),
         PAPER_LANGUAGES,
+        table_kind="fraction",
     )
 
 
@@ -145,6 +171,7 @@ def _language_count(seed: int) -> Experiment:
         "Fig. 5",
         tuple(recipes),
         SIX_UNSEEN,
+        table_kind="count",
     )
 
 
@@ -160,6 +187,7 @@ def _bilingual(seed: int) -> Experiment:
         PAPER_LANGUAGES,
         exclude_training_languages=True,
         references=_mono(PAPER_LANGUAGES),
+        table_kind="bilingual",
     )
 
 
@@ -182,6 +210,7 @@ def _pretraining_fraction(seed: int) -> Experiment:
         "Fig. 8",
         _mono(PAPER_LANGUAGES),
         PAPER_LANGUAGES,
+        table_kind="pretraining",
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit.engine import PAPER_SAMPLING
-from mlit.store import Store, content_key
+from mlit.store import Store, content_key, write_parquet
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -159,8 +159,16 @@ async def _generate(
             async with sem:
                 result = await _call(http, client, task, params)
             if result["status"] == "ok":
-                stored = {k: result[k] for k in ("response", "finish_reason", "prompt_tokens",
-                                                 "completion_tokens", "latency_s")}  # fmt: skip
+                stored = {
+                    k: result[k]
+                    for k in (
+                        "response",
+                        "finish_reason",
+                        "prompt_tokens",
+                        "completion_tokens",
+                        "latency_s",
+                    )
+                }
                 store.put("generations", key, stored)
             rows.append({**_base(task, key), **result, "cached": False})
             bar.update(1)
@@ -187,10 +195,7 @@ def _frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def write_generations(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    _frame(rows).write_parquet(tmp)
-    tmp.replace(path)
+    write_parquet(_frame(rows), path)
 
 
 def generate(

@@ -23,8 +23,19 @@ import polars as pl
 
 RATINGS = ("excellent", "pass", "fail")
 CHOICES = ("1", "2", "tie")
-COLUMNS = ("item_id", "study", "eval_lang", "example_id", "instruction", "answer", "answer_1",
-           "answer_2", "rating", "choice", "rater")  # fmt: skip
+COLUMNS = (
+    "item_id",
+    "study",
+    "eval_lang",
+    "example_id",
+    "instruction",
+    "answer",
+    "answer_1",
+    "answer_2",
+    "rating",
+    "choice",
+    "rater",
+)
 
 
 class HumanKitError(ValueError):
@@ -45,9 +56,16 @@ def export(run_dir: str | Path, per_language: int = 50, seed: int = 0) -> tuple[
         pool = [r for r in gens.iter_rows(named=True) if r["lang"] == lang]
         for r in rng.sample(pool, min(per_language, len(pool))):
             item = f"r-{len(rows):05d}"
-            rows.append({"item_id": item, "study": "rating", "eval_lang": lang,
-                         "example_id": r["example_id"], "instruction": r["instruction"],
-                         "answer": r["response"]})  # fmt: skip
+            rows.append(
+                {
+                    "item_id": item,
+                    "study": "rating",
+                    "eval_lang": lang,
+                    "example_id": r["example_id"],
+                    "instruction": r["instruction"],
+                    "answer": r["response"],
+                }
+            )
             key[item] = {"model": r["model"]}
         pairs = [j for j in judged.iter_rows(named=True) if j["eval_lang"] == lang]
         for j in rng.sample(pairs, min(per_language, len(pairs))):
@@ -58,13 +76,26 @@ def export(run_dir: str | Path, per_language: int = 50, seed: int = 0) -> tuple[
             flip = rng.random() < 0.5
             first, second = (base, cand) if flip else (cand, base)
             item = f"s-{len(rows):05d}"
-            rows.append({"item_id": item, "study": "side_by_side", "eval_lang": lang,
-                         "example_id": j["example_id"], "instruction": cand["instruction"],
-                         "answer_1": first["response"], "answer_2": second["response"]})  # fmt: skip
-            key[item] = {"candidate": j["candidate"], "baseline": j["baseline"],
-                         "candidate_is": 2 if flip else 1, "judge_verdict": j["verdict"]}  # fmt: skip
-    frame = pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows],
-                         schema=dict.fromkeys(COLUMNS, pl.String))  # fmt: skip
+            rows.append(
+                {
+                    "item_id": item,
+                    "study": "side_by_side",
+                    "eval_lang": lang,
+                    "example_id": j["example_id"],
+                    "instruction": cand["instruction"],
+                    "answer_1": first["response"],
+                    "answer_2": second["response"],
+                }
+            )
+            key[item] = {
+                "candidate": j["candidate"],
+                "baseline": j["baseline"],
+                "candidate_is": 2 if flip else 1,
+                "judge_verdict": j["verdict"],
+            }
+    frame = pl.DataFrame(
+        [{c: r.get(c) for c in COLUMNS} for r in rows], schema=dict.fromkeys(COLUMNS, pl.String)
+    )
     return frame, key
 
 
@@ -87,10 +118,16 @@ def read_filled(paths: list[str | Path]) -> pl.DataFrame:
             f = f.with_columns(rater=pl.lit(f"rater{i + 1}"))
         frames.append(f.select(COLUMNS))
     frame = pl.concat(frames)
-    bad_rating = frame.filter((pl.col("study") == "rating") & pl.col("rating").is_not_null()
-                              & ~pl.col("rating").str.to_lowercase().is_in(RATINGS))  # fmt: skip
-    bad_choice = frame.filter((pl.col("study") == "side_by_side") & pl.col("choice").is_not_null()
-                              & ~pl.col("choice").str.to_lowercase().is_in(CHOICES))  # fmt: skip
+    bad_rating = frame.filter(
+        (pl.col("study") == "rating")
+        & pl.col("rating").is_not_null()
+        & ~pl.col("rating").str.to_lowercase().is_in(RATINGS)
+    )
+    bad_choice = frame.filter(
+        (pl.col("study") == "side_by_side")
+        & pl.col("choice").is_not_null()
+        & ~pl.col("choice").str.to_lowercase().is_in(CHOICES)
+    )
     for bad, what, allowed in ((bad_rating, "rating", RATINGS), (bad_choice, "choice", CHOICES)):
         if bad.height:
             raise HumanKitError(
@@ -134,8 +171,15 @@ def agreements(filled: pl.DataFrame, key: dict) -> pl.DataFrame:
         if info is None:
             raise HumanKitError(f"item {r['item_id']} is not in the key file")
         human = _outcome(r["choice"], info["candidate_is"])
-        rows.append({"eval_lang": r["eval_lang"], "item_id": r["item_id"], "rater": r["rater"],
-                     "human": human, "judge_human": agreement(info["judge_verdict"], human)})  # fmt: skip
+        rows.append(
+            {
+                "eval_lang": r["eval_lang"],
+                "item_id": r["item_id"],
+                "rater": r["rater"],
+                "human": human,
+                "judge_human": agreement(info["judge_verdict"], human),
+            }
+        )
     if not rows:
         raise HumanKitError("no side-by-side choices filled in")
     frame = pl.DataFrame(rows)

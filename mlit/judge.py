@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit.store import Store, content_key
+from mlit.store import Store, content_key, write_parquet
 
 DEFAULT_TEMPLATE = "judge_default.txt"
 
@@ -98,8 +98,12 @@ class Judge:
         return self._hash
 
     def identity(self) -> dict:
-        return {"model": self.model, "api_base": self.endpoint_id or self.api_base or "",
-                "template": self._hash, "parser": self.parser}  # fmt: skip
+        return {
+            "model": self.model,
+            "api_base": self.endpoint_id or self.api_base or "",
+            "template": self._hash,
+            "parser": self.parser,
+        }
 
     def prompt(self, instruction: str, answer_1: str, answer_2: str) -> str:
         # str.replace, not str.format: answers may contain braces.
@@ -112,8 +116,14 @@ class Judge:
     def endpoint(self):
         from mlit import llm
 
-        return llm.Endpoint(self.model, self.api_base, self.api_key_env, self.timeout_s,
-                            self.retries, self.backoff_s)  # fmt: skip
+        return llm.Endpoint(
+            self.model,
+            self.api_base,
+            self.api_key_env,
+            self.timeout_s,
+            self.retries,
+            self.backoff_s,
+        )
 
     def api_key(self) -> str | None:
         """The key from the environment (None for keyless judges); a clear error when unset."""
@@ -171,8 +181,13 @@ async def call_judge(judge: Judge, prompt: str) -> dict:
         return {"status": "error", "error": f"judge: {result['error']}"}
     verdict, how = PARSERS[judge.parser](result["text"], result["top_logprobs"])
     keep = ("finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s")
-    return {"status": "ok", "raw": result["text"], "choice": verdict, "parse": how,
-            **{k: result[k] for k in keep}}  # fmt: skip
+    return {
+        "status": "ok",
+        "raw": result["text"],
+        "choice": verdict,
+        "parse": how,
+        **{k: result[k] for k in keep},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,8 +247,14 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
         return {**result, "cached": False}
 
     async def one(p: Pair) -> dict:
-        row = {"candidate": p.candidate, "baseline": p.baseline, "eval_lang": p.eval_lang,
-               "example_id": p.example_id, "judge": judge.model, "self_comparison": p.is_self}  # fmt: skip
+        row = {
+            "candidate": p.candidate,
+            "baseline": p.baseline,
+            "eval_lang": p.eval_lang,
+            "example_id": p.example_id,
+            "judge": judge.model,
+            "self_comparison": p.is_self,
+        }
         if p.is_self:
             return {**row, "verdict": "tie", "parse_1": "self", "parse_2": "self", "cost_usd": 0.0}
         if not p.candidate_answer or not p.baseline_answer:
@@ -282,11 +303,7 @@ def judge_pairs(
         [{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in rows], schema=JUDGMENT_COLUMNS
     ).sort("candidate", "baseline", "eval_lang", "example_id")
     if out_path is not None:
-        out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        frame.write_parquet(tmp)
-        tmp.replace(out)
+        write_parquet(frame, Path(out_path))
     return frame
 
 

@@ -41,9 +41,15 @@ class Endpoint:
 def retryable(err: Exception) -> bool:
     import litellm
 
-    kinds = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
-             litellm.InternalServerError, litellm.ServiceUnavailableError,
-             litellm.BadGatewayError, asyncio.TimeoutError)  # fmt: skip
+    kinds = (
+        litellm.RateLimitError,
+        litellm.Timeout,
+        litellm.APIConnectionError,
+        litellm.InternalServerError,
+        litellm.ServiceUnavailableError,
+        litellm.BadGatewayError,
+        asyncio.TimeoutError,
+    )
     if isinstance(err, kinds):
         return True
     status = getattr(err, "status_code", None)
@@ -99,12 +105,19 @@ async def complete(
         try:
             resp = await asyncio.wait_for(
                 litellm.acompletion(
-                    model=endpoint.model, messages=[{"role": "user", "content": prompt}],
-                    api_base=endpoint.api_base, api_key=key, temperature=0, max_tokens=max_tokens,
-                    timeout=endpoint.timeout_s, num_retries=0, drop_params=True, **extra,
+                    model=endpoint.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    api_base=endpoint.api_base,
+                    api_key=key,
+                    temperature=0,
+                    max_tokens=max_tokens,
+                    timeout=endpoint.timeout_s,
+                    num_retries=0,
+                    drop_params=True,
+                    **extra,
                 ),
                 timeout=endpoint.timeout_s,
-            )  # fmt: skip
+            )
         except Exception as err:
             last = describe(err, where)
             if not retryable(err):

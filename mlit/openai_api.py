@@ -79,9 +79,14 @@ class ChatCompletionRequest(_Request):
     def sampling(self, max_new_tokens: int) -> Sampling:
         top = (self.top_logprobs or 0) if self.logprobs else None
         return Sampling(
-            max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), top,
+            max_new_tokens,
+            self.temperature,
+            self.top_p,
+            self.seed,
+            self.stops(),
+            top,
             self.ignore_eos,
-        )  # fmt: skip
+        )
 
 
 class CompletionRequest(_Request):
@@ -104,9 +109,14 @@ class CompletionRequest(_Request):
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         return Sampling(
-            max_new_tokens, self.temperature, self.top_p, self.seed, self.stops(), self.logprobs,
+            max_new_tokens,
+            self.temperature,
+            self.top_p,
+            self.seed,
+            self.stops(),
+            self.logprobs,
             self.ignore_eos,
-        )  # fmt: skip
+        )
 
 
 def check_max_tokens(requested: int, context: int | None) -> int:

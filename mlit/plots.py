@@ -59,8 +59,15 @@ def heatmap(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None =
             ax.add_patch(plt.Rectangle((j, i), 1, 1, color=face))
             if np.isfinite(v):
                 dark = not diagonal[i] and (hi == lo or (v - lo) / (hi - lo) < 0.55)
-                ax.text(j + 0.5, i + 0.5, f"{v:.0f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")  # fmt: skip
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
     ax.set_xlim(0, len(cols))
     ax.set_ylim(len(rows), 0)
     ax.set_xticks(np.arange(len(cols)) + 0.5, cols)
@@ -94,17 +101,23 @@ def fraction_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | 
     for lang in exp.eval_languages:
         if lang != "en" and lang in table.columns:
             ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.7, alpha=0.45)
-    for group, colour, label in (("seen", "tab:red", "non-English tuning languages"),
-                                 ("unseen", "tab:green", "languages unseen in tuning"),
-                                 ("en", "tab:orange", "English")):  # fmt: skip
+    for group, colour, label in (
+        ("seen", "tab:red", "non-English tuning languages"),
+        ("unseen", "tab:green", "languages unseen in tuning"),
+        ("en", "tab:orange", "English"),
+    ):
         mid = table[f"{group}_avg"].cast(pl.Float64).to_numpy()
         if np.isfinite(mid).any():
             low = table[f"{group}_ci_low"].cast(pl.Float64).to_numpy()
             high = table[f"{group}_ci_high"].cast(pl.Float64).to_numpy()
             _band(ax, x, mid, low, high, colour, label)
     ax.set_xticks(x, [f"{p:g}%" for p in table["percent"]])
-    _label(ax, exp, "share of the tuning set spread over the multilingual languages (P)",
-           "IF score vs. monolingual model")  # fmt: skip
+    _label(
+        ax,
+        exp,
+        "share of the tuning set spread over the multilingual languages (P)",
+        "IF score vs. monolingual model",
+    )
     return _finish(fig, path, note)
 
 
@@ -114,11 +127,22 @@ def count_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | Non
     x = table["k"].to_numpy()
     for lang in exp.eval_languages:
         ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.8, alpha=0.5, marker=".")
-    _band(ax, x, table["avg"].to_numpy(), table["avg_ci_low"].to_numpy(),
-          table["avg_ci_high"].to_numpy(), "tab:green", "average over unseen languages")  # fmt: skip
+    _band(
+        ax,
+        x,
+        table["avg"].to_numpy(),
+        table["avg_ci_low"].to_numpy(),
+        table["avg_ci_high"].to_numpy(),
+        "tab:green",
+        "average over unseen languages",
+    )
     ax.set_xticks(x)
-    _label(ax, exp, "number of tuning languages (averaged over the three orders)",
-           "IF score on unseen languages")  # fmt: skip
+    _label(
+        ax,
+        exp,
+        "number of tuning languages (averaged over the three orders)",
+        "IF score on unseen languages",
+    )
     return _finish(fig, path, note)
 
 
@@ -130,9 +154,18 @@ def bilingual_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str |
     ax.bar(
         x - w, table["mono_a"].to_numpy(), w, label="monolingual (first language)", color="tab:gray"
     )
-    ax.bar(x, table["bilingual"].to_numpy(), w, label="bilingual 50/50", color="tab:red",
-           yerr=[table["bilingual"] - table["bilingual_ci_low"],
-                 table["bilingual_ci_high"] - table["bilingual"]], capsize=2)  # fmt: skip
+    ax.bar(
+        x,
+        table["bilingual"].to_numpy(),
+        w,
+        label="bilingual 50/50",
+        color="tab:red",
+        yerr=[
+            table["bilingual"] - table["bilingual_ci_low"],
+            table["bilingual_ci_high"] - table["bilingual"],
+        ],
+        capsize=2,
+    )
     ax.bar(
         x + w, table["mono_b"].to_numpy(), w, label="monolingual (second language)", color="silver"
     )
@@ -141,8 +174,13 @@ def bilingual_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str |
     return _finish(fig, path, note)
 
 
-def pretraining_plot(per_lang: pl.DataFrame, summary: pl.DataFrame, exp: Experiment, path: Path,
-                     note: str | None = None):  # fmt: skip
+def pretraining_plot(
+    per_lang: pl.DataFrame,
+    summary: pl.DataFrame,
+    exp: Experiment,
+    path: Path,
+    note: str | None = None,
+):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     x, y = per_lang["share"].to_numpy(), per_lang["avg_cross_score"].to_numpy()
@@ -154,30 +192,32 @@ def pretraining_plot(per_lang: pl.DataFrame, summary: pl.DataFrame, exp: Experim
         xs = np.linspace(x.min(), x.max(), 50)
         ax.plot(xs, slope * xs + intercept, color="tab:red")
     s = summary.row(0, named=True)
-    ax.set_title(f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} "
-                 f"[{s['ci_low']:.2f}, {s['ci_high']:.2f}]", fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+        fontsize=9,
+    )
     ax.set_xlabel("share of pretraining data (user-supplied)")
     ax.set_ylabel("average cross-lingual IF score")
     return _finish(fig, path, note)
 
 
-def figures_for(tables: dict[str, pl.DataFrame], exp: Experiment, folder: Path,
-                note: str | None = None) -> list[Path]:  # fmt: skip
-    """Draw every figure of an experiment from its tables (`mlit.scores.tables_for`)."""
+def figures_for(
+    tables: dict[str, pl.DataFrame], exp: Experiment, folder: Path, note: str | None = None
+) -> list[Path]:
+    """Draw every figure of an experiment from its tables (`mlit.scores.tables_for`); the
+    experiment's ``table_kind`` says which plot each table gets."""
     folder = Path(folder)
-    out = []
-    for stem, table in tables.items():
-        if stem.endswith("_pearson"):
-            continue
-        if stem.startswith("fig8") and not stem.endswith("_matrix"):
-            out.append(pretraining_plot(table, tables[f"{stem}_pearson"], exp,
-                                        folder / f"{stem}.png", note))  # fmt: skip
-        elif "train_lang" in table.columns and "avg" in table.columns:
-            out.append(heatmap(table, exp, folder / f"{stem}.png", note))
-        elif "percent" in table.columns:
-            out.append(fraction_plot(table, exp, folder / f"{stem}.png", note))
-        elif "k" in table.columns:
-            out.append(count_plot(table, exp, folder / f"{stem}.png", note))
-        elif "bilingual" in table.columns:
-            out.append(bilingual_plot(table, exp, folder / f"{stem}.png", note))
-    return out
+    stem = exp.table_stem
+    if exp.table_kind == "pretraining":
+        figure = pretraining_plot(
+            tables[stem], tables[f"{stem}_pearson"], exp, folder / f"{stem}.png", note
+        )
+        matrix = f"fig1_{exp.name}_matrix"
+        return [figure, heatmap(tables[matrix], exp, folder / f"{matrix}.png", note)]
+    draw = {
+        "matrix": heatmap,
+        "fraction": fraction_plot,
+        "count": count_plot,
+        "bilingual": bilingual_plot,
+    }[exp.table_kind]
+    return [draw(tables[stem], exp, folder / f"{stem}.png", note)]

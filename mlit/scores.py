@@ -18,11 +18,22 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from mlit.experiments import Experiment
+from mlit.experiments import Experiment, monolingual_name
 
 VALUES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
-SCORE_COLUMNS = ("model", "eval_lang", "baseline", "score", "ci_low", "ci_high",
-                 "wins", "ties", "losses", "errors", "n")  # fmt: skip
+SCORE_COLUMNS = (
+    "model",
+    "eval_lang",
+    "baseline",
+    "score",
+    "ci_low",
+    "ci_high",
+    "wins",
+    "ties",
+    "losses",
+    "errors",
+    "n",
+)
 
 
 @dataclass(frozen=True)
@@ -135,10 +146,6 @@ def recompute_from_judgments(judgments: pl.DataFrame) -> pl.DataFrame:
 # Tables behind each figure
 
 
-def _baseline_for(exp: Experiment, lang: str) -> str:
-    return "base" if exp.baseline == "base" else f"mono-{lang}"
-
-
 def _avg(scores: Scores, cells: Sequence[tuple[str, str, str]]) -> tuple[float, float, float]:
     """Mean of several (model, lang, baseline) scores with its bootstrap interval."""
     found = [(c, s) for c in cells if (s := scores.sample(*c)) is not None]
@@ -157,9 +164,12 @@ def matrix_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         train_lang = r.languages[0]
         row = {"model": r.name, "train_lang": train_lang}
         for lang in exp.eval_languages:
-            row[lang] = scores.point(r.name, lang, _baseline_for(exp, lang))
-        cross = [(r.name, lang, _baseline_for(exp, lang)) for lang in exp.eval_languages
-                 if lang != train_lang or exp.baseline == "base"]  # fmt: skip
+            row[lang] = scores.point(r.name, lang, exp.baseline_for(lang))
+        cross = [
+            (r.name, lang, exp.baseline_for(lang))
+            for lang in exp.eval_languages
+            if lang != train_lang or exp.baseline == "base"
+        ]
         row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cross)
         rows.append(row)
     return pl.DataFrame(rows)
@@ -172,14 +182,14 @@ def fraction_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         p = r.meta_dict().get("percent")
         row: dict = {"model": r.name, "percent": p}
         for lang in exp.eval_languages:
-            row[lang] = scores.point(r.name, lang, _baseline_for(exp, lang))
+            row[lang] = scores.point(r.name, lang, exp.baseline_for(lang))
         groups = {
             "en": [lang for lang in exp.eval_languages if lang == "en"],
             "seen": [lang for lang in exp.eval_languages if lang in r.languages and lang != "en"],
             "unseen": [lang for lang in exp.eval_languages if lang not in r.languages],
         }
         for group, langs in groups.items():
-            cells = [(r.name, lang, _baseline_for(exp, lang)) for lang in langs]
+            cells = [(r.name, lang, exp.baseline_for(lang)) for lang in langs]
             point, low, high = _avg(scores, cells) if cells else (None, None, None)
             row[f"{group}_avg"], row[f"{group}_ci_low"], row[f"{group}_ci_high"] = point, low, high
         rows.append(row)
@@ -193,8 +203,8 @@ def count_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         models = [r.name for r in exp.recipes if int(r.meta_dict()["k"]) == k]
         row: dict = {"k": k}
         for lang in exp.eval_languages:
-            row[lang] = _avg(scores, [(m, lang, _baseline_for(exp, lang)) for m in models])[0]
-        cells = [(m, lang, _baseline_for(exp, lang)) for m in models for lang in exp.eval_languages]
+            row[lang] = _avg(scores, [(m, lang, exp.baseline_for(lang)) for m in models])[0]
+        cells = [(m, lang, exp.baseline_for(lang)) for m in models for lang in exp.eval_languages]
         row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cells)
         rows.append(row)
     return pl.DataFrame(rows)
@@ -208,12 +218,22 @@ def bilingual_table(scores: Scores, exp: Experiment) -> pl.DataFrame:
         unseen = [lang for lang in exp.eval_languages if lang not in (a, b)]
 
         def avg(model: str, unseen=unseen) -> tuple[float, float, float]:
-            return _avg(scores, [(model, lang, _baseline_for(exp, lang)) for lang in unseen])
+            return _avg(scores, [(model, lang, exp.baseline_for(lang)) for lang in unseen])
 
-        bi, mono_a, mono_b = avg(r.name), avg(f"mono-{a}"), avg(f"mono-{b}")
-        rows.append({"pair": f"{a}+{b}", "lang_a": a, "lang_b": b,
-                     "bilingual": bi[0], "bilingual_ci_low": bi[1], "bilingual_ci_high": bi[2],
-                     "mono_a": mono_a[0], "mono_b": mono_b[0], "n_langs": len(unseen)})  # fmt: skip
+        bi, mono_a, mono_b = avg(r.name), avg(monolingual_name(a)), avg(monolingual_name(b))
+        rows.append(
+            {
+                "pair": f"{a}+{b}",
+                "lang_a": a,
+                "lang_b": b,
+                "bilingual": bi[0],
+                "bilingual_ci_low": bi[1],
+                "bilingual_ci_high": bi[2],
+                "mono_a": mono_a[0],
+                "mono_b": mono_b[0],
+                "n_langs": len(unseen),
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -247,35 +267,34 @@ def pretraining_table(
     boots = np.array([b for b in boots if np.isfinite(b)])
     alpha = (1 - scores.confidence) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha]) if boots.size else (np.nan, np.nan)
-    summary = pl.DataFrame({"pearson_r": [r], "ci_low": [float(low)], "ci_high": [float(high)],
-                            "n_languages": [len(x)]})  # fmt: skip
+    summary = pl.DataFrame(
+        {
+            "pearson_r": [r],
+            "ci_low": [float(low)],
+            "ci_high": [float(high)],
+            "n_languages": [len(x)],
+        }
+    )
     return per_lang, summary
 
 
 def tables_for(scores: Scores, exp: Experiment, shares: Mapping[str, float] | None = None):
-    """Every table of an experiment, by file stem."""
-    kind = {
-        "monolingual": "matrix",
-        "language_similarity": "matrix",
-        "base_model": "matrix",
-        "pretraining_fraction": "pretraining",
-        "multilingual_fraction": "fraction",
-        "unseen_languages": "fraction",
-        "language_count": "count",
-        "bilingual": "bilingual",
-    }[exp.name]
-    fig = exp.figure.lower().replace(". ", "").replace(" ", "")
-    if kind == "matrix":
-        return {f"{fig}_{exp.name}": matrix_table(scores, exp)}
-    if kind == "fraction":
-        return {f"{fig}_{exp.name}": fraction_table(scores, exp)}
-    if kind == "count":
-        return {f"{fig}_{exp.name}": count_table(scores, exp)}
-    if kind == "bilingual":
-        return {f"{fig}_{exp.name}": bilingual_table(scores, exp)}
+    """Every table of an experiment, by file stem; the experiment says which kind it makes."""
+    stem = exp.table_stem
+    makers = {
+        "matrix": matrix_table,
+        "fraction": fraction_table,
+        "count": count_table,
+        "bilingual": bilingual_table,
+    }
+    if exp.table_kind in makers:
+        return {stem: makers[exp.table_kind](scores, exp)}
     per_lang, summary = pretraining_table(scores, exp, shares or {})
-    return {f"{fig}_{exp.name}": per_lang, f"{fig}_{exp.name}_pearson": summary,
-            f"fig1_{exp.name}_matrix": matrix_table(scores, exp)}  # fmt: skip
+    return {
+        stem: per_lang,
+        f"{stem}_pearson": summary,
+        f"fig1_{exp.name}_matrix": matrix_table(scores, exp),
+    }
 
 
 def write_tables(tables: Mapping[str, pl.DataFrame], folder) -> list:

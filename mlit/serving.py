@@ -6,7 +6,7 @@
 
 Two deployments:
 
-- ``Gateway``: a FastAPI ingress of our own. It checks the bearer token, validates requests
+- ``Gateway`` (`mlit.gateway`): a FastAPI ingress of our own. It checks the bearer token, validates requests
   (`mlit.openai_api`), answers client mistakes with 4xx OpenAI-style errors, and forwards each
   request to ``ModelServer`` with the request's ``model`` as the multiplexed model id.
 - ``ModelServer``: loads models per replica with ``@serve.multiplexed`` (an LRU of
@@ -20,8 +20,6 @@ No ``from __future__ import annotations`` here: FastAPI reads the route annotati
 """
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -29,23 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 from ray import serve
 
 from mlit import chat, engine
-from mlit.openai_api import (
-    APIError,
-    ChatCompletionRequest,
-    CompletionRequest,
-    chat_response,
-    chat_stream_chunks,
-    check_max_tokens,
-    completion_response,
-    completion_stream_chunks,
-    models_response,
-)
+from mlit.gateway import Gateway, hash_key
+from mlit.run_folder import RunFolder
+from mlit.store import local_copy
 
 APP_NAME = "mlit"
 
@@ -73,10 +60,6 @@ class ServeConfig:
                 raise ValueError(f"invalid model name {name!r}: use letters, digits and ._:@/-")
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def model_context(path: str) -> int | None:
     """The context length from a model's config.json, without loading weights."""
     cfg_file = Path(path) / "config.json"
@@ -90,22 +73,9 @@ def model_context(path: str) -> int | None:
 
 
 def _local_dir(path: str) -> str:
-    """Model directories on object storage are copied once to a local cache."""
-    if "://" not in path:
-        return str(Path(path).expanduser())
-    from pyarrow import fs
-
-    dest = (
-        Path.home()
-        / ".cache"
-        / "mlit"
-        / "downloads"
-        / hashlib.sha256(path.encode()).hexdigest()[:16]
-    )
-    if not (dest / "config.json").exists():
-        filesystem, base = fs.FileSystem.from_uri(path)
-        fs.copy_files(base, str(dest), source_filesystem=filesystem)
-    return str(dest)
+    """A model directory on this machine: the store's download cache copies one on object storage
+    (s3://, gs://) once, atomically."""
+    return str(local_copy(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,153 +185,20 @@ def _completion_dict(c: engine.Completion) -> dict:
     }
 
 
-def _completion_from(d: dict) -> engine.Completion:
-    lps = None
-    if d["logprobs"] is not None:
-        lps = tuple(
-            engine.TokenLogprob(tok, lp, tuple((a, b) for a, b in top))
-            for tok, lp, top in d["logprobs"]
-        )
-    return engine.Completion(
-        d["text"], d["finish_reason"], d["prompt_tokens"], d["completion_tokens"], lps
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The gateway: FastAPI ingress
-
-api = FastAPI(title="mlit", description="OpenAI-compatible API over mlit's models")
-
-
-@api.exception_handler(APIError)
-async def _api_error(_: Request, err: APIError):
-    return JSONResponse(err.body(), status_code=err.status)
-
-
-@api.exception_handler(Exception)
-async def _unexpected(_: Request, err: Exception):
-    return JSONResponse(
-        {"error": {"message": f"internal error: {err}", "type": "server_error", "param": None,
-                   "code": None}},
-        status_code=500,
-    )  # fmt: skip
-
-
-def _pieces(text: str) -> list[str]:
-    return re.findall(r"\s*\S+|\s+$", text) or [text]
-
-
-async def _sse(chunks: list[dict]):
-    for c in chunks:
-        yield f"data: {json.dumps(c, ensure_ascii=False)}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-@serve.deployment(max_ongoing_requests=512)
-@serve.ingress(api)
-class Gateway:
-    def __init__(self, server, contexts: dict[str, int | None], api_key_sha256: str | None,
-                 default_max_tokens: int = 256):  # fmt: skip
-        self.server = server
-        self.contexts = dict(contexts)
-        self.key_hash = api_key_sha256
-        self.default_max_tokens = default_max_tokens
-        self.requests: Counter[str] = Counter()
-
-    def _auth(self, request: Request) -> None:
-        if self.key_hash is None:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not token or not hmac.compare_digest(hash_key(token), self.key_hash):
-            raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')")
-
-    async def _parse(self, request: Request, schema):
-        raw = await request.body()
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise APIError(400, f"request body is not valid JSON: {err}") from err
-        if not isinstance(payload, dict):
-            raise APIError(400, "request body must be a JSON object")
-        try:
-            return schema.model_validate(payload)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise APIError(422, f"invalid field '{where}': {first['msg']}", where) from err
-
-    def _model(self, name: str) -> int | None:
-        if name not in self.contexts:
-            known = ", ".join(sorted(self.contexts)[:10])
-            raise APIError(404, f"model {name!r} not found; served models: {known}", "model",
-                           "model_not_found")  # fmt: skip
-        return self.contexts[name]
-
-    async def _run(self, name: str, item: dict) -> engine.Completion:
-        result = await self.server.options(multiplexed_model_id=name).complete.remote(item)
-        if "error" in result:
-            raise APIError(result["error"]["status"], result["error"]["message"])
-        return _completion_from(result["ok"])
-
-    @api.get("/healthz")
-    async def healthz(self):
-        return {"status": "ok", "models": len(self.contexts)}
-
-    @api.get("/v1/models")
-    async def list_models(self, request: Request):
-        self._auth(request)
-        return models_response(sorted(self.contexts))
-
-    @api.get("/v1/stats")
-    async def stats(self, request: Request):
-        """mlit extension: request counts at this gateway replica and model loads per replica."""
-        self._auth(request)
-        server = await self.server.stats.remote()
-        return {"requests": dict(self.requests), **server}
-
-    @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request):
-        self._auth(request)
-        req = await self._parse(request, ChatCompletionRequest)
-        context = self._model(req.model)
-        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
-        self.requests["chat"] += 1
-        item = {
-            "kind": "chat",
-            "messages": [m.model_dump() for m in req.messages],
-            "sampling": req.sampling(max_new).__dict__,
-        }
-        completion = await self._run(req.model, item)
-        if req.stream:
-            chunks = chat_stream_chunks(req.model, completion, _pieces(completion.text))
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        return chat_response(req.model, completion)
-
-    @api.post("/v1/completions")
-    async def completions(self, request: Request):
-        self._auth(request)
-        req = await self._parse(request, CompletionRequest)
-        context = self._model(req.model)
-        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
-        self.requests["completions"] += 1
-        item = {"kind": "text", "prompt": req.prompt, "sampling": req.sampling(max_new).__dict__}
-        completion = await self._run(req.model, item)
-        if req.stream:
-            chunks = completion_stream_chunks(req.model, completion, _pieces(completion.text))
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        return completion_response(req.model, completion)
-
-
 # --------------------------------------------------------------------------------------------
 # Building and starting the app
 
 
 def build_app(cfg: ServeConfig):
+    # Replicas read models on object storage with the caller's credentials and endpoint (a
+    # MinIO or moto server): the driver's environment is not a replica's.
+    storage_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     server_options: dict = {
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         "max_ongoing_requests": max(64, 4 * cfg.max_batch_size),
     }
+    if storage_env:
+        server_options["ray_actor_options"]["runtime_env"] = {"env_vars": storage_env}
     if cfg.autoscaling:
         server_options["autoscaling_config"] = cfg.autoscaling
     else:
@@ -386,9 +223,9 @@ def resolve_model_path(path: str) -> str:
 
         return str(demo.build_demo_model())
     if path == "demo-judge":
-        from mlit import judge_model
+        from mlit import demo_judge
 
-        return str(judge_model.build_demo_judge())
+        return str(demo_judge.build_demo_judge())
     if "://" in path:
         return path
     p = Path(path).expanduser()
@@ -416,12 +253,34 @@ def app_builder(args: dict):
     return build_app(cfg)
 
 
+def collect_models(
+    run_dir: str | Path | None, store_root: str | None, specs: list[str]
+) -> dict[str, str]:
+    """Served name -> model path for `mlit serve`: a run folder's models, every model of a store
+    (named mixture-key8), and NAME=PATH specs; the demo base model when nothing is given."""
+    models: dict[str, str] = {}
+    if run_dir:
+        models.update(run_models(run_dir))
+    if store_root:
+        from mlit.store import Store
+
+        store = Store(store_root)
+        for key in store.model_keys():
+            info = store.model_info(key) or {}
+            models[f"{info.get('mixture', 'model')}-{key[:8]}"] = store.model_uri(key)
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
+        models[name] = resolve_model_path(path)
+    if not models:
+        models["demo-base"] = resolve_model_path("demo")
+    return models
+
+
 def run_models(run_dir: str | Path) -> dict[str, str]:
-    """The ``models.json`` of a run folder: served name -> model directory."""
-    path = Path(run_dir) / "models.json"
-    if not path.exists():
-        raise ValueError(f"{run_dir}: no models.json (is this a run folder of `mlit`?)")
-    return {name: entry["path"] for name, entry in json.loads(path.read_text()).items()}
+    """The models of a run folder: served name -> model directory."""
+    return {name: entry["path"] for name, entry in RunFolder(Path(run_dir)).models().items()}
 
 
 def start(cfg: ServeConfig) -> str:

@@ -1,6 +1,6 @@
 """Content-addressed artifact store: trained models, generations, judge verdicts, translations.
 
-Keys are hashes of what determines an artifact (see DESIGN.md, "Artifacts and the store"), so two
+Keys are hashes of what determines an artifact (see ARCHITECTURE.md, "The store"), so two
 sweeps that need the same model train it once and a rerun pays for nothing already done.
 
 The store is a folder (default ``~/.cache/mlit``, or ``--store``) or any URI `pyarrow.fs` knows:
@@ -30,6 +30,74 @@ def content_key(*parts: object) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def atomic_write(path: str | Path, payload: bytes | str) -> Path:
+    """Write a local file so that a reader sees the old content or the new, never a part: a
+    temporary file beside it, then a rename. Every file mlit writes goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(payload.encode("utf-8") if isinstance(payload, str) else payload)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_dir(build, out: Path) -> Path:
+    """Build a folder under a temporary name with ``build(tmp)``, then rename it to ``out``: a
+    half-built folder (a crash, Ctrl-C) is never taken for a finished one."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        build(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def write_parquet(frame, path: str | Path) -> Path:
+    """A Polars frame as Parquet, atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
+def download_root() -> Path:
+    return Path.home() / ".cache" / "mlit" / "downloads"
+
+
+def local_copy(uri: str, cache: str | Path | None = None) -> Path:
+    """A local folder for a model directory: a local path as it is; a URI on object storage
+    (s3://, gs://; ``AWS_ENDPOINT_URL`` honoured) copied once into the download cache, atomically.
+    The one download cache of mlit: training, serving and the CLI all come through here."""
+    if "://" not in uri:
+        return Path(uri).expanduser()
+    from pyarrow import fs
+
+    dest = Path(cache or download_root()) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if not (dest / ".complete").exists():
+        source_fs, base = _resolve(uri)
+
+        def fetch(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            fs.copy_files(
+                base,
+                str(tmp),
+                source_filesystem=source_fs,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            (tmp / ".complete").write_text(uri)
+
+        atomic_dir(fetch, dest)
+    return dest
 
 
 def default_root() -> str:
@@ -93,13 +161,8 @@ class Store:
         return self._path("records", kind, key[:2], f"{key}.json")
 
     def _write_atomic(self, path: str, payload: bytes) -> None:
-        parent = path.rsplit("/", 1)[0]
-        self._fs.create_dir(parent, recursive=True)
         if self.is_local:
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with self._fs.open_output_stream(tmp) as fh:
-                fh.write(payload)
-            os.replace(tmp, path)
+            atomic_write(path, payload)
         else:  # one PUT is atomic on object storage
             with self._fs.open_output_stream(path) as fh:
                 fh.write(payload)
@@ -167,29 +230,11 @@ class Store:
 
     def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
         """A local directory holding the model: the store folder itself, or a downloaded copy."""
-        from pyarrow import fs
-
         if not self.has_model(key):
             raise KeyError(f"model {key} is not in the store {self.root}")
         if self.is_local:
             return Path(self._path("models", key))
-        cache_root = Path(cache or Path.home() / ".cache" / "mlit" / "downloads")
-        dest = cache_root / key
-        if not (dest / COMPLETE).exists():
-            tmp = cache_root / f".{key}.{uuid.uuid4().hex}"
-            tmp.mkdir(parents=True)
-            fs.copy_files(
-                self._path("models", key),
-                str(tmp),
-                source_filesystem=self._fs,
-                destination_filesystem=fs.LocalFileSystem(),
-            )
-            if dest.exists():
-                import shutil
-
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        return dest
+        return local_copy(self.model_uri(key), cache)
 
 
 def fs_selector(uri: str, recursive: bool = True):

@@ -1,7 +1,7 @@
 """The training step for one mixture: HF `Trainer` with DeepSpeed ZeRO, best checkpoint by dev ROUGE-L.
 
 Runs the same way standalone (one process, ``torchrun`` on a GPU box) and inside Ray Train workers;
-it imports no Ray. Ray's worker loop (`mlit.sweep`) calls `train_model` with a ``report`` function.
+it imports no Ray. Ray's worker loop (`mlit.trials`) calls `train_model` with a ``report`` function.
 
     mlit train monolingual --base-model Qwen/Qwen2.5-1.5B --preset paper   # through Ray Tune
     torchrun --nproc-per-node 8 my_script.py    # where my_script.py calls train_model(...)
@@ -21,7 +21,6 @@ What it does, in order:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -29,121 +28,16 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from mlit import chat, engine, rouge
+from mlit.hyperparameters import DROPOUT_ATTRIBUTES, TrainConfig, TrainError, TrainResult
+from mlit.run_folder import versions
+from mlit.store import atomic_dir
 
 Example = tuple[str, str]  # (instruction, response)
 METADATA = "mlit_model.json"
-DROPOUT_ATTRIBUTES = (
-    "attention_dropout",
-    "hidden_dropout",
-    "dropout",
-    "resid_pdrop",
-    "embd_pdrop",
-    "attn_pdrop",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-)
-
-
-class TrainError(ValueError):
-    """A training request that cannot run as given."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    max_steps: int = 2000
-    learning_rate: float = 1e-5
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    batch_size: int = 128  # effective batch, reached through gradient accumulation
-    per_device_batch_size: int = 4
-    dropout: float = 0.05
-    max_input_tokens: int = 1024
-    max_target_tokens: int = 512
-    weight_decay: float = 0.0
-    zero_stage: int = 2
-    offload_optimizer: bool = False
-    offload_params: bool = False
-    bf16: bool | None = None  # None: on where CUDA supports it
-    lora_rank: int = 0  # 0: full fine-tuning
-    eval_every: int = 250
-    dev_max_new_tokens: int = 128
-    dev_batch_size: int = 16
-    seed: int = 0
-
-    # Fields that change speed or memory but not the trained weights: left out of the model key,
-    # so the same model trained with ZeRO-2 on 8 GPUs or ZeRO-3 on 2 is found in the store.
-    RUNTIME_ONLY = (
-        "zero_stage",
-        "offload_optimizer",
-        "offload_params",
-        "per_device_batch_size",
-        "dev_batch_size",
-    )
-
-    def __post_init__(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise TrainError(f"ZeRO stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.offload_params and self.zero_stage != 3:
-            raise TrainError("parameter offload needs ZeRO stage 3")
-        for name in ("max_steps", "batch_size", "per_device_batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_input_tokens < 1 or self.max_target_tokens < 2:
-            raise TrainError("max_input_tokens must be >= 1 and max_target_tokens >= 2")
-        if not 0 <= self.dropout < 1:
-            raise TrainError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lora_rank < 0:
-            raise TrainError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
-
-    @classmethod
-    def paper(cls, **overrides) -> TrainConfig:
-        """§2 of the paper: 2,000 steps, constant LR 1e-5, batch 128, dropout 0.05, 1024/512."""
-        return replace(cls(), **overrides)
-
-    @classmethod
-    def demo(cls, **overrides) -> TrainConfig:
-        """Tiny settings that learn something on the bundled sample in about a minute of CPU."""
-        base = cls(
-            max_steps=40,
-            learning_rate=2e-3,
-            warmup_steps=0,
-            batch_size=16,
-            per_device_batch_size=8,
-            max_input_tokens=64,
-            max_target_tokens=64,
-            eval_every=20,
-            dev_max_new_tokens=48,
-        )
-        return replace(base, **overrides)
-
-    def key_dict(self) -> dict:
-        """What determines the trained weights (the part of the config hashed into the model key)."""
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY
-        }
-
-    def accumulation(self, world_size: int) -> int:
-        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * world_size)))
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    output_dir: str
-    best_step: int
-    best_dev_rouge_l: float
-    curve: tuple[tuple[int, float], ...]  # (step, dev ROUGE-L)
-    losses: tuple[tuple[int, float], ...] = field(default=())  # (step, training loss)
-    steps: int = 0
-    wall_time_s: float = 0.0
-    effective_batch: int = 0
-
-
-# --------------------------------------------------------------------------------------------
-# Data
 
 
 def encode_example(tokenizer, instruction: str, response: str, cfg: TrainConfig) -> dict:
@@ -416,19 +310,6 @@ def _with_lora(model, cfg: TrainConfig):
 
 def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metadata) -> None:
     """Write the best checkpoint as a plain HF model directory, atomically."""
-    tmp = out.with_name(f".{out.name}.export")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if cfg.lora_rank:
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        base, _ = load_model_and_tokenizer(base_model, cfg)
-        merged = PeftModel.from_pretrained(base, str(best_dir)).merge_and_unload()
-        merged.save_pretrained(tmp)
-        del AutoModelForCausalLM
-    else:
-        shutil.copytree(best_dir, tmp)
-    tokenizer.save_pretrained(tmp)
     meta = {
         **metadata,
         "base_model": base_model,
@@ -442,10 +323,20 @@ def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metad
         "wall_time_s": result.wall_time_s,
         "versions": versions(),
     }
-    (tmp / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+
+    def write(tmp: Path) -> None:
+        if cfg.lora_rank:
+            from peft import PeftModel
+
+            base, _ = load_model_and_tokenizer(base_model, cfg)
+            merged = PeftModel.from_pretrained(base, str(best_dir)).merge_and_unload()
+            merged.save_pretrained(tmp)
+        else:
+            shutil.copytree(best_dir, tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+
+    atomic_dir(write, out)
 
 
 def _barrier() -> None:
@@ -453,13 +344,3 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out

@@ -36,8 +36,14 @@ PROMPT = (
 )
 _PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://[^\s)>\]]+", re.S)
 _PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
-LEFTOVERS = ("<<<", ">>>", "Translate the following", "placeholder", "Here is the translation",
-             "Reply with the translation")  # fmt: skip
+LEFTOVERS = (
+    "<<<",
+    ">>>",
+    "Translate the following",
+    "placeholder",
+    "Here is the translation",
+    "Reply with the translation",
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,11 @@ class Translator:
 
     def identity(self) -> dict:
         prompt_sha = hashlib.sha256(PROMPT.encode()).hexdigest()[:16]
-        return {"model": self.endpoint.model, "api_base": self.endpoint.api_base or "",
-                "prompt": prompt_sha}  # fmt: skip
+        return {
+            "model": self.endpoint.model,
+            "api_base": self.endpoint.api_base or "",
+            "prompt": prompt_sha,
+        }
 
 
 def protect(text: str) -> tuple[str, list[str]]:
@@ -104,8 +113,9 @@ class Outcome:
     cached: int
 
 
-async def _run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store,
-               progress: bool) -> Outcome:  # fmt: skip
+async def _run(
+    source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store, progress: bool
+) -> Outcome:
     from tqdm import tqdm
 
     sem = asyncio.Semaphore(t.concurrency)
@@ -133,8 +143,9 @@ async def _run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store:
         if r["status"] == "ok":
             texts.setdefault((row["example_id"], lang), {})[field] = r["text"]
         else:
-            failures.append({"example_id": row["example_id"], "lang": lang, "field": field,
-                             "error": r["error"]})  # fmt: skip
+            failures.append(
+                {"example_id": row["example_id"], "lang": lang, "field": field, "error": r["error"]}
+            )
     failed = {(f["example_id"], f["lang"]) for f in failures}
     rows = [dict(r) for r in source.iter_rows(named=True)]
     for row in source.iter_rows(named=True):
@@ -142,16 +153,25 @@ async def _run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store:
             if (row["example_id"], lang) in failed:
                 continue  # a half-translated example is not written
             got = texts.get((row["example_id"], lang), {})
-            rows.append({**row, "lang": lang, "instruction": got.get("instruction", row["instruction"]),
-                         "response": got.get("response") if row["response"] else row["response"]})  # fmt: skip
+            rows.append(
+                {
+                    **row,
+                    "lang": lang,
+                    "instruction": got.get("instruction", row["instruction"]),
+                    "response": got.get("response") if row["response"] else row["response"],
+                }
+            )
     frame = data.from_records(rows, "translation")
-    fail_frame = pl.DataFrame(failures, schema={"example_id": pl.String, "lang": pl.String,
-                                                "field": pl.String, "error": pl.String})  # fmt: skip
+    fail_frame = pl.DataFrame(
+        failures,
+        schema={"example_id": pl.String, "lang": pl.String, "field": pl.String, "error": pl.String},
+    )
     return Outcome(frame, fail_frame, calls, cached)
 
 
-def translate(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store,
-              progress: bool = True) -> Outcome:  # fmt: skip
+def translate(
+    source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store, progress: bool = True
+) -> Outcome:
     """Translate every English row into ``langs``; returns the parallel dataset and failures."""
     langs = [lang for lang in languages.parse(langs) if lang != "en"]
     english = source.filter(pl.col("lang") == "en")
@@ -178,13 +198,18 @@ def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: St
     try:
         import litellm
 
-        p, c = litellm.cost_per_token(model=t.endpoint.model, prompt_tokens=prompt_tokens,
-                                      completion_tokens=completion_tokens)  # fmt: skip
+        p, c = litellm.cost_per_token(
+            model=t.endpoint.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
         cost = p + c
     except Exception:  # a model litellm has no price for
         cost = None
-    return {"calls": calls, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "cost_usd": cost}  # fmt: skip
+    return {
+        "calls": calls,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,14 +243,24 @@ def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFr
                 continue
             leftover = [s for s in LEFTOVERS if s.lower() in text.lower()]
             if leftover or _PLACEHOLDER.search(text):
-                flags.append({**where, "check": "leftover_prompt",
-                              "detail": f"contains {leftover or ['a placeholder']}"})  # fmt: skip
+                flags.append(
+                    {
+                        **where,
+                        "check": "leftover_prompt",
+                        "detail": f"contains {leftover or ['a placeholder']}",
+                    }
+                )
             masked, _ = protect(text)
             if len(masked) >= 20:  # language ID is unreliable on very short texts
                 found, score = langid.detect(masked)
                 if found != r["lang"]:
-                    flags.append({**where, "check": "language_id",
-                                  "detail": f"identified as {found} ({score:.2f})"})  # fmt: skip
+                    flags.append(
+                        {
+                            **where,
+                            "check": "language_id",
+                            "detail": f"identified as {found} ({score:.2f})",
+                        }
+                    )
             ratios.setdefault(r["lang"], []).append(
                 (r["example_id"], field, math.log(max(len(text), 1) / max(len(source), 1)))
             )
@@ -237,12 +272,25 @@ def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFr
             ratio = math.exp(v)
             z = (v - mean) / sd if sd > 0 else 0.0
             if ratio < 0.25 or ratio > 4 or (len(values) >= 8 and abs(z) > 3):
-                flags.append({"example_id": ex, "lang": lang, "field": field,
-                              "check": "length_ratio",
-                              "detail": f"length ratio {ratio:.2f} (z={z:.1f})"})  # fmt: skip
-    return pl.DataFrame(flags, schema={"example_id": pl.String, "lang": pl.String,
-                                       "field": pl.String, "check": pl.String,
-                                       "detail": pl.String}).sort("check", "example_id", "lang")  # fmt: skip
+                flags.append(
+                    {
+                        "example_id": ex,
+                        "lang": lang,
+                        "field": field,
+                        "check": "length_ratio",
+                        "detail": f"length ratio {ratio:.2f} (z={z:.1f})",
+                    }
+                )
+    return pl.DataFrame(
+        flags,
+        schema={
+            "example_id": pl.String,
+            "lang": pl.String,
+            "field": pl.String,
+            "check": pl.String,
+            "detail": pl.String,
+        },
+    ).sort("check", "example_id", "lang")
 
 
 def write(frame: pl.DataFrame, out: str | Path) -> Path:

@@ -10,8 +10,8 @@ Each experiment writes its own run folder under results/paper/; a model that two
         --data s3://my-bucket/mlit/parallel.parquet --store s3://my-bucket/mlit/store
 """
 
-from mlit.pipeline import SweepConfig
-from mlit.sweep_cli import run_paper
+from mlit.config import SweepConfig
+from mlit.flags import run_paper
 
 CONFIG = SweepConfig(experiment="monolingual", output="results/paper")
 

@@ -13,8 +13,8 @@ On a cluster (`ray up ray_cluster.yaml` first):
         --data s3://my-bucket/mlit/parallel.parquet --store s3://my-bucket/mlit/store
 """
 
-from mlit.pipeline import SweepConfig
-from mlit.sweep_cli import run_script
+from mlit.config import SweepConfig
+from mlit.flags import run_script
 
 CONFIG = SweepConfig(experiment="unseen_languages")
 

@@ -32,9 +32,16 @@ def rows(*specs: tuple[str, str, str, str, str | None]) -> pl.DataFrame:
 
 
 TINY_DEMO = dict(
-    vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2,
-    context=256, pretrain_steps=40, batch_size=8, seq_len=64,
-)  # fmt: skip
+    vocab_size=1024,
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=2,
+    context=256,
+    pretrain_steps=40,
+    batch_size=8,
+    seq_len=64,
+)
 
 
 @pytest.fixture(scope="session")

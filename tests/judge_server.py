@@ -36,9 +36,19 @@ class Script:
         if model == "chatty":
             text = f"I would pick answer number {digit}"
             other = "2" if digit == "1" else "1"
-            logprobs = {"content": [{"token": "I", "logprob": -0.5, "top_logprobs": [
-                {"token": digit, "logprob": -1.0}, {"token": other, "logprob": -3.0},
-                {"token": "I", "logprob": -0.5}]}]}  # fmt: skip
+            logprobs = {
+                "content": [
+                    {
+                        "token": "I",
+                        "logprob": -0.5,
+                        "top_logprobs": [
+                            {"token": digit, "logprob": -1.0},
+                            {"token": other, "logprob": -3.0},
+                            {"token": "I", "logprob": -0.5},
+                        ],
+                    }
+                ]
+            }
         elif model == "mute":
             text = "Hmm, hard to say."
         elif model.startswith("translate"):
@@ -46,12 +56,24 @@ class Script:
         else:
             text = digit
         return 200, {
-            "id": "x", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": logprobs, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 1,
-                      "total_tokens": len(prompt.split()) + 1},
-        }  # fmt: skip
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(prompt.split()),
+                "completion_tokens": 1,
+                "total_tokens": len(prompt.split()) + 1,
+            },
+        }
 
 
 def translate(prompt: str) -> str:

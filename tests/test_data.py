@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 from conftest import FIXTURES, rows
 
-from mlit import data
+from mlit import data, paper_sources
 from mlit.languages import SAMPLE_LANGUAGES
 
 
@@ -120,14 +120,14 @@ def test_leakage_is_caught_across_languages():
 
 
 def test_lima_loader_keeps_single_turn_pairs():
-    out = data.lima_rows(data.hf_dataset(str(FIXTURES / "lima_like.jsonl")))
+    out = paper_sources.lima_rows(data.hf_dataset(str(FIXTURES / "lima_like.jsonl")))
     assert [r["example_id"] for r in out] == ["lima-0000", "lima-0001", "lima-0003"]
     assert out[0]["instruction"].startswith("How do I tie")
     assert all(r["split"] == "train" and r["lang"] == "en" for r in out)
 
 
 def test_oasst_loader_takes_first_prompt_and_best_ranked_reply():
-    out = data.oasst_rows(data.hf_dataset(str(FIXTURES / "oasst_like.jsonl")))
+    out = paper_sources.oasst_rows(data.hf_dataset(str(FIXTURES / "oasst_like.jsonl")))
     by_id = {r["example_id"]: r for r in out}
     assert set(by_id) == {"oasst-t1", "oasst-t2"}  # Spanish tree and unanswered prompt left out
     assert by_id["oasst-t1"]["response"].startswith("It says no three")  # rank 0 wins
@@ -135,7 +135,7 @@ def test_oasst_loader_takes_first_prompt_and_best_ranked_reply():
 
 
 def test_alpaca_farm_loader_drops_openassistant_items_and_joins_input():
-    out = data.alpaca_farm_rows(data.hf_dataset(str(FIXTURES / "alpaca_farm_like.jsonl")))
+    out = paper_sources.alpaca_farm_rows(data.hf_dataset(str(FIXTURES / "alpaca_farm_like.jsonl")))
     assert len(out) == 4
     assert all("meaning of life" not in r["instruction"] for r in out)
     assert out[1]["instruction"] == "Translate the sentence.\n\nGood morning."
@@ -143,7 +143,7 @@ def test_alpaca_farm_loader_drops_openassistant_items_and_joins_input():
 
 
 def test_paper_sources_build_a_valid_english_dataset():
-    frame = data.load_paper_sources(
+    frame = paper_sources.load_paper_sources(
         lima=str(FIXTURES / "lima_like.jsonl"),
         oasst=str(FIXTURES / "oasst_like.jsonl"),
         alpaca_farm=str(FIXTURES / "alpaca_farm_like.jsonl"),

@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from mlit import data, judge_model
+from mlit import data, demo_judge
 
 
 def test_pairs_cover_three_negatives_in_both_orders():
-    pairs = judge_model.build_pairs(data.sample(), "train", seed=0)
+    pairs = demo_judge.build_pairs(data.sample(), "train", seed=0)
     assert len(pairs) % 2 == 0
     for first, second in zip(pairs[::2], pairs[1::2], strict=True):
         assert first[0] == second[0] and first[1] == second[2] and first[2] == second[1]
@@ -20,10 +20,15 @@ def test_pairs_cover_three_negatives_in_both_orders():
 
 def test_demo_judge_beats_chance_on_held_out_pairs():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "mlit", "demo-judge"], env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "mlit", "demo-judge"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "held-out pair accuracy" in out.stdout and "order consistency" in out.stdout
-    meta = json.loads((judge_model.default_dir() / judge_model.MARKER).read_text())
+    meta = json.loads((demo_judge.default_dir() / demo_judge.MARKER).read_text())
     held = meta["held_out"]
     assert held["pairs"] >= 1000
     assert held["accuracy"] >= 0.70, held

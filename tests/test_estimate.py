@@ -1,16 +1,29 @@
 import pytest
 from typer.testing import CliRunner
 
-from mlit import estimate
+from mlit import estimate, experiments
 from mlit.cli import app
 
 
 def test_estimate_matches_a_hand_calculation():
-    a = estimate.Assumptions(params=1e9, gpu="h100", gpus=2, train_mfu=0.5, generation_mfu=0.1,
-                             steps=10, batch=2, input_tokens=10, target_tokens=20, dev_size=5,
-                             eval_every=5, new_tokens=30, eval_instructions=4,
-                             judge_template_tokens=10, judge_input_price=1.0,
-                             judge_output_price=2.0)  # fmt: skip
+    a = estimate.Assumptions(
+        params=1e9,
+        gpu="h100",
+        gpus=2,
+        train_mfu=0.5,
+        generation_mfu=0.1,
+        steps=10,
+        batch=2,
+        input_tokens=10,
+        target_tokens=20,
+        dev_size=5,
+        eval_every=5,
+        new_tokens=30,
+        eval_instructions=4,
+        judge_template_tokens=10,
+        judge_input_price=1.0,
+        judge_output_price=2.0,
+    )
     e = estimate.estimate(["monolingual"], a)
     peak = 989e12
     per_model_h = (
@@ -30,7 +43,7 @@ def test_estimate_matches_a_hand_calculation():
 
 
 def test_the_store_saving_across_the_paper():
-    e = estimate.estimate(list(estimate.experiments.NAMES), estimate.Assumptions())
+    e = estimate.estimate(list(experiments.NAMES), estimate.Assumptions())
     assert e.distinct_models == 56 and e.model_slots == 129
     assert e.store_saves_models == 73 and e.store_saves_gpu_hours > 0
 

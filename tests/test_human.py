@@ -14,11 +14,21 @@ def _run(tmp_path):
     gens = []
     for model in ("m", "mono-fi"):
         for i in range(6):
-            gens.append({"model": model, "model_key": model, "example_id": f"e{i}", "lang": "fi",
-                         "instruction": f"Kysymys {i}?", "response": f"{model} vastaus {i}",
-                         "status": "ok", "cached": False})  # fmt: skip
-    pl.DataFrame([{c: g.get(c) for c in GENERATION_COLUMNS} for g in gens],
-                 schema=GENERATION_COLUMNS).write_parquet(tmp_path / "generations.parquet")  # fmt: skip
+            gens.append(
+                {
+                    "model": model,
+                    "model_key": model,
+                    "example_id": f"e{i}",
+                    "lang": "fi",
+                    "instruction": f"Kysymys {i}?",
+                    "response": f"{model} vastaus {i}",
+                    "status": "ok",
+                    "cached": False,
+                }
+            )
+    pl.DataFrame(
+        [{c: g.get(c) for c in GENERATION_COLUMNS} for g in gens], schema=GENERATION_COLUMNS
+    ).write_parquet(tmp_path / "generations.parquet")
     verdicts = ["win", "loss", "tie", "win", "loss", "win"]
     judgments([("m", "mono-fi", "fi", f"e{i}", v) for i, v in enumerate(verdicts)]).write_parquet(
         tmp_path / "judgments.parquet"
@@ -56,10 +66,18 @@ def test_export_import_round_trip(tmp_path):
     csv, key_path = human.write_kit(frame, key, tmp_path / "kit.csv")
     key = json.loads(key_path.read_text())
     # Rater A agrees with the judge everywhere; rater B always says tie.
-    a = _fill(pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)), key,
-              "alice", lambda k: k["judge_verdict"])  # fmt: skip
-    b = _fill(pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)), key,
-              "bob", lambda k: "tie")  # fmt: skip
+    a = _fill(
+        pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)),
+        key,
+        "alice",
+        lambda k: k["judge_verdict"],
+    )
+    b = _fill(
+        pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)),
+        key,
+        "bob",
+        lambda k: "tie",
+    )
     a.write_csv(tmp_path / "a.csv")
     b.write_csv(tmp_path / "b.csv")
     filled = human.read_filled([tmp_path / "a.csv", tmp_path / "b.csv"])

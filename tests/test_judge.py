@@ -15,8 +15,9 @@ def pairs(n=3):
         good_first = i % 2 == 0
         cand = f"good answer {i}" if good_first else f"weak answer {i}"
         base = f"other answer {i}" if good_first else f"good other answer {i}"
-        out.append(Pair("model-a", "mono-en", "en", f"e{i}", f"Question {i}?", cand, base,
-                        "ka", "kb"))  # fmt: skip
+        out.append(
+            Pair("model-a", "mono-en", "en", f"e{i}", f"Question {i}?", cand, base, "ka", "kb")
+        )
     return out
 
 
@@ -35,16 +36,18 @@ def test_verdicts_both_orders_cached_and_zero_calls_on_rerun(endpoint, tmp_path)
     # The template is part of the key: a new template means new calls.
     custom = tmp_path / "tpl.txt"
     custom.write_text("Q: {instruction}\nAnswer 1: {answer_1}\nAnswer 2: {answer_2}\nDigit:")
-    judge.judge_pairs(pairs(1), Judge("openai/good", api_base=url, template=str(custom)), store,
-                      progress=False)  # fmt: skip
+    judge.judge_pairs(
+        pairs(1), Judge("openai/good", api_base=url, template=str(custom)), store, progress=False
+    )
     assert script.calls["good"] == 8
 
 
 def test_self_comparison_costs_no_call(endpoint, tmp_path):
     script, url = endpoint
     p = Pair("mono-en", "mono-en", "en", "e0", "Q?", "same", "same", "k", "k")
-    out = judge.judge_pairs([p], Judge("openai/good", api_base=url), Store(str(tmp_path)),
-                            progress=False)  # fmt: skip
+    out = judge.judge_pairs(
+        [p], Judge("openai/good", api_base=url), Store(str(tmp_path)), progress=False
+    )
     assert out["verdict"].to_list() == ["tie"] and out["self_comparison"].to_list() == [True]
     assert sum(script.calls.values()) == 0
 
@@ -52,8 +55,12 @@ def test_self_comparison_costs_no_call(endpoint, tmp_path):
 def test_rate_limited_calls_are_retried(endpoint, tmp_path):
     script, url = endpoint
     script.fail_first["good"] = 2
-    out = judge.judge_pairs(pairs(1), Judge("openai/good", api_base=url, concurrency=1,
-                                            backoff_s=0.01), Store(str(tmp_path)), progress=False)  # fmt: skip
+    out = judge.judge_pairs(
+        pairs(1),
+        Judge("openai/good", api_base=url, concurrency=1, backoff_s=0.01),
+        Store(str(tmp_path)),
+        progress=False,
+    )
     assert out["verdict"].to_list() == ["win"]
     assert script.calls["good"] == 4  # two 429s, then both orders
 
@@ -61,8 +68,9 @@ def test_rate_limited_calls_are_retried(endpoint, tmp_path):
 def test_unparseable_and_logprob_fallback(endpoint, tmp_path):
     _script, url = endpoint
     store = Store(str(tmp_path))
-    chatty = judge.judge_pairs(pairs(1), Judge("openai/chatty", api_base=url), store,
-                               progress=False)  # fmt: skip
+    chatty = judge.judge_pairs(
+        pairs(1), Judge("openai/chatty", api_base=url), store, progress=False
+    )
     assert chatty["verdict"].to_list() == ["win"]
     assert chatty["parse_1"].to_list() == ["logprobs"] and chatty["parse_2"].to_list() == [
         "logprobs"
@@ -78,8 +86,13 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens here
     store = Store(str(tmp_path))
-    j = Judge("openai/good", api_base=f"http://127.0.0.1:{port}/v1", retries=2, backoff_s=0.01,
-              timeout_s=5)  # fmt: skip
+    j = Judge(
+        "openai/good",
+        api_base=f"http://127.0.0.1:{port}/v1",
+        retries=2,
+        backoff_s=0.01,
+        timeout_s=5,
+    )
     out = judge.judge_pairs(pairs(2), j, store, progress=False)
     assert out["verdict"].to_list() == ["error", "error"]
     assert f"127.0.0.1:{port}" in out["error"][0] and "unreachable" in out["error"][0]
@@ -89,8 +102,12 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
 
 def test_wrong_key_and_bad_templates_are_clear(endpoint, tmp_path, monkeypatch):
     script, url = endpoint
-    out = judge.judge_pairs(pairs(1), Judge("openai/bad-key", api_base=url, retries=3),
-                            Store(str(tmp_path)), progress=False)  # fmt: skip
+    out = judge.judge_pairs(
+        pairs(1),
+        Judge("openai/bad-key", api_base=url, retries=3),
+        Store(str(tmp_path)),
+        progress=False,
+    )
     assert "rejected the API key" in out["error"][0]
     assert script.calls["bad-key"] == 2  # one per order: authentication errors are not retried
     bad = tmp_path / "t.txt"

@@ -21,11 +21,14 @@ def test_the_model_ships_in_the_package_and_works_offline(monkeypatch):
 def test_response_language_share(sample):
     en = sample.filter((pl.col("lang") == "en") & (pl.col("split") == "eval"))
     fi = sample.filter((pl.col("lang") == "fi") & (pl.col("split") == "eval"))
-    gens = pl.concat([
-        en.select("example_id", "lang", "response").with_columns(model=pl.lit("good")),
-        # Answers in Finnish to English prompts: the wrong language.
-        fi.select("example_id", "response").with_columns(lang=pl.lit("en"), model=pl.lit("bad"))
-        .select("example_id", "lang", "response", "model"),
-    ]).with_columns(status=pl.lit("ok"))  # fmt: skip
+    gens = pl.concat(
+        [
+            en.select("example_id", "lang", "response").with_columns(model=pl.lit("good")),
+            # Answers in Finnish to English prompts: the wrong language.
+            fi.select("example_id", "response")
+            .with_columns(lang=pl.lit("en"), model=pl.lit("bad"))
+            .select("example_id", "lang", "response", "model"),
+        ]
+    ).with_columns(status=pl.lit("ok"))
     share = {r["model"]: r["share"] for r in langid.response_language(gens).iter_rows(named=True)}
     assert share["good"] >= 90 and share["bad"] <= 10

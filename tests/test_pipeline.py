@@ -9,7 +9,7 @@ import time
 import polars as pl
 import pytest
 
-from mlit import judge_model, pipeline, scores
+from mlit import demo_judge, pipeline, scores
 from mlit.generate import SamplingParams
 from mlit.store import Store
 
@@ -18,9 +18,9 @@ LANGS = ("fi", "en", "cs")  # language_count reduced: count-fi, count-fi-en, sco
 
 @pytest.fixture(scope="module")
 def tiny_judge(tiny_base, tmp_path_factory):
-    cfg = judge_model.DemoJudgeConfig(steps=80, batch_size=8, learning_rate=3e-3)
+    cfg = demo_judge.DemoJudgeConfig(steps=80, batch_size=8, learning_rate=3e-3)
     out = tmp_path_factory.mktemp("judge") / "tiny-judge"
-    return judge_model.build_demo_judge(out, tiny_base, cfg, progress=False)
+    return demo_judge.build_demo_judge(out, tiny_base, cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +30,23 @@ def shared_store(tmp_path_factory):
 
 def _config(tiny_base, tiny_judge, store, out, **extra):
     return pipeline.SweepConfig(
-        experiment="language_count", base_model=str(tiny_base), judge_model_dir=str(tiny_judge),
-        languages=LANGS, output=str(out), store=store, max_steps=4, workers=1,
-        sampling=SamplingParams(max_tokens=12, seed=0), n_boot=200, **extra,
-    )  # fmt: skip
+        experiment="language_count",
+        base_model=str(tiny_base),
+        judge_model_dir=str(tiny_judge),
+        languages=LANGS,
+        output=str(out),
+        store=store,
+        max_steps=4,
+        workers=1,
+        sampling=SamplingParams(max_tokens=12, seed=0),
+        n_boot=200,
+        **extra,
+    )
 
 
-def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_judge,
-                                                 shared_store, tmp_path):  # fmt: skip
+def test_reduced_demo_sweep_end_to_end_and_rerun(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
     cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
     first = pipeline.run_sweep(cfg)
     run = first.run_dir
@@ -47,9 +56,17 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(ray_session, tiny_base, tiny_ju
     assert table["k"].to_list() == [1, 2]
     assert table.columns == ["k", "cs", "avg", "avg_ci_low", "avg_ci_high"]
     assert {p.name for p in (run / "figures").iterdir()} == {"fig5_language_count.png"}
-    for name in ("run.json", "models.json", "train.parquet", "generations.parquet",
-                 "judgments.parquet", "scores.parquet", "mixtures/count-fi-en.json",
-                 "tables/order_consistency.csv", "tables/appE_response_language.csv"):  # fmt: skip
+    for name in (
+        "run.json",
+        "models.json",
+        "train.parquet",
+        "generations.parquet",
+        "judgments.parquet",
+        "scores.parquet",
+        "mixtures/count-fi-en.json",
+        "tables/order_consistency.csv",
+        "tables/appE_response_language.csv",
+    ):
         assert (run / name).exists(), name
     # scores.parquet is the discounted-tie mean of judgments.parquet.
     s = pl.read_parquet(run / "scores.parquet")
@@ -82,18 +99,28 @@ pipeline.run_sweep(cfg)
 """
 
 
-def test_a_run_killed_during_generation_resumes(ray_session, tiny_base, tiny_judge, shared_store,
-                                                tmp_path):  # fmt: skip
+def test_a_run_killed_during_generation_resumes(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
     script = tmp_path / "kill.py"
     script.write_text(KILL)
     store = Store(shared_store)
     before = set(store.keys("generations"))
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
-        [sys.executable, str(script), address, str(tiny_base), str(tiny_judge),
-         str(tmp_path / "run"), shared_store],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            address,
+            str(tiny_base),
+            str(tiny_judge),
+            str(tmp_path / "run"),
+            shared_store,
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 400
     try:
         while len(set(store.keys("generations")) - before) < 3:
@@ -105,8 +132,7 @@ def test_a_run_killed_during_generation_resumes(ray_session, tiny_base, tiny_jud
         proc.wait()
     done = len(set(store.keys("generations")) - before)
     assert 3 <= done < 48
-    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run",
-                  generation_concurrency=4)  # fmt: skip
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run", generation_concurrency=4)
     cfg = pipeline.replace(cfg, sampling=SamplingParams(max_tokens=24, seed=7), n_boot=50)
     rerun = pipeline.run_sweep(cfg)
     assert rerun.trained == 0

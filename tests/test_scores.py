@@ -12,10 +12,20 @@ def judgments(rows):
     """rows: (candidate, baseline, eval_lang, example_id, verdict)."""
     out = []
     for cand, base, lang, ex, verdict in rows:
-        out.append({"candidate": cand, "baseline": base, "eval_lang": lang, "example_id": ex,
-                    "verdict": verdict, "self_comparison": cand == base, "judge": "j"})  # fmt: skip
-    return pl.DataFrame([{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in out],
-                        schema=JUDGMENT_COLUMNS)  # fmt: skip
+        out.append(
+            {
+                "candidate": cand,
+                "baseline": base,
+                "eval_lang": lang,
+                "example_id": ex,
+                "verdict": verdict,
+                "self_comparison": cand == base,
+                "judge": "j",
+            }
+        )
+    return pl.DataFrame(
+        [{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in out], schema=JUDGMENT_COLUMNS
+    )
 
 
 def one(table, model, lang="en"):
@@ -35,10 +45,14 @@ def test_scores_by_hand():
     rows = []
     rows += [("all-wins", "b", "en", f"e{i}", "win") for i in range(4)]
     rows += [("all-ties", "b", "en", f"e{i}", "tie") for i in range(4)]
-    rows += [("mixed", "b", "en", ex, v) for ex, v in
-             [("e0", "win"), ("e1", "win"), ("e2", "tie"), ("e3", "loss")]]  # fmt: skip
-    rows += [("with-errors", "b", "en", ex, v) for ex, v in
-             [("e0", "win"), ("e1", "error"), ("e2", "loss"), ("e3", "error")]]  # fmt: skip
+    rows += [
+        ("mixed", "b", "en", ex, v)
+        for ex, v in [("e0", "win"), ("e1", "win"), ("e2", "tie"), ("e3", "loss")]
+    ]
+    rows += [
+        ("with-errors", "b", "en", ex, v)
+        for ex, v in [("e0", "win"), ("e1", "error"), ("e2", "loss"), ("e3", "error")]
+    ]
     rows += [("b", "b", "en", f"e{i}", "tie") for i in range(4)]  # self-comparison
     s = scores.score(judgments(rows), n_boot=500)
     t = s.table
@@ -52,8 +66,19 @@ def test_scores_by_hand():
     for row in t.iter_rows(named=True):
         assert row["ci_low"] <= row["score"] <= row["ci_high"]
     assert one(t, "mixed")["ci_low"] < 62.5 < one(t, "mixed")["ci_high"]
-    assert set(t.columns) >= {"model", "eval_lang", "baseline", "score", "ci_low", "ci_high",
-                              "wins", "ties", "losses", "errors", "n"}  # fmt: skip
+    assert set(t.columns) >= {
+        "model",
+        "eval_lang",
+        "baseline",
+        "score",
+        "ci_low",
+        "ci_high",
+        "wins",
+        "ties",
+        "losses",
+        "errors",
+        "n",
+    }
 
 
 def test_bootstrap_is_paired_and_seeded():
@@ -67,8 +92,12 @@ def test_bootstrap_is_paired_and_seeded():
 
 
 def test_order_consistency_counts_disagreeing_orders():
-    rows = [("m", "b", "en", "e0", "tie"), ("m", "b", "en", "e1", "win"),
-            ("m", "b", "en", "e2", "error"), ("b", "b", "en", "e0", "tie")]  # fmt: skip
+    rows = [
+        ("m", "b", "en", "e0", "tie"),
+        ("m", "b", "en", "e1", "win"),
+        ("m", "b", "en", "e2", "error"),
+        ("b", "b", "en", "e0", "tie"),
+    ]
     oc = scores.order_consistency(judgments(rows)).row(0, named=True)
     assert (oc["pairs"], oc["disagree"], oc["disagreement"]) == (2, 1, 0.5)
 

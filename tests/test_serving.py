@@ -25,8 +25,14 @@ def server(ray_session, tiny_base):
     from ray import serve
 
     models = {name: str(tiny_base) for name in ("tiny-a", "tiny-b", "tiny-c")}
-    cfg = serving.ServeConfig(models=models, port=_free_port(), api_key_sha256=serving.hash_key(KEY),
-                              max_models_per_replica=2, max_batch_size=8, num_cpus=1)  # fmt: skip
+    cfg = serving.ServeConfig(
+        models=models,
+        port=_free_port(),
+        api_key_sha256=serving.hash_key(KEY),
+        max_models_per_replica=2,
+        max_batch_size=8,
+        num_cpus=1,
+    )
     url = serving.start(cfg)
     yield url
     serving.stop()
@@ -38,8 +44,12 @@ def _auth():
 
 
 def _chat(url, **extra):
-    body = {"model": "tiny-a", "messages": [{"role": "user", "content": "Name a fruit."}],
-            "max_tokens": 8, **extra}  # fmt: skip
+    body = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "Name a fruit."}],
+        "max_tokens": 8,
+        **extra,
+    }
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=_auth(), timeout=60)
 
 
@@ -53,9 +63,15 @@ def test_openai_client_chat_completions_streaming_and_logprobs(server):
     client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
     assert {m.id for m in client.models.list()} == {"tiny-a", "tiny-b", "tiny-c"}
     chat = client.chat.completions.create(
-        model="tiny-a", messages=[{"role": "user", "content": "Why is the sky blue?"}],
-        max_tokens=6, temperature=0.7, top_p=0.9, seed=1, logprobs=True, top_logprobs=2,
-    )  # fmt: skip
+        model="tiny-a",
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        max_tokens=6,
+        temperature=0.7,
+        top_p=0.9,
+        seed=1,
+        logprobs=True,
+        top_logprobs=2,
+    )
     choice = chat.choices[0]
     assert choice.finish_reason in ("stop", "length")
     assert chat.usage.completion_tokens >= 1 and chat.usage.prompt_tokens > 5
@@ -64,16 +80,23 @@ def test_openai_client_chat_completions_streaming_and_logprobs(server):
     text = client.completions.create(model="tiny-b", prompt="Hello", max_tokens=5, logprobs=1)
     assert text.choices[0].logprobs.tokens and text.usage.total_tokens > 0
     stream = client.chat.completions.create(
-        model="tiny-a", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, stream=True,
-        seed=1, temperature=0.7,
-    )  # fmt: skip
+        model="tiny-a",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        stream=True,
+        seed=1,
+        temperature=0.7,
+    )
     chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     again = client.chat.completions.create(
-        model="tiny-a", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, seed=1,
+        model="tiny-a",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        seed=1,
         temperature=0.7,
-    )  # fmt: skip
+    )
     assert streamed == again.choices[0].message.content  # same seed, same answer
 
 
@@ -82,9 +105,13 @@ def test_litellm_through_api_base(server):
     import litellm
 
     resp = litellm.completion(
-        model="openai/tiny-c", api_base=f"{server}/v1", api_key=KEY,
-        messages=[{"role": "user", "content": "Name a city."}], max_tokens=5, temperature=0,
-    )  # fmt: skip
+        model="openai/tiny-c",
+        api_base=f"{server}/v1",
+        api_key=KEY,
+        messages=[{"role": "user", "content": "Name a city."}],
+        max_tokens=5,
+        temperature=0,
+    )
     assert resp.choices[0].message.content is not None
     assert resp.usage.completion_tokens >= 1
 
@@ -102,20 +129,46 @@ def test_raw_http_and_health(server):
         ("[1, 2]", None, 400, "JSON object"),
         ('{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "'nope'"),
         ('{"model": "tiny-a"}', None, 422, "messages"),
-        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
-         None, 422, "temperature"),
+        (
+            '{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+            None,
+            422,
+            "temperature",
+        ),
         ('{"model": "tiny-a", "messages": [{"role": "robot", "content": "x"}]}', None, 422, "role"),
-        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}',
-         None, 400, "max_tokens is 100000 but the model's context is 256"),
-        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
-         None, 400, "at least 1"),
-        (json.dumps({"model": "tiny-a", "messages": [{"role": "user", "content": "word " * 400}],
-                     "max_tokens": 10}), None, 400, "exceed the model's context of 256"),
+        (
+            '{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}',
+            None,
+            400,
+            "max_tokens is 100000 but the model's context is 256",
+        ),
+        (
+            '{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+            None,
+            400,
+            "at least 1",
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "tiny-a",
+                    "messages": [{"role": "user", "content": "word " * 400}],
+                    "max_tokens": 10,
+                }
+            ),
+            None,
+            400,
+            "exceed the model's context of 256",
+        ),
         ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]}', {}, 401, "API key"),
-        ('{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]}',
-         {"Authorization": "Bearer wrong"}, 401, "API key"),
+        (
+            '{"model": "tiny-a", "messages": [{"role": "user", "content": "x"}]}',
+            {"Authorization": "Bearer wrong"},
+            401,
+            "API key",
+        ),
     ],
-)  # fmt: skip
+)
 def test_client_mistakes_get_4xx_json_and_the_server_keeps_working(
     server, body, headers, status, needle
 ):
@@ -149,8 +202,16 @@ def test_three_models_on_one_replica_with_an_lru_of_two(server):
 def test_concurrent_requests_are_batched_and_keep_their_own_seeds(server):
     async def many():
         async with httpx.AsyncClient(timeout=60) as http:
-            bodies = [{"model": "tiny-b", "messages": [{"role": "user", "content": "Name a colour."}],
-                       "max_tokens": 8, "temperature": 1.0, "seed": s} for s in range(6)]  # fmt: skip
+            bodies = [
+                {
+                    "model": "tiny-b",
+                    "messages": [{"role": "user", "content": "Name a colour."}],
+                    "max_tokens": 8,
+                    "temperature": 1.0,
+                    "seed": s,
+                }
+                for s in range(6)
+            ]
             rs = await asyncio.gather(
                 *(
                     http.post(f"{server}/v1/chat/completions", json=b, headers=_auth())
@@ -161,8 +222,13 @@ def test_concurrent_requests_are_batched_and_keep_their_own_seeds(server):
 
     texts = asyncio.run(many())
     assert max(_stats(server)["batch_sizes"]) > 1
-    alone = _chat(server, model="tiny-b", temperature=1.0, seed=3,
-                  messages=[{"role": "user", "content": "Name a colour."}])  # fmt: skip
+    alone = _chat(
+        server,
+        model="tiny-b",
+        temperature=1.0,
+        seed=3,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    )
     assert alone.json()["choices"][0]["message"]["content"] == texts[3]
 
 
@@ -195,8 +261,10 @@ def test_judge_through_the_serve_app_makes_zero_calls_on_rerun(server, tmp_path,
 
     monkeypatch.setenv("MLIT_TEST_JUDGE_KEY", KEY)
     j = judge.Judge("openai/tiny-c", api_base=f"{server}/v1", api_key_env="MLIT_TEST_JUDGE_KEY")
-    pairs = [judge.Pair("m", "b", "en", f"e{i}", f"Question {i}?", f"yes {i}", f"no {i}", "k1", "k2")
-             for i in range(3)]  # fmt: skip
+    pairs = [
+        judge.Pair("m", "b", "en", f"e{i}", f"Question {i}?", f"yes {i}", f"no {i}", "k1", "k2")
+        for i in range(3)
+    ]
     store = Store(str(tmp_path / "store"))
     before = _stats(server)["requests"].get("chat", 0)
     first = judge.judge_pairs(pairs, j, store, progress=False)

@@ -27,10 +27,17 @@ def s3(tmp_path_factory):
     # The moto of this environment (pinned), not whichever one comes first on PATH.
     local = Path(sys.executable).parent / "moto_server"
     server = str(local) if local.exists() else shutil.which("moto_server")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     deadline = time.time() + 30
@@ -88,8 +95,10 @@ def test_models_publish_atomically_list_read_and_resume(s3, tmp_path):
     assert (got / "weights.bin").read_bytes() == (local / "weights.bin").read_bytes()
     assert (got / COMPLETE).exists()
     # The marker is uploaded last: every other file is there once it exists.
-    listed = {i.path.rsplit("/", 1)[1] for i in fs.get_file_info(
-        store_mod.fs_selector(st.model_uri("k1")))}  # fmt: skip
+    listed = {
+        i.path.rsplit("/", 1)[1]
+        for i in fs.get_file_info(store_mod.fs_selector(st.model_uri("k1")))
+    }
     assert {"config.json", "weights.bin", COMPLETE} <= listed
 
 
@@ -101,10 +110,16 @@ def test_tune_storage_on_s3(s3, ray_session):
     def trainable(config):
         tune.report({"x": config["x"] * 2})
 
-    tuner = tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
-                       run_config=tune.RunConfig(name="s3-check", storage_path=path,
-                                                 storage_filesystem=fs, verbose=0))  # fmt: skip
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"x": tune.grid_search([1, 2])},
+        run_config=tune.RunConfig(
+            name="s3-check", storage_path=path, storage_filesystem=fs, verbose=0
+        ),
+    )
     results = tuner.fit()
     assert sorted(r.metrics["x"] for r in results) == [2, 4]
-    assert any(i.path.endswith("experiment_state") or "s3-check" in i.path
-               for i in fs.get_file_info(store_mod.fs_selector(f"{s3}/tune")))  # fmt: skip
+    assert any(
+        i.path.endswith("experiment_state") or "s3-check" in i.path
+        for i in fs.get_file_info(store_mod.fs_selector(f"{s3}/tune"))
+    )

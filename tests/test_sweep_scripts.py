@@ -27,9 +27,18 @@ def _expected(name: str) -> tuple[int, int]:
 @pytest.mark.parametrize("name", experiments.NAMES)
 def test_dry_run_counts_match_the_experiment(name, tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / f"{name}.py"), "--dry-run", "--store", str(tmp_path)],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "sweeps" / f"{name}.py"),
+            "--dry-run",
+            "--store",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     models, calls = _expected(name)
     text = out.stdout
     assert f"{len(experiments.get(name).recipes)} in the experiment" in text
@@ -43,10 +52,24 @@ def test_dry_run_counts_match_the_experiment(name, tmp_path):
 
 def test_paper_plan_counts_shared_models_once(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "paper.py"), "--preset", "paper", "--dry-run",
-         "--base-model", "Qwen/Qwen2.5-1.5B", "--judge", "openai/gpt-4o", "--store", str(tmp_path)],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "sweeps" / "paper.py"),
+            "--preset",
+            "paper",
+            "--dry-run",
+            "--base-model",
+            "Qwen/Qwen2.5-1.5B",
+            "--judge",
+            "openai/gpt-4o",
+            "--store",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert "the whole paper: 56 distinct models to train (129 model slots" in out.stdout
     assert "budget 4640" in out.stdout and "617 instructions" in out.stdout
     readme = (ROOT / "README.md").read_text()
@@ -56,6 +79,8 @@ def test_paper_plan_counts_shared_models_once(tmp_path):
 def test_paper_preset_needs_a_base_model_and_a_judge(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "sweeps" / "language_count.py"), "--preset", "paper"],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "needs --base-model and --judge" in out.stderr

@@ -8,18 +8,19 @@ import time
 
 import pytest
 
-from mlit import data, mixtures, sweep
+from mlit import data, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
 
-CFG = TrainConfig.demo(max_steps=4, eval_every=2, dev_max_new_tokens=6, batch_size=8,
-                       per_device_batch_size=4)  # fmt: skip
+CFG = TrainConfig.demo(
+    max_steps=4, eval_every=2, dev_max_new_tokens=6, batch_size=8, per_device_batch_size=4
+)
 
 
 def _jobs(base, sample, recipes, cfg=CFG):
     ids = data.train_ids(sample)
     built = [mixtures.build(r, ids, seed=0) for r in recipes]
-    return sweep.plan_jobs(str(base), built, sample, cfg)
+    return trials.plan_jobs(str(base), built, sample, cfg)
 
 
 def _loads_and_generates(path):
@@ -29,42 +30,52 @@ def _loads_and_generates(path):
 
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    [out] = engine.generate(model, tok, [chat.format_prompt(tok, "Name a fruit.")],
-                            engine.Sampling(max_new_tokens=4))  # fmt: skip
+    [out] = engine.generate(
+        model, tok, [chat.format_prompt(tok, "Name a fruit.")], engine.Sampling(max_new_tokens=4)
+    )
     return out.completion_tokens
 
 
 def test_deepspeed_trials_through_tune_and_the_store(ray_session, tiny_base, sample, tmp_path):
     store = Store(str(tmp_path / "store"))
-    compute = sweep.Compute(workers=2, storage_path=str(tmp_path / "ray"))
+    compute = trials.Compute(workers=2, storage_path=str(tmp_path / "ray"))
     zero2 = _jobs(tiny_base, sample, [mixtures.monolingual("en"), mixtures.monolingual("fi")])
-    result = sweep.train_phase(zero2, store, compute, "zero2")
+    result = trials.train_phase(zero2, store, compute, "zero2")
     assert len(result.launched) == 2 and not result.failed
-    zero3 = _jobs(tiny_base, sample, [mixtures.monolingual("sw")], TrainConfig(**{
-        **CFG.__dict__, "zero_stage": 3}))  # fmt: skip
-    assert len(sweep.train_phase(zero3, store, compute, "zero3").launched) == 1
-    table = sweep.train_phase(zero2 + zero3, store, compute, "again").table()
+    zero3 = _jobs(
+        tiny_base,
+        sample,
+        [mixtures.monolingual("sw")],
+        TrainConfig(**{**CFG.__dict__, "zero_stage": 3}),
+    )
+    assert len(trials.train_phase(zero3, store, compute, "zero3").launched) == 1
+    table = trials.train_phase(zero2 + zero3, store, compute, "again").table()
     assert table["status"].to_list() == ["stored"] * 3  # the second run launches nothing
     for key in table["model_key"]:
         path = store.local_model_dir(key)
         assert _loads_and_generates(path) >= 1
         info = store.model_info(key)
         assert info["best_dev_rouge_l"] is not None and info["best_step"] in (2, 4)
-    assert set(table.columns) >= {"mixture", "model_key", "store_path", "best_dev_rouge_l",
-                                  "wall_time_s"}  # fmt: skip
+    assert set(table.columns) >= {
+        "mixture",
+        "model_key",
+        "store_path",
+        "best_dev_rouge_l",
+        "wall_time_s",
+    }
 
     # Two experiments sharing monolingual English train it once.
     other = _jobs(
         tiny_base, sample, [mixtures.monolingual("en"), mixtures.uniform(["fi", "en"], "fi-en")]
     )
-    shared = sweep.train_phase(other, store, sweep.Compute(workers=1), "shared")
+    shared = trials.train_phase(other, store, trials.Compute(workers=1), "shared")
     assert shared.launched == (other[1].key,)
     assert shared.table()["status"].to_list() == ["stored", "trained"]
 
 
 KILL_SCRIPT = """
 import sys, ray
-from mlit import data, mixtures, sweep
+from mlit import data, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
 ray.init(address=sys.argv[1])
@@ -73,8 +84,8 @@ ids = data.train_ids(sample)
 built = [mixtures.build(mixtures.monolingual(l), ids, seed=1) for l in ("it", "es")]
 cfg = TrainConfig.demo(max_steps=int(sys.argv[4]), eval_every=2, dev_max_new_tokens=6,
                        batch_size=8, per_device_batch_size=4)
-jobs = sweep.plan_jobs(sys.argv[2], built, sample, cfg)
-sweep.train_phase(jobs, Store(sys.argv[3]), sweep.Compute(workers=1), "kill")
+jobs = trials.plan_jobs(sys.argv[2], built, sample, cfg)
+trials.train_phase(jobs, Store(sys.argv[3]), trials.Compute(workers=1), "kill")
 """
 
 
@@ -102,10 +113,11 @@ def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sampl
     assert len(finished) == 1, "expected exactly one model done when the sweep was killed"
     ids = data.train_ids(sample)
     built = [mixtures.build(mixtures.monolingual(lang), ids, seed=1) for lang in ("it", "es")]
-    cfg = TrainConfig.demo(max_steps=30, eval_every=2, dev_max_new_tokens=6, batch_size=8,
-                           per_device_batch_size=4)  # fmt: skip
-    jobs = sweep.plan_jobs(str(tiny_base), built, sample, cfg)
-    rerun = sweep.train_phase(jobs, store, sweep.Compute(workers=1), "resume")
+    cfg = TrainConfig.demo(
+        max_steps=30, eval_every=2, dev_max_new_tokens=6, batch_size=8, per_device_batch_size=4
+    )
+    jobs = trials.plan_jobs(str(tiny_base), built, sample, cfg)
+    rerun = trials.train_phase(jobs, store, trials.Compute(workers=1), "resume")
     assert len(rerun.launched) == 1 and rerun.launched[0] not in finished
     assert len(store.model_keys()) == 2
 
@@ -114,8 +126,8 @@ def test_impossible_gpu_requests_fail_before_any_trial(ray_session, tiny_base, s
     jobs = _jobs(tiny_base, sample, [mixtures.monolingual("et")])
     store = Store(str(tmp_path / "store"))
     start = time.time()
-    with pytest.raises(sweep.ResourceError, match=r"needs 4 GPU.*largest node has 2"):
-        sweep.train_phase(jobs, store, sweep.Compute(workers=1, gpus_per_worker=4), "gpu")
-    with pytest.raises(sweep.ResourceError, match="room for 2 workers"):
-        sweep.train_phase(jobs, store, sweep.Compute(workers=3), "too-many")
+    with pytest.raises(trials.ResourceError, match=r"needs 4 GPU.*largest node has 2"):
+        trials.train_phase(jobs, store, trials.Compute(workers=1, gpus_per_worker=4), "gpu")
+    with pytest.raises(trials.ResourceError, match="room for 2 workers"):
+        trials.train_phase(jobs, store, trials.Compute(workers=3), "too-many")
     assert time.time() - start < 10 and store.model_keys() == []

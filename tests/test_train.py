@@ -83,8 +83,14 @@ def test_dev_set_that_swallows_training_is_rejected(sample):
 def test_loss_falls_and_the_exported_checkpoint_is_the_best_evaluated(tiny_base, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = TrainConfig.demo(max_steps=40, eval_every=10, learning_rate=3e-3, batch_size=8,
-                           per_device_batch_size=8, dev_max_new_tokens=12)  # fmt: skip
+    cfg = TrainConfig.demo(
+        max_steps=40,
+        eval_every=10,
+        learning_rate=3e-3,
+        batch_size=8,
+        per_device_batch_size=8,
+        dev_max_new_tokens=12,
+    )
     out = tmp_path / "model"
     result = train.train_model(str(tiny_base), REPEATED * 8, REPEATED, cfg, out, {"x": 1})
     losses = [loss for _, loss in result.losses]
@@ -114,15 +120,23 @@ def test_lora_exports_merged_weights(tiny_base, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name, _ in model.named_parameters())
     tok = AutoTokenizer.from_pretrained(out)
-    [done] = engine.generate(model, tok, [chat.format_prompt(tok, "Name a city.")],
-                             engine.Sampling(max_new_tokens=5))  # fmt: skip
+    [done] = engine.generate(
+        model, tok, [chat.format_prompt(tok, "Name a city.")], engine.Sampling(max_new_tokens=5)
+    )
     assert done.completion_tokens >= 1
 
 
 def test_demo_model_builds_offline_and_is_cached(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "mlit", "demo-model", str(tmp_path / "demo"),
-           "--pretrain-steps", "5"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlit",
+        "demo-model",
+        str(tmp_path / "demo"),
+        "--pretrain-steps",
+        "5",
+    ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert "built in" in first.stdout
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

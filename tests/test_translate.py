@@ -9,10 +9,16 @@ from mlit.store import Store
 
 CODE = "```python\nprint('hello world')\n```"
 SOURCE = rows(
-    ("t1", "en", "train", "How do I print in Python?", f"Use print:\n\n{CODE}\n\nSee https://docs.python.org/3/ for more."),
+    (
+        "t1",
+        "en",
+        "train",
+        "How do I print in Python?",
+        f"Use print:\n\n{CODE}\n\nSee https://docs.python.org/3/ for more.",
+    ),
     ("t2", "en", "train", "Name a **bold** colour.", "Red is a colour; `red` in CSS."),
     ("t3", "en", "eval", "Say hello.", None),
-)  # fmt: skip
+)
 
 
 def _translator(url, model="translate", **kw):
@@ -58,11 +64,14 @@ def test_an_interrupted_run_completes_without_repeating_rows(endpoint, tmp_path)
 
 def test_failing_rows_are_reported_and_not_written(endpoint, tmp_path):
     _, url = endpoint
-    source = rows(("ok", "en", "train", "Fine text.", "Fine answer."),
-                  ("bad", "en", "train", "This one will FAIL.", "Answer."))  # fmt: skip
+    source = rows(
+        ("ok", "en", "train", "Fine text.", "Fine answer."),
+        ("bad", "en", "train", "This one will FAIL.", "Answer."),
+    )
     store = Store(str(tmp_path / "store"))
-    out = translate.translate(source, ["it"], _translator(url, "translate-flaky"), store,
-                              progress=False)  # fmt: skip
+    out = translate.translate(
+        source, ["it"], _translator(url, "translate-flaky"), store, progress=False
+    )
     assert out.failures["example_id"].to_list() == ["bad"]
     assert "500" in out.failures["error"][0] or "failed" in out.failures["error"][0]
     italian = out.frame.filter(pl.col("lang") == "it")
@@ -75,8 +84,9 @@ def test_failing_rows_are_reported_and_not_written(endpoint, tmp_path):
 
 def test_wrong_key_and_unknown_language_are_clear(endpoint, tmp_path):
     _, url = endpoint
-    out = translate.translate(SOURCE.head(1), ["fi"], _translator(url, "bad-key"),
-                              Store(str(tmp_path)), progress=False)  # fmt: skip
+    out = translate.translate(
+        SOURCE.head(1), ["fi"], _translator(url, "bad-key"), Store(str(tmp_path)), progress=False
+    )
     assert "rejected the API key" in out.failures["error"][0]
     with pytest.raises(languages.UnknownLanguageError, match="'klingon'"):
         translate.translate(SOURCE, ["klingon"], _translator(url), Store(str(tmp_path)))
@@ -97,15 +107,20 @@ def test_quality_checks_each_catch_a_planted_row(sample):
         "sample-train-01": ("response", ""),  # empty
         "sample-train-02": ("response", en["sample-train-02"]["response"]),  # untranslated
         "sample-train-03": ("response", "Here is the translation: Taivas on sininen."),  # leftover
-        "sample-train-04": ("response", "Dies ist eindeutig ein deutscher Satz über Hunde und Wasser."),
+        "sample-train-04": (
+            "response",
+            "Dies ist eindeutig ein deutscher Satz über Hunde und Wasser.",
+        ),
         "sample-train-05": ("instruction", "Miten keitän kananmunan? " * 12),  # length outlier
-    }  # fmt: skip
+    }
     planted = good
     for ex, (field, text) in plants.items():
         planted = planted.with_columns(
-            pl.when((pl.col("example_id") == ex) & (pl.col("lang") == "fi")).then(pl.lit(text))
-            .otherwise(pl.col(field)).alias(field)
-        )  # fmt: skip
+            pl.when((pl.col("example_id") == ex) & (pl.col("lang") == "fi"))
+            .then(pl.lit(text))
+            .otherwise(pl.col(field))
+            .alias(field)
+        )
     report = translate.quality_report(planted)
     by_check = {c: set(report.filter(pl.col("check") == c)["example_id"]) for c in report["check"]}
     assert "sample-train-01" in by_check["empty"]

@@ -221,10 +221,14 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
     storage = compute.storage_path or str(Path(tempfile.gettempdir()) / "mlit-ray")
     storage_fs, storage_path = filesystem(storage)
     per_trial = compute.models_per_trial or -(-len(todo) // concurrent)
-    groups = {f"g{i:03d}": todo[i * per_trial : (i + 1) * per_trial]
-              for i in range(-(-len(todo) // per_trial))}  # fmt: skip
-    names = {g: jobs[0].name if len(jobs) == 1 else f"{jobs[0].name}+{len(jobs) - 1}"
-             for g, jobs in groups.items()}  # fmt: skip
+    groups = {
+        f"g{i:03d}": todo[i * per_trial : (i + 1) * per_trial]
+        for i in range(-(-len(todo) // per_trial))
+    }
+    names = {
+        g: jobs[0].name if len(jobs) == 1 else f"{jobs[0].name}+{len(jobs) - 1}"
+        for g, jobs in groups.items()
+    }
     trainable = tune.with_parameters(
         _trial, groups=groups, store_root=store.root, compute=asdict(compute), storage=storage
     )

@@ -31,6 +31,7 @@ import polars as pl
 
 from mlit import data
 from mlit.judge import Judge
+from mlit.store import atomic_dir
 
 MARKER = "mlit_judge.json"
 TEMPLATE = "judge_compact.txt"
@@ -100,8 +101,12 @@ def evaluate(model, tokenizer, pairs, judge: Judge, batch_size: int = 32) -> dic
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i : i + batch_size]
-            ids = [engine.encode_prompt(tokenizer, chat.format_prompt(tokenizer, judge.prompt(q, a, b)))
-                   for q, a, b, _ in chunk]  # fmt: skip
+            ids = [
+                engine.encode_prompt(
+                    tokenizer, chat.format_prompt(tokenizer, judge.prompt(q, a, b))
+                )
+                for q, a, b, _ in chunk
+            ]
             width = max(map(len, ids))
             pad = tokenizer.pad_token_id
             batch = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
@@ -162,15 +167,21 @@ def build_demo_judge(
     short = lambda q: chat.truncate_text(tokenizer, q, cfg.max_instruction_tokens)  # noqa: E731
     digit = {d: tokenizer(d, add_special_tokens=False)["input_ids"][0] for d in ("1", "2")}
     encoded = [
-        (engine.encode_prompt(tokenizer, chat.format_prompt(tokenizer, judge.prompt(short(q), trunc(a), trunc(b)))), digit[d])
+        (
+            engine.encode_prompt(
+                tokenizer, chat.format_prompt(tokenizer, judge.prompt(short(q), trunc(a), trunc(b)))
+            ),
+            digit[d],
+        )
         for q, a, b, d in train_pairs
-    ]  # fmt: skip
+    ]
     # Both orders of a pair sit side by side (build_pairs), and a batch always takes both: the
     # gradient of "prefer position 1" cancels, which is what teaches content over position.
     couples = [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded) - 1, 2)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=cfg.steps,
-                                                pct_start=max(0.1, 3 / cfg.steps))  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, cfg.learning_rate, total_steps=cfg.steps, pct_start=max(0.1, 3 / cfg.steps)
+    )
     rng = random.Random(cfg.seed)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     model.train()
@@ -187,8 +198,9 @@ def build_demo_judge(
         # the vocabulary instead of every position makes each step about a third cheaper.
         logits = model.lm_head(hidden.last_hidden_state[:, -2:])
         targets = torch.tensor([[d, eos] for _, d in rows])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 targets.reshape(-1))  # fmt: skip
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -197,10 +209,6 @@ def build_demo_judge(
         bar.set_postfix(loss=f"{loss.item():.3f}")
     truncated_eval = [(short(q), trunc(a), trunc(b), t) for q, a, b, t in eval_pairs]
     held_out = evaluate(model, tokenizer, truncated_eval, judge)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     meta = {
         "config": asdict(cfg),
         "base": str(base),
@@ -211,11 +219,10 @@ def build_demo_judge(
         "template_sha": judge.template_hash(),
         "note": "demo judge: pairs built from the bundled sample; held-out pairs from its eval split",
     }
-    (tmp / MARKER).write_text(json.dumps(meta, indent=1))
-    if out.exists():
-        import shutil
 
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return out
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(meta, indent=1))
+
+    return atomic_dir(write, out)

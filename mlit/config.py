@@ -1,0 +1,125 @@
+"""The sweep config: one frozen dataclass, the only thing a sweep script writes.
+
+It is light on purpose (no Ray, no torch, no orchestrator), so a script, the flags and the run folder
+can import it without pulling in the pipeline. Each field's ``metadata["help"]`` is the help of its
+generated flag (`mlit.flags`), so a new field gets a flag without anyone listing it twice.
+
+The config is checked once, here, for what needs no I/O (names, ranges); `mlit.plan` turns it into
+the typed parts each phase takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from mlit import experiments, languages
+from mlit.generate import SamplingParams
+
+PRESETS = ("demo", "paper")
+
+
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    experiment: str = field(metadata={"help": "Experiment of the paper to run."})
+    preset: str = _opt("demo", "'demo' (embedded default: CPU, sample, tiny models) or 'paper'.")
+    base_model: str | None = _opt(None, "HF hub name or local model directory (default: demo).")
+    judge: str | None = _opt(None, "litellm model string (default: the demo judge on Ray Serve).")
+    judge_api_base: str | None = _opt(None, "Judge endpoint (self-hosted judges).")
+    judge_api_key_env: str | None = _opt(None, "Environment variable holding the judge API key.")
+    judge_prompt: str | None = _opt(None, "Judge prompt template file.")
+    judge_model_dir: str | None = _opt(None, "HF judge model directory to self-host on Serve.")
+    judge_concurrency: int = _opt(32, "Judge requests in flight.")
+    data: str = _opt("sample", "'sample', a JSONL/Parquet path or 'hf:NAME'.")
+    languages: tuple[str, ...] | None = _opt(None, "Restrict to these languages, e.g. 'fi,en,ru'.")
+    output: str | None = _opt(None, "Run folder (default: results/<experiment>).")
+    store: str | None = _opt(None, "Store folder or URI (default: ~/.cache/mlit/store).")
+    workers: int | None = _opt(None, "Ray Train workers per trial (default: demo 1, paper 2).")
+    gpus_per_worker: float = _opt(0.0, "GPUs per training worker (0: CPU).")
+    zero_stage: int = _opt(2, "DeepSpeed ZeRO stage 0-3.")
+    lora_rank: int = _opt(0, "LoRA rank (0: full fine-tuning).")
+    seed: int = _opt(0, "Seed of mixtures, training and sampling.")
+    budget: int | None = _opt(None, "Examples per mixture (default: every training example).")
+    max_steps: int | None = _opt(None, "Training steps (default: the preset's).")
+    generation_concurrency: int = _opt(64, "Generation requests in flight.")
+    sampling: SamplingParams | None = _opt(
+        None, "Sampling, e.g. 'temperature=0.7,top_p=0.9,max_tokens=48' (default: the preset's)."
+    )
+    serve_port: int | None = _opt(None, "Port of the Serve app (default: a free one).", flag="port")
+    pretraining_shares: str | None = _opt(None, "JSON file {lang: share} for §4.2.")
+    n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
+    dry_run: bool = _opt(False, "Print the plan; run nothing.")
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be 'demo' or 'paper', got {self.preset!r}")
+        if self.preset == "paper" and not self.dry_run and not (self.base_model and self.judge):
+            raise ValueError("--preset paper needs --base-model and --judge")
+        experiments.get(self.experiment)  # fails early on an unknown experiment
+        if self.languages is not None:
+            object.__setattr__(self, "languages", languages.parse(self.languages))
+        _check_ranges(self)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.preset == "demo"
+
+    def run_dir(self) -> Path:
+        return Path(self.output or Path("results") / self.experiment)
+
+    def sampling_params(self) -> SamplingParams:
+        if self.sampling is not None:
+            return self.sampling
+        if self.is_demo:
+            return SamplingParams(temperature=0.7, top_p=0.9, max_tokens=48, seed=self.seed)
+        return SamplingParams(seed=self.seed)  # the paper's: p=0.9, T=0.7, 512 tokens
+
+    def to_dict(self) -> dict:
+        """JSON-ready (run.json); `from_dict` reads it back."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["languages"] = list(self.languages) if self.languages else None
+        out["sampling"] = vars(self.sampling).copy() if self.sampling else None
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> SweepConfig:
+        """A config written by `to_dict` (or by an older mlit: unknown keys are dropped)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        if values.get("languages"):
+            values["languages"] = tuple(values["languages"])
+        if values.get("sampling"):
+            values["sampling"] = SamplingParams(**values["sampling"])
+        return cls(**values)
+
+
+# Numeric fields and their lowest allowed value. Zero is an error, never "the default": a user who
+# types --workers 0 gets told, not a silent 1 (the default is what leaving the flag out gives).
+_MINIMUM = {
+    "judge_concurrency": 1,
+    "workers": 1,
+    "gpus_per_worker": 0,
+    "lora_rank": 0,
+    "budget": 1,
+    "max_steps": 1,
+    "generation_concurrency": 1,
+    "n_boot": 1,
+}
+
+
+def _check_ranges(cfg: SweepConfig) -> None:
+    for name, low in _MINIMUM.items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            flag = name.replace("_", "-")
+            raise ValueError(f"--{flag} must be at least {low}, got {value}")
+    if cfg.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"--zero-stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if cfg.serve_port is not None and not 1 <= cfg.serve_port <= 65535:
+        raise ValueError(f"--port must be in 1-65535, got {cfg.serve_port}")
+    if cfg.sampling is not None and cfg.sampling.max_tokens < 1:
+        raise ValueError(f"sampling max_tokens must be at least 1, got {cfg.sampling.max_tokens}")

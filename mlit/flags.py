@@ -1,0 +1,136 @@
+"""The command line of every `sweeps/*.py` script, generated from `SweepConfig`'s fields.
+
+Each field is a flag (``base_model`` -> ``--base-model``; a field may name its flag in its metadata),
+its help is the field's ``metadata["help"]``, and its default is the value the script's ``CONFIG``
+set. Only flags given on the command line replace those values: a script that pins
+``preset="paper"``, a base model and a judge runs as written with no flags at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import Field, fields, replace
+
+import click
+
+from mlit.config import SweepConfig
+from mlit.generate import SamplingParams
+
+FIXED = ("experiment",)  # what the script is; not a flag
+
+
+def flag_name(f: Field) -> str:
+    return "--" + f.metadata.get("flag", f.name).replace("_", "-")
+
+
+def _sampling(text: str) -> SamplingParams:
+    values = {}
+    for part in filter(None, text.split(",")):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in ("temperature", "top_p", "max_tokens", "seed"):
+            raise click.BadParameter(
+                f"{part!r}: give name=value with names temperature, top_p, max_tokens, seed"
+            )
+        values[name.strip()] = (
+            float(value) if name.strip() in ("temperature", "top_p") else int(value)
+        )
+    return SamplingParams(**values)
+
+
+def _languages(text: str) -> tuple[str, ...]:
+    return tuple(code.strip() for code in text.split(",") if code.strip())
+
+
+def _converter(f: Field) -> tuple[click.ParamType | type, Callable | None]:
+    hint = str(f.type)
+    if "SamplingParams" in hint:
+        return click.STRING, _sampling
+    if "tuple" in hint:
+        return click.STRING, _languages
+    for name, kind in (("bool", click.BOOL), ("int", click.INT), ("float", click.FLOAT)):
+        if hint.split(" ")[0] == name:
+            return kind, None
+    return click.STRING, None
+
+
+def _shown(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, SamplingParams):
+        return ",".join(f"{k}={v}" for k, v in vars(value).items())
+    return str(value)
+
+
+def options(config: SweepConfig) -> list[click.Option]:
+    """One click option per config field; the default shown is the script's value."""
+    out = []
+    for f in fields(SweepConfig):
+        if f.name in FIXED:
+            continue
+        value = getattr(config, f.name)
+        kind, _ = _converter(f)
+        if kind is click.BOOL:
+            opt = click.Option(
+                [f"{flag_name(f)}/--no-{flag_name(f)[2:]}", f.name],
+                default=None,
+                help=f.metadata.get("help"),
+                show_default=str(value).lower(),
+            )
+        else:
+            opt = click.Option(
+                [flag_name(f), f.name],
+                type=kind,
+                default=None,
+                help=f.metadata.get("help"),
+                show_default=_shown(value),
+            )
+        out.append(opt)
+    return out
+
+
+def apply(config: SweepConfig, given: dict) -> SweepConfig:
+    """The script's config with the flags that were given (not None) applied; checked again."""
+    by_name = {f.name: f for f in fields(SweepConfig)}
+    changes = {}
+    for name, raw in given.items():
+        if raw is None:
+            continue
+        _, convert = _converter(by_name[name])
+        changes[name] = convert(raw) if convert else raw
+    return replace(config, **changes)
+
+
+def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> click.Command:
+    def main(**given) -> None:
+        try:
+            runner(apply(config, given))
+        except (ValueError, OSError, RuntimeError) as err:
+            click.secho(f"error: {err}", fg="red", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.secho(
+                "interrupted: finished work is in the store; rerun to continue",
+                fg="yellow",
+                err=True,
+            )
+            sys.exit(130)
+
+    doc = sys.modules["__main__"].__doc__ or config.experiment
+    return click.Command("sweep", callback=main, params=options(config), help=doc)
+
+
+def run_script(config: SweepConfig) -> None:
+    """Parse the flags of a sweep script over its config and run the sweep."""
+    from mlit.pipeline import run_sweep
+
+    command(config, run_sweep)(standalone_mode=True)
+
+
+def run_paper(config: SweepConfig) -> None:
+    """The same flags, for every experiment of the paper in turn (sweeps/paper.py)."""
+    from mlit.pipeline import run_paper as runner
+
+    command(config, runner)(standalone_mode=True)

@@ -1,0 +1,119 @@
+"""Training hyperparameters: the paper's (§2) and the demo's, and what a training run returns.
+
+Light on purpose (no torch): the plan, the estimate and the run folder read these without loading
+the training stack (`mlit.train`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+
+DROPOUT_ATTRIBUTES = (
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+)
+
+
+class TrainError(ValueError):
+    """A training request that cannot run as given."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 2000
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    batch_size: int = 128  # effective batch, reached through gradient accumulation
+    per_device_batch_size: int = 4
+    dropout: float = 0.05
+    max_input_tokens: int = 1024
+    max_target_tokens: int = 512
+    weight_decay: float = 0.0
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    bf16: bool | None = None  # None: on where CUDA supports it
+    lora_rank: int = 0  # 0: full fine-tuning
+    eval_every: int = 250
+    dev_max_new_tokens: int = 128
+    dev_batch_size: int = 16
+    seed: int = 0
+
+    # Fields that change speed or memory but not the trained weights: left out of the model key,
+    # so the same model trained with ZeRO-2 on 8 GPUs or ZeRO-3 on 2 is found in the store.
+    RUNTIME_ONLY = (
+        "zero_stage",
+        "offload_optimizer",
+        "offload_params",
+        "per_device_batch_size",
+        "dev_batch_size",
+    )
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise TrainError(f"ZeRO stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise TrainError("parameter offload needs ZeRO stage 3")
+        for name in ("max_steps", "batch_size", "per_device_batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_input_tokens < 1 or self.max_target_tokens < 2:
+            raise TrainError("max_input_tokens must be >= 1 and max_target_tokens >= 2")
+        if not 0 <= self.dropout < 1:
+            raise TrainError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lora_rank < 0:
+            raise TrainError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
+
+    @classmethod
+    def paper(cls, **overrides) -> TrainConfig:
+        """§2 of the paper: 2,000 steps, constant LR 1e-5, batch 128, dropout 0.05, 1024/512."""
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def demo(cls, **overrides) -> TrainConfig:
+        """Tiny settings that learn something on the bundled sample in about a minute of CPU."""
+        base = cls(
+            max_steps=40,
+            learning_rate=2e-3,
+            warmup_steps=0,
+            batch_size=16,
+            per_device_batch_size=8,
+            max_input_tokens=64,
+            max_target_tokens=64,
+            eval_every=20,
+            dev_max_new_tokens=48,
+        )
+        return replace(base, **overrides)
+
+    def key_dict(self) -> dict:
+        """What determines the trained weights (the part of the config hashed into the model key)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY
+        }
+
+    def accumulation(self, world_size: int) -> int:
+        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * world_size)))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: str
+    best_step: int
+    best_dev_rouge_l: float
+    curve: tuple[tuple[int, float], ...]  # (step, dev ROUGE-L)
+    losses: tuple[tuple[int, float], ...] = field(default=())  # (step, training loss)
+    steps: int = 0
+    wall_time_s: float = 0.0
+    effective_batch: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Data

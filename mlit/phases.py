@@ -1,0 +1,209 @@
+"""The compute phases of a sweep: train, then serve + generate + judge. Each takes its part of the
+plan, skips what the store already holds, writes its table into the run folder and returns a summary
+that goes into run.json. Scores come after, from the run folder (`mlit.report`).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field, replace
+
+import polars as pl
+
+from mlit import generate, judge
+from mlit.plan import Plan
+from mlit.run_folder import RunFolder
+from mlit.store import Store
+from mlit.trials import train_phase
+
+JUDGE_NAME = "mlit-judge"  # the served name of a self-hosted judge
+
+
+class TrainingFailed(RuntimeError):
+    """Some models did not train; the others are stored."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class Phase:
+    """What a phase did, for run.json and the closing line."""
+
+    summary: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def done(self, **values) -> dict:
+        self.summary.update(values, seconds=round(time.time() - self.started, 1))
+        return self.summary
+
+
+# --------------------------------------------------------------------------------------------
+# Train
+
+
+def train(plan: Plan, store: Store, run: RunFolder) -> dict:
+    """Every model of the plan that the store lacks, as Tune trials."""
+    from mlit import serving  # deferred: Ray Serve is heavy, and a sweep may need no training
+
+    phase = Phase()
+    if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
+        _say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
+    result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
+    run.write_frame("train", result.table())
+    if result.failed:
+        raise TrainingFailed(
+            f"{len(result.failed)} model(s) failed to train (see the Tune logs under "
+            f"{run.ray_storage}); the others are stored and will not be retrained"
+        )
+    trained = len(result.launched)
+    _say(
+        f"[train] {trained} trained, {len(plan.jobs) - trained} already stored "
+        f"({time.time() - phase.started:.0f} s)"
+    )
+    return phase.done(models_trained=trained)
+
+
+# --------------------------------------------------------------------------------------------
+# Serve: one app for the models and a self-hosted judge, started only when needed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serving:
+    """The Serve app of a sweep as a context: started on first use, always torn down on exit."""
+
+    def __init__(self, plan: Plan, models: dict[str, str]):
+        self.plan, self.models, self._url = plan, models, None
+
+    def url(self) -> str:
+        if self._url is None:
+            from mlit import serving  # deferred: Ray Serve is heavy; a fully cached rerun skips it
+
+            spec = self.plan.serving
+            cfg = serving.ServeConfig(
+                models=self.models,
+                port=spec.port or free_port(),
+                max_batch_size=spec.max_batch_size,
+                max_models_per_replica=spec.max_models_per_replica,
+            )
+            self._url = serving.start(cfg)
+            _say(f"[serve] {len(self.models)} models at {self._url}/v1")
+        return self._url
+
+    def __enter__(self) -> Serving:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._url is not None:
+            from mlit import serving
+
+            serving.stop()
+
+
+def judge_dir(plan: Plan) -> str | None:
+    """The self-hosted judge's weights (built on first use for the demo judge), or None."""
+    if not plan.judge.self_hosted:
+        return None
+    from mlit import demo_judge  # deferred: building the demo judge imports torch
+
+    return plan.judge.model_dir or str(demo_judge.build_demo_judge())
+
+
+def served_models(plan: Plan, models: dict[str, dict], judge_weights: str | None) -> dict[str, str]:
+    need = plan.experiment.answering()
+    served = {name: info["path"] for name, info in models.items() if name in need}
+    if judge_weights:
+        served[JUDGE_NAME] = judge_weights
+    return served
+
+
+# --------------------------------------------------------------------------------------------
+# Generate
+
+
+def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
+    """Every answer of the plan: from the store, or asked of the served models."""
+    phase = Phase()
+    tasks = plan.generation_tasks()
+    pending = [
+        t
+        for t in tasks
+        if store.get("generations", generate.generation_key(t, plan.sampling)) is None
+    ]
+    url = serve.url() if pending else "http://unused"
+    client = generate.Client(url, concurrency=plan.config.generation_concurrency)
+    gens = generate.generate(tasks, client, store, plan.sampling, run.file("generations.parquet"))
+    requests = int((~gens["cached"]).sum())
+    errors = int((gens["status"] == "error").sum())
+    _say(
+        f"[generate] {gens.height} answers, {requests} requested, "
+        f"{gens.height - requests} from the store ({time.time() - phase.started:.0f} s)"
+    )
+    if errors:
+        first = gens.filter(pl.col("status") == "error")["error"][0]
+        _say(f"[generate] {errors} answers failed and will be retried on the next run: {first}")
+    return gens, phase.done(answers=gens.height, requests=requests, errors=errors)
+
+
+# --------------------------------------------------------------------------------------------
+# Judge
+
+
+def judge_answers(
+    plan: Plan,
+    store: Store,
+    run: RunFolder,
+    serve: Serving,
+    gens: pl.DataFrame,
+    judge_weights: str | None,
+):
+    """Every comparison of the plan, both orders: from the store, or asked of the judge."""
+    phase = Phase()
+    ok = gens.filter(pl.col("status") == "ok")
+    answers = {
+        (r["model"], r["lang"], r["example_id"]): r["response"] for r in ok.iter_rows(named=True)
+    }
+    pairs = plan.judge_pairs(answers)
+    j = plan.judge.build(judge_weights)
+
+    def stored(p: judge.Pair, a: str, b: str) -> bool:
+        return store.get("verdicts", judge.verdict_key(j, p.instruction, a, b)) is not None
+
+    uncached = [
+        p
+        for p in pairs
+        if not p.is_self
+        and p.candidate_answer
+        and p.baseline_answer
+        and not (
+            stored(p, p.candidate_answer, p.baseline_answer)
+            and stored(p, p.baseline_answer, p.candidate_answer)
+        )
+    ]
+    if uncached and plan.judge.self_hosted:
+        j = replace(j, api_base=f"{serve.url()}/v1")
+    judgments = judge.judge_pairs(pairs, j, store, run.file("judgments.parquet"))
+    calls = int(
+        (~judgments["cached_1"].fill_null(True)).sum()
+        + (~judgments["cached_2"].fill_null(True)).sum()
+    )
+    _say(
+        f"[judge] {judgments.height} pairs, {calls} judge calls "
+        f"({time.time() - phase.started:.0f} s)"
+    )
+    summary = judge.error_summary(judgments)
+    if summary:
+        _say(f"[judge] {summary}")
+    return judgments, phase.done(
+        pairs=judgments.height,
+        calls=calls,
+        errors=int((judgments["verdict"] == "error").sum()),
+        cost_usd=float(judgments["cost_usd"].fill_null(0).sum()),
+    )

@@ -1,0 +1,260 @@
+"""The plan: a `SweepConfig` read once into the typed parts each phase takes.
+
+Everything that can be decided before compute is decided here, in one place, for the dry run, the
+estimate, `mlit train` and the real run alike: the mixtures, the model keys, the training jobs, the
+generation tasks and the judge pairs. Which model answers which language and what is compared with
+what are the experiment's rules (`mlit.experiments.Experiment`); the plan only applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from mlit import data, demo, experiments, mixtures
+from mlit.config import SweepConfig
+from mlit.experiments import Experiment
+from mlit.generate import SamplingParams, Task
+from mlit.judge import Judge, Pair
+from mlit.train import TrainConfig
+from mlit.trials import Compute, ModelJob, base_model_id, model_key, plan_jobs
+
+PLACEHOLDER_BASE = "mlit-demo-base"  # planning only: a dry run does not build the demo model
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """Who judges: a litellm model (``model``), or the demo judge self-hosted on our Serve app."""
+
+    model: str | None
+    api_base: str | None
+    api_key_env: str | None
+    prompt: str | None  # a template file; None: the judge's default
+    model_dir: str | None  # a self-hosted HF judge; None with no ``model``: the demo judge
+    concurrency: int
+
+    @property
+    def self_hosted(self) -> bool:
+        return self.model is None
+
+    def build(self, judge_dir: str | None = None) -> Judge:
+        """The `Judge` (template read and checked). A self-hosted judge is served by our own app
+        on a port chosen per run, so its verdict keys name the judge's weights instead of the
+        port: a rerun finds them whatever the port."""
+        if not self.self_hosted:
+            return Judge(
+                self.model,
+                api_base=self.api_base,
+                api_key_env=self.api_key_env,
+                template=self.prompt,
+                concurrency=self.concurrency,
+            )
+        from mlit import demo_judge
+
+        weights = judge_dir or self.model_dir or str(demo_judge.default_dir())
+        return Judge(
+            "openai/mlit-judge",
+            template=self.prompt or demo_judge.template_path(),
+            concurrency=self.concurrency,
+            endpoint_id=f"mlit-serve:{base_model_id(weights)}",
+        )
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    port: int | None  # None: a free port
+    max_batch_size: int = 32
+    max_models_per_replica: int = 32
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a plan costs, in units both the dry run and `mlit estimate` print."""
+
+    model_slots: int  # mixtures the experiment needs, baselines included
+    distinct_models: int  # after mixtures with the same model key collapse
+    generation_units: int  # (model, eval language) pairs to answer
+    comparison_units: int  # (candidate, baseline, eval language) comparisons
+    self_comparisons: int  # comparisons of a model with itself: 50 by definition, no judge call
+    eval_instructions: int
+
+    @property
+    def generations(self) -> int:
+        return self.generation_units * self.eval_instructions
+
+    @property
+    def judge_calls(self) -> int:
+        return 2 * (self.comparison_units - self.self_comparisons) * self.eval_instructions
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: SweepConfig
+    experiment: Experiment
+    frame: pl.DataFrame | None  # None: planning without data (paper scale, dry run)
+    mixtures: tuple[mixtures.Mixture, ...]
+    key_of: Mapping[str, str]  # served name -> model key (the base model by its id)
+    base_model: str
+    eval_ids: tuple[str, ...]
+    train: TrainConfig
+    compute: Compute
+    sampling: SamplingParams
+    judge: JudgeSpec
+    serving: ServingSpec
+    jobs: tuple[ModelJob, ...]  # one per distinct model; empty without data
+
+    def model_dirs(self, local_dir) -> dict[str, dict]:
+        """Served name -> {path, model_key, mixture, mixture_hash}: what models.json records."""
+        models = {
+            m.name: {
+                "path": str(local_dir(self.key_of[m.name])),
+                "model_key": self.key_of[m.name],
+                "mixture": m.name,
+                "mixture_hash": m.hash,
+            }
+            for m in self.mixtures
+        }
+        if self.experiment.baseline == "base":
+            models[experiments.BASE] = {
+                "path": self.base_model,
+                "mixture": None,
+                "model_key": self.key_of[experiments.BASE],
+            }
+        return models
+
+    def evals(self) -> pl.DataFrame:
+        return self.frame.filter(pl.col("split") == "eval")
+
+    def generation_tasks(self) -> list[Task]:
+        """Every answer the sweep needs: each model in each evaluation language it answers."""
+        need = self.experiment.answering()
+        rows = self.evals().select("example_id", "lang", "instruction").rows()
+        return [
+            Task(name, self.key_of[name], ex, lang, instruction)
+            for name, langs in sorted(need.items())
+            for ex, lang, instruction in rows
+            if lang in langs
+        ]
+
+    def judge_pairs(self, answers: Mapping[tuple[str, str, str], str]) -> list[Pair]:
+        """Every comparison per instruction; ``answers`` maps (model, lang, example) -> text."""
+        by_lang = self.evals().partition_by("lang", as_dict=True)
+        pairs = []
+        for cand, base, lang in self.experiment.comparisons():
+            rows = by_lang.get((lang,), pl.DataFrame(schema=data.SCHEMA))
+            for ex, instruction in rows.select("example_id", "instruction").rows():
+                pairs.append(
+                    Pair(
+                        cand,
+                        base,
+                        lang,
+                        ex,
+                        instruction,
+                        answers.get((cand, lang, ex)),
+                        answers.get((base, lang, ex)),
+                        self.key_of[cand],
+                        self.key_of[base],
+                    )
+                )
+        return pairs
+
+    def counts(self) -> Counts:
+        comparisons = self.experiment.comparisons()
+        return Counts(
+            model_slots=len(self.mixtures),
+            distinct_models=len({self.key_of[m.name] for m in self.mixtures}),
+            generation_units=sum(map(len, self.experiment.answering().values())),
+            comparison_units=len(comparisons),
+            self_comparisons=sum(self.key_of[c] == self.key_of[b] for c, b, _ in comparisons),
+            eval_instructions=len(self.eval_ids),
+        )
+
+
+def train_config(cfg: SweepConfig) -> TrainConfig:
+    make = TrainConfig.demo if cfg.is_demo else TrainConfig.paper
+    overrides: dict = {"zero_stage": cfg.zero_stage, "lora_rank": cfg.lora_rank, "seed": cfg.seed}
+    if cfg.max_steps is not None:
+        overrides["max_steps"] = cfg.max_steps
+    return make(**overrides)
+
+
+def compute(cfg: SweepConfig) -> Compute:
+    return Compute(
+        workers=cfg.workers or (1 if cfg.is_demo else 2),
+        gpus_per_worker=cfg.gpus_per_worker,
+        storage_path=str((cfg.run_dir() / "ray").resolve()),
+        # The demo's models train in seconds; its trials each take a share of them so the
+        # start-up of a trial is paid a few times, not 22 times (see trials.Compute).
+        models_per_trial=None if cfg.is_demo else 1,
+    )
+
+
+def experiment(cfg: SweepConfig) -> Experiment:
+    exp = experiments.get(cfg.experiment, cfg.seed)
+    return exp.restricted(cfg.languages) if cfg.languages else exp
+
+
+def _load_frame(cfg: SweepConfig, exp: Experiment) -> pl.DataFrame | None:
+    if cfg.dry_run and cfg.preset == "paper" and cfg.data == "sample":
+        return None  # plan at the paper's scale with placeholder ids
+    frame = data.open_source(cfg.data)
+    frame = frame.filter(pl.col("lang").is_in(sorted(exp.all_languages())))
+    report = data.validate(frame, sorted(exp.all_languages()))
+    if not report.ok:
+        raise data.DataError(
+            f"dataset {cfg.data!r} cannot be used for {exp.name}:\n{report.summary()}\n"
+            "(translate missing languages with `mlit translate`)"
+        )
+    return frame
+
+
+def _base_model(cfg: SweepConfig) -> str:
+    if cfg.base_model:
+        return cfg.base_model
+    if cfg.dry_run and not demo.is_built(demo.default_dir()):
+        return PLACEHOLDER_BASE
+    return str(demo.build_demo_model())  # cached: returns at once once built
+
+
+def prepare(cfg: SweepConfig) -> Plan:
+    """Everything that can be decided before any compute: mixtures, jobs, model keys."""
+    exp = experiment(cfg)
+    frame = _load_frame(cfg, exp)
+    if frame is None:
+        ids = mixtures.placeholder_ids(cfg.budget or mixtures.PAPER_BUDGET)
+        eval_ids = tuple(f"eval-{i:04d}" for i in range(data.PAPER_EVAL_SIZE))
+    else:
+        ids, eval_ids = data.train_ids(frame), tuple(data.eval_ids(frame))
+    built = tuple(experiments.build_all(exp, ids, cfg.budget, cfg.seed, None, True))
+    base = _base_model(cfg)
+    tc = train_config(cfg)
+    base_id = base_model_id(base)
+    key_of = {m.name: model_key(base_id, m, tc) for m in built}
+    if exp.baseline == "base":
+        key_of[experiments.BASE] = base_id
+    judge = JudgeSpec(
+        cfg.judge,
+        cfg.judge_api_base,
+        cfg.judge_api_key_env,
+        cfg.judge_prompt,
+        cfg.judge_model_dir,
+        cfg.judge_concurrency,
+    )
+    jobs = tuple(plan_jobs(base, built, frame, tc)) if frame is not None else ()
+    return Plan(
+        cfg,
+        exp,
+        frame,
+        built,
+        key_of,
+        base,
+        eval_ids,
+        tc,
+        compute(cfg),
+        cfg.sampling_params(),
+        judge,
+        ServingSpec(cfg.serve_port),
+        jobs,
+    )

@@ -1,0 +1,90 @@
+"""Scores, tables and figures of a run, from its run folder alone.
+
+The sweep calls `build` at its end; `mlit report RUN_DIR` calls `rebuild`, which needs nothing but
+the folder (not the dataset, not the store): what the report needs beyond the verdicts, such as the
+pretraining shares §4.2 used, the sweep wrote into the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from mlit import data, langid, plots, scores
+from mlit.config import SweepConfig
+from mlit.experiments import Experiment
+from mlit.plan import experiment
+from mlit.run_folder import RunFolder
+
+DEMO_NOTE = (
+    "DEMO RUN: tiny models trained on the bundled sample; the numbers show the pipeline at work, "
+    "not the paper's findings."
+)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def shares_for(cfg: SweepConfig, frame: pl.DataFrame | None) -> tuple[dict[str, float], str]:
+    """§4.2's pretraining shares and where they came from: the user's file, or (demo) each
+    language's share of the sample's training text in characters."""
+    if cfg.pretraining_shares:
+        path = Path(cfg.pretraining_shares)
+        raw = json.loads(path.read_text("utf-8"))
+        return {k: float(v) for k, v in raw.items()}, str(path)
+    if frame is None:
+        return {}, "none"
+    train = frame.filter(pl.col("split") == "train")
+    chars = train.group_by("lang").agg(
+        n=(pl.col("instruction").str.len_chars() + pl.col("response").str.len_chars()).sum()
+    )
+    total = chars["n"].sum()
+    return {lang: n / total for lang, n in chars.rows()}, "proxy: characters of the training text"
+
+
+def build(
+    run: RunFolder,
+    exp: Experiment,
+    cfg: SweepConfig,
+    judgments: pl.DataFrame,
+    gens: pl.DataFrame | None,
+    shares: dict[str, float],
+) -> pl.DataFrame:
+    """Scores, tables and figures from judgments (and generations for Appendix E); prints the
+    main table and returns it."""
+    s = scores.score(judgments, n_boot=cfg.n_boot, seed=cfg.seed)
+    run.write_frame("scores", s.table)
+    tables = scores.tables_for(s, exp, shares)
+    tables["order_consistency"] = scores.order_consistency(judgments)
+    if gens is not None and gens.height:
+        tables["appE_response_language"] = langid.response_language(gens)
+    scores.write_tables(tables, run.tables)
+    note = plots.NOTE_DEMO if cfg.is_demo else None
+    figures = plots.figures_for(tables, exp, run.figures, note)
+    main = tables[exp.table_stem]
+    _say(f"\n{exp.figure} — {exp.title}\n")
+    _say(scores.to_markdown(main.select([c for c in main.columns if "ci_" not in c])))
+    _say(f"tables:  {run.tables}  ({len(tables)} tables)")
+    _say("figures: " + ", ".join(str(p) for p in figures))
+    return main
+
+
+def rebuild(run_dir: str | Path) -> pl.DataFrame:
+    """Every table and figure of a run, rebuilt from its files alone."""
+    run = RunFolder(Path(run_dir))
+    cfg = run.config()
+    exp = experiment(cfg)
+    judgments = run.frame("judgments")
+    gens = run.frame("generations") if run.has_frame("generations") else None
+    stored = run.shares()
+    if stored is not None:
+        shares = stored[0]
+    else:  # a folder written before the sweep kept its shares: recompute them if the data is here
+        try:
+            shares = shares_for(cfg, data.open_source(cfg.data))[0]
+        except (data.DataError, OSError):
+            shares = {}
+    return build(run, exp, cfg, judgments, gens, shares)

@@ -1,0 +1,175 @@
+"""The run folder: the one module that writes and reads every file in it.
+
+A run folder describes itself: `mlit report RUN_DIR` rebuilds scores, tables and figures from it
+alone (no dataset, no store), and `mlit serve RUN_DIR` serves its models.
+
+    run.json                resolved config, provenance (git sha, versions), per-phase summary
+    mixtures/<name>.json    manifest of every mixture (baselines included) with its model key
+    models.json             served name -> model directory, model key, mixture
+    shares.json             the pretraining shares §4.2 used, and where they came from
+    train.parquet           the training phase: mixture, model key, path, dev ROUGE-L, status
+    generations.parquet     every answer (or error)
+    judgments.parquet       every side-by-side verdict, both orders' raw output
+    scores.parquet          IF scores with bootstrap intervals
+    tables/*.csv|md         the table behind each figure, order consistency, response language
+    figures/*.png           the figures
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
+
+from mlit.config import SweepConfig
+from mlit.store import atomic_write, write_parquet
+
+VERSIONED = ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars")
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing a file or holds a damaged one; the message names the file."""
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance() -> dict:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = None
+    return {
+        "git_sha": sha,
+        "versions": versions(),
+        "python": sys.version.split()[0],
+        "command": sys.argv,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def tables(self) -> Path:
+        return self.path / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def ray_storage(self) -> Path:
+        return self.path / "ray"
+
+    # ---- JSON files ----------------------------------------------------------------------
+
+    def _write_json(self, name: str, obj) -> Path:
+        return atomic_write(self.path / name, _dump(obj))
+
+    def _read_json(self, name: str, hint: str = "") -> dict:
+        path = self.path / name
+        if not path.exists():
+            raise RunFolderError(f"{path}: missing{hint}")
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunFolderError(
+                f"{path} is damaged ({err}); rerun the sweep to rewrite it"
+            ) from err
+
+    def start(self, cfg: SweepConfig, experiment: str, mixtures: dict[str, dict]) -> dict:
+        """Write run.json and the mixture manifests; returns run.json's content (the meta)."""
+        for name, manifest in mixtures.items():
+            self._write_json(f"mixtures/{name}.json", manifest)
+        meta = {
+            "config": cfg.to_dict(),
+            "experiment": experiment,
+            "provenance": provenance(),
+            "demo": cfg.is_demo,
+            "phases": {},
+        }
+        self.write_meta(meta)
+        return meta
+
+    def write_meta(self, meta: dict) -> None:
+        self._write_json("run.json", meta)
+
+    def meta(self) -> dict:
+        return self._read_json("run.json", " (is this a run folder of mlit?)")
+
+    def config(self) -> SweepConfig:
+        raw = self.meta().get("config")
+        try:
+            return SweepConfig.from_dict(raw)
+        except (TypeError, ValueError, AttributeError) as err:
+            raise RunFolderError(
+                f"{self.path / 'run.json'}: its config cannot be read ({err})"
+            ) from err
+
+    def write_models(self, models: dict[str, dict]) -> None:
+        self._write_json("models.json", models)
+
+    def models(self) -> dict[str, dict]:
+        """Served name -> {path, model_key, mixture, ...}."""
+        return self._read_json("models.json", " (is this a run folder of mlit?)")
+
+    def write_shares(self, shares: dict[str, float], source: str) -> None:
+        self._write_json("shares.json", {"source": source, "shares": shares})
+
+    def shares(self) -> tuple[dict[str, float], str] | None:
+        """(shares, source) as written by the sweep; None for folders written before mlit kept it."""
+        if not (self.path / "shares.json").exists():
+            return None
+        raw = self._read_json("shares.json")
+        return {k: float(v) for k, v in raw["shares"].items()}, raw["source"]
+
+    # ---- Parquet tables ------------------------------------------------------------------
+
+    def write_frame(self, name: str, frame: pl.DataFrame) -> Path:
+        return write_parquet(frame, self.path / f"{name}.parquet")
+
+    def has_frame(self, name: str) -> bool:
+        return (self.path / f"{name}.parquet").exists()
+
+    def frame(self, name: str) -> pl.DataFrame:
+        path = self.path / f"{name}.parquet"
+        if not path.exists():
+            raise RunFolderError(f"{path}: missing (did the sweep reach that phase?)")
+        try:
+            return pl.read_parquet(path)
+        except Exception as err:  # polars raises several kinds on a damaged file
+            raise RunFolderError(
+                f"{path} is damaged ({err}); rerun the sweep to rewrite it"
+            ) from err
