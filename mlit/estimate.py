@@ -100,8 +100,8 @@ def _counts(names: list[str], preset: str = "paper") -> tuple[int, int, int, int
     return slots, len(keys), gens, calls
 
 
-def estimate(names: list[str], a: Assumptions) -> Estimate:
-    slots, distinct, gen_units, call_units = _counts(names)
+def estimate(names: list[str], a: Assumptions, preset: str = "paper") -> Estimate:
+    slots, distinct, gen_units, call_units = _counts(names, preset)
     peak = GPU_PEAK[a.gpu]
     per_model_train = a.steps * a.batch * (a.input_tokens + a.target_tokens)
     dev_answers = (a.steps // a.eval_every) * a.dev_size

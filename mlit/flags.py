@@ -65,48 +65,48 @@ def _shown(value) -> str | None:
 
 
 def options(config: SweepConfig) -> list[click.Option]:
-    """One click option per config field; the default shown is the script's value."""
+    """One click option per config field; its default (shown in --help) is the script's value."""
     out = []
     for f in fields(SweepConfig):
         if f.name in FIXED:
             continue
-        value = getattr(config, f.name)
+        value, help = getattr(config, f.name), f.metadata.get("help")
         kind, _ = _converter(f)
         if kind is click.BOOL:
-            opt = click.Option(
-                [f"{flag_name(f)}/--no-{flag_name(f)[2:]}", f.name],
-                default=None,
-                help=f.metadata.get("help"),
-                show_default=str(value).lower(),
-            )
+            names = [f"{flag_name(f)}/--no-{flag_name(f)[2:]}", f.name]
+            out.append(click.Option(names, default=value, help=help, show_default=True))
         else:
-            opt = click.Option(
-                [flag_name(f), f.name],
-                type=kind,
-                default=None,
-                help=f.metadata.get("help"),
-                show_default=_shown(value),
-            )
-        out.append(opt)
+            out.append(click.Option([flag_name(f), f.name], type=kind, default=_shown(value),
+                                    help=help, show_default=value is not None))
     return out
 
 
 def apply(config: SweepConfig, given: dict) -> SweepConfig:
-    """The script's config with the flags that were given (not None) applied; checked again."""
+    """The script's config with the flags given on the command line applied; checked again."""
     by_name = {f.name: f for f in fields(SweepConfig)}
     changes = {}
     for name, raw in given.items():
-        if raw is None:
-            continue
         _, convert = _converter(by_name[name])
-        changes[name] = convert(raw) if convert else raw
+        changes[name] = convert(raw) if convert and raw is not None else raw
     return replace(config, **changes)
 
 
+def _given(ctx: click.Context, values: dict) -> dict:
+    """Only what the user typed: a default is the script's own value and must not replace it."""
+    source = click.core.ParameterSource.COMMANDLINE
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == source}
+
+
+def _verbatim(doc: str) -> str:
+    """Keep a script docstring's indented command examples as written (click rewraps text)."""
+    paragraphs = doc.strip().split("\n\n")
+    return "\n\n".join("\b\n" + p if p.startswith("    ") else p for p in paragraphs)
+
+
 def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> click.Command:
-    def main(**given) -> None:
+    def main(**values) -> None:
         try:
-            runner(apply(config, given))
+            runner(apply(config, _given(click.get_current_context(), values)))
         except (ValueError, OSError, RuntimeError) as err:
             click.secho(f"error: {err}", fg="red", err=True)
             sys.exit(2)
@@ -118,7 +118,7 @@ def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> cli
             )
             sys.exit(130)
 
-    doc = sys.modules["__main__"].__doc__ or config.experiment
+    doc = _verbatim(sys.modules["__main__"].__doc__ or config.experiment)
     return click.Command("sweep", callback=main, params=options(config), help=doc)
 
 

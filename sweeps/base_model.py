@@ -1,4 +1,4 @@
-"""App. F, Fig. 10: Monolingual models scored against the untuned base model instead of the monolingual
+r"""App. F, Fig. 10: Monolingual models scored against the untuned base model instead of the monolingual
 model of the evaluation language.
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

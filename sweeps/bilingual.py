@@ -1,4 +1,4 @@
-"""§3.4, Fig. 6: The 12 languages split at random into 6 pairs, 50/50 each; every pair is scored on the
+r"""§3.4, Fig. 6: The 12 languages split at random into 6 pairs, 50/50 each; every pair is scored on the
 other 10 languages and compared with the two monolingual models of its languages.
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

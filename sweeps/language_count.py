@@ -1,4 +1,4 @@
-"""§3.4, Fig. 5: 1 to 6 tuning languages added along three orders, the budget split evenly; scores on the
+r"""§3.4, Fig. 5: 1 to 6 tuning languages added along three orders, the budget split evenly; scores on the
 6 languages never seen in tuning (cs, et, he, hi, es, zh), averaged over the orders.
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

@@ -1,4 +1,4 @@
-"""§4.1, Fig. 7: Monolingual tuning in 7 Slavic languages (ru, sr, hr, sl, pl, sk, cs), a 7 x 7 matrix:
+r"""§4.1, Fig. 7: Monolingual tuning in 7 Slavic languages (ru, sr, hr, sl, pl, sk, cs), a 7 x 7 matrix:
 does transfer follow language similarity?
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

@@ -1,4 +1,4 @@
-"""§3.1, Fig. 1: Monolingual instruction tuning: one model per language, each scored on every language
+r"""§3.1, Fig. 1: Monolingual instruction tuning: one model per language, each scored on every language
 against the monolingual model of that language (a 12 x 12 matrix).
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

@@ -1,4 +1,4 @@
-"""§3.2, Fig. 3: P% of the tuning examples spread evenly over the 12 languages, the rest English,
+r"""§3.2, Fig. 3: P% of the tuning examples spread evenly over the 12 languages, the rest English,
 for P in 1, 10, 20, ..., 100: how many multilingual examples does instruction following need?
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

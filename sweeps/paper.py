@@ -1,4 +1,4 @@
-"""Every experiment of the paper in one run, sharing trained models through the store.
+r"""Every experiment of the paper in one run, sharing trained models through the store.
 
 Each experiment writes its own run folder under results/paper/; a model that two experiments need
 (monolingual English, "all six" = P=100 over six languages, ...) is trained once.

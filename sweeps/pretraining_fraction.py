@@ -1,4 +1,4 @@
-"""§4.2, Fig. 8: Each monolingual model's average cross-lingual score against its language's share of the
+r"""§4.2, Fig. 8: Each monolingual model's average cross-lingual score against its language's share of the
 pretraining data (Pearson r with a bootstrap interval). Pass the shares of your base model with
 --pretraining-shares shares.json ({"en": 0.78, ...}); the demo uses the sample's text shares.
 

@@ -1,4 +1,4 @@
-"""§3.3, Fig. 4: The same P% sweep over 6 tuning languages (en, ar, fi, it, ru, sw), scored on all 12:
+r"""§3.3, Fig. 4: The same P% sweep over 6 tuning languages (en, ar, fi, it, ru, sw), scored on all 12:
 do a few multilingual examples help languages never seen in tuning?
 
 Demo (local Ray, CPU, bundled sample, tiny models, the demo judge on Ray Serve):

@@ -1,6 +1,8 @@
 """End to end: a reduced demo sweep (2-3 languages) through Tune, Serve, the judge and Polars."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +86,16 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     (run / "tables" / "fig5_language_count.csv").unlink()
     pipeline.report(run)
     assert pl.read_csv(run / "tables" / "fig5_language_count.csv").equals(table)
+    # ... and from a copy on a machine where the dataset is absent (the config names a file that
+    # is not there): the run folder alone is enough.
+    copy = tmp_path / "copied-run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "run.json").read_text())
+    meta["config"]["data"] = str(tmp_path / "absent" / "parallel.parquet")
+    (copy / "run.json").write_text(json.dumps(meta))
+    shutil.rmtree(copy / "tables")
+    pipeline.report(copy)
+    assert pl.read_csv(copy / "tables" / "fig5_language_count.csv").equals(table)
 
 
 KILL = """

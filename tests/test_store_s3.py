@@ -123,3 +123,30 @@ def test_tune_storage_on_s3(s3, ray_session):
         i.path.endswith("experiment_state") or "s3-check" in i.path
         for i in fs.get_file_info(store_mod.fs_selector(f"{s3}/tune"))
     )
+
+
+def test_mlit_serve_serves_a_model_from_the_s3_store(s3, ray_session, tiny_base):
+    """`mlit serve --store s3://...`: every model of the store, downloaded through the store's one
+    download cache (which honours AWS_ENDPOINT_URL), answers through the OpenAI API."""
+    import httpx
+
+    from mlit import serving
+
+    st = Store(f"{s3}/serve-test")
+    st.publish_model(tiny_base, "abcdef0123456789", {"mixture": "mono-en"})
+    models = serving.collect_models(None, st.root, [])
+    assert models == {"mono-en-abcdef01": st.model_uri("abcdef0123456789")}
+    port = _port()
+    url = serving.start(serving.ServeConfig(models=models, port=port))
+    try:
+        listed = httpx.get(f"{url}/v1/models", timeout=60).json()
+        assert [m["id"] for m in listed["data"]] == ["mono-en-abcdef01"]
+        reply = httpx.post(
+            f"{url}/v1/completions",
+            timeout=120,
+            json={"model": "mono-en-abcdef01", "prompt": "Hello", "max_tokens": 4, "seed": 1},
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        serving.stop()
