@@ -76,8 +76,15 @@ def options(config: SweepConfig) -> list[click.Option]:
             names = [f"{flag_name(f)}/--no-{flag_name(f)[2:]}", f.name]
             out.append(click.Option(names, default=value, help=help, show_default=True))
         else:
-            out.append(click.Option([flag_name(f), f.name], type=kind, default=_shown(value),
-                                    help=help, show_default=value is not None))
+            out.append(
+                click.Option(
+                    [flag_name(f), f.name],
+                    type=kind,
+                    default=_shown(value),
+                    help=help,
+                    show_default=value is not None,
+                )
+            )
     return out
 
 
