@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +18,8 @@ class Script:
     def __init__(self):
         self.calls: Counter[str] = Counter()
         self.fail_first: dict[str, int] = {}  # model -> number of 429s before success
+        self.garbage_first = 0  # "garbage-first": this many unparseable replies, then digits
+        self.delay_s = 2.0  # "slow": seconds before each reply
         self.lock = threading.Lock()
 
     def reply(self, model: str, prompt: str) -> tuple[int, dict]:
@@ -29,6 +32,12 @@ class Script:
             return 500, {"error": {"message": "upstream error", "type": "server_error"}}
         if model == "bad-key":
             return 401, {"error": {"message": "invalid api key", "type": "auth"}}
+        if model == "slow":
+            time.sleep(self.delay_s)
+        if model == "no-choices":
+            return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+                         "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0,
+                                                  "total_tokens": 1}}
         answers = re.split(r"Answer [12]:", prompt)
         first_good = len(answers) > 2 and "good" in answers[1].lower()
         digit = "1" if first_good else "2"
@@ -51,6 +60,10 @@ class Script:
             }
         elif model == "mute":
             text = "Hmm, hard to say."
+        elif model == "null-content":
+            text = None
+        elif model == "garbage-first" and n <= self.garbage_first:
+            text = "#@!"
         elif model.startswith("translate"):
             text = translate(prompt)
         else:
