@@ -36,7 +36,9 @@ def base_model(spec: str, flag: str = "--base-model") -> None:
         if not path.is_dir():
             raise PreflightError(f"{flag} {spec}: no such directory")
         if not (path / "config.json").exists():
-            raise PreflightError(f"{flag} {spec}: not a Hugging Face model directory (no config.json)")
+            raise PreflightError(
+                f"{flag} {spec}: not a Hugging Face model directory (no config.json)"
+            )
     elif not HUB_NAME.match(spec):
         raise PreflightError(
             f"{flag} {spec!r}: neither a local directory nor a hub name like 'Qwen/Qwen2.5-1.5B'"

@@ -179,6 +179,53 @@ def report_cmd(
         _fail(str(err))
 
 
+store_app = typer.Typer(
+    help="Inspect and repair the content-addressed store.", no_args_is_help=True
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("verify")
+def store_verify(
+    store_root: str = typer.Option(
+        None, "--store", help="Store folder or URI (default: ~/.cache/mlit/store)."
+    ),
+    repair: bool = typer.Option(
+        False, "--repair", help="Delete damaged entries (redone by the next run)."
+    ),
+) -> None:
+    """Check every model (sha256 of each file) and record (sha256 of its content) in a store."""
+    from mlit.store import Store, default_root
+
+    store = Store(store_root or default_root())
+    damaged: list[tuple[str, str, str, object]] = []
+    for key in store.model_keys():
+        problem = store.model_problem(key, full=True)
+        if problem:
+            damaged.append(("model", key, problem, lambda k=key: store.delete_model(k)))
+    records = 0
+    for kind in store.record_kinds():
+        for key in store.keys(kind):
+            records += 1
+            problem = store.record_problem(kind, key)
+            if problem:
+                damaged.append(
+                    (kind, key, problem, lambda k=key, c=kind: store.delete_record(c, k))
+                )
+    typer.echo(f"{len(store.model_keys())} models and {records} records checked in {store.root}")
+    for kind, key, problem, delete in damaged:
+        typer.echo(f"  damaged {kind} {key}: {problem}" + ("  -> deleted" if repair else ""))
+        if repair:
+            delete()
+    if damaged and not repair:
+        _fail(
+            f"{len(damaged)} damaged entries; `mlit store verify --repair` deletes them so "
+            "the next run redoes them",
+            1,
+        )
+    typer.echo("all good" if not damaged else f"{len(damaged)} damaged entries deleted")
+
+
 human_app = typer.Typer(help="Human validation kit (Fig. 2 and Appendix D).", no_args_is_help=True)
 app.add_typer(human_app, name="human")
 

@@ -52,6 +52,9 @@ class SweepConfig:
     serve_port: int | None = _opt(None, "Port of the Serve app (default: a free one).", flag="port")
     pretraining_shares: str | None = _opt(None, "JSON file {lang: share} for §4.2.")
     n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
+    max_error_rate: float = _opt(
+        0.05, "Largest share of failed answers or judged pairs a run may have and still succeed."
+    )
     dry_run: bool = _opt(False, "Print the plan; run nothing.")
 
     def __post_init__(self) -> None:
@@ -119,6 +122,8 @@ def _check_ranges(cfg: SweepConfig) -> None:
             raise ValueError(f"--{flag} must be at least {low}, got {value}")
     if cfg.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"--zero-stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if not 0 <= cfg.max_error_rate <= 1:
+        raise ValueError(f"--max-error-rate must be in [0, 1], got {cfg.max_error_rate}")
     if cfg.serve_port is not None and not 1 <= cfg.serve_port <= 65535:
         raise ValueError(f"--port must be in 1-65535, got {cfg.serve_port}")
     if cfg.sampling is not None and cfg.sampling.max_tokens < 1:

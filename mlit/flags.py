@@ -14,8 +14,10 @@ from dataclasses import Field, fields, replace
 
 import click
 
+from mlit import interrupts
 from mlit.config import SweepConfig
 from mlit.generate import SamplingParams
+from mlit.phases import SweepFailed
 
 FIXED = ("experiment",)  # what the script is; not a flag
 
@@ -112,18 +114,23 @@ def _verbatim(doc: str) -> str:
 
 def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> click.Command:
     def main(**values) -> None:
+        interrupts.install()
         try:
             runner(apply(config, _given(click.get_current_context(), values)))
+        except SweepFailed as err:  # the work ran; too much of it failed
+            click.secho(f"error: {err}", fg="red", err=True)
+            sys.exit(1)
         except (ValueError, OSError, RuntimeError) as err:
             click.secho(f"error: {err}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
+            interrupts.shutdown_ray()
             click.secho(
                 "interrupted: finished work is in the store; rerun to continue",
                 fg="yellow",
                 err=True,
             )
-            sys.exit(130)
+            sys.exit(interrupts.EXIT_CODE)
 
     doc = _verbatim(sys.modules["__main__"].__doc__ or config.experiment)
     return click.Command("sweep", callback=main, params=options(config), help=doc)

@@ -89,6 +89,20 @@ def generation_key(task: Task, params: SamplingParams) -> str:
     return content_key("generation", task.model_key, messages, sampling)
 
 
+def _answer(resp) -> tuple[dict, dict] | str:
+    """(body, first choice) of a chat completion, or what is wrong with it."""
+    try:
+        data = resp.json()
+        choice = (data.get("choices") or [None])[0]
+    except (ValueError, AttributeError):
+        return "the reply is not a JSON chat completion"
+    if not isinstance(choice, dict):
+        return "the reply has no choices"
+    if not isinstance((choice.get("message") or {}).get("content"), str):
+        return "the reply has no content (null)"
+    return data, choice
+
+
 async def _call(http, client: Client, task: Task, params: SamplingParams) -> dict:
     body = {
         "model": task.model,
@@ -108,8 +122,10 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
             last = f"{type(err).__name__}: {err}"
         else:
             if resp.status_code == 200:
-                data = resp.json()
-                choice = data["choices"][0]
+                answer = _answer(resp)
+                if isinstance(answer, str):  # a 200 that holds no answer is an error, not a result
+                    return {"status": "error", "error": f"{answer} (model {task.model})"}
+                data, choice = answer
                 return {
                     "status": "ok",
                     "response": choice["message"]["content"],

@@ -74,6 +74,9 @@ class Judge:
     backoff_s: float = 0.5
     max_tokens: int = 2
     top_logprobs: int = 5
+    # A reply that names no answer is asked again this many times (a sampled or overloaded judge
+    # may answer properly the next time); after that it is an error, never stored.
+    reasks: int = 2
     # What identifies the endpoint in cache keys when api_base is not stable (a self-hosted
     # judge on a port picked per run); defaults to api_base.
     endpoint_id: str | None = None
@@ -240,10 +243,20 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
             bar.update(1)
             return {**hit, "cached": True}
         async with sem:
-            result = await call_judge(judge, judge.prompt(instruction, a, b))
+            for _ in range(judge.reasks + 1):
+                result = await call_judge(judge, judge.prompt(instruction, a, b))
+                if result["status"] != "ok" or result["choice"] is not None:
+                    break
         bar.update(1)
-        if result["status"] == "ok":  # unparseable replies are real replies: cached too
-            store.put("verdicts", key, result)
+        if result["status"] == "ok" and result["choice"] is not None:
+            store.put("verdicts", key, result)  # only verdicts are results
+        elif result["status"] == "ok":
+            tries = judge.reasks + 1
+            result = {
+                **result,
+                "status": "error",
+                "error": f"unparseable judge reply after {tries} tries: {result['raw']!r:.80}",
+            }
         return {**result, "cached": False}
 
     async def one(p: Pair) -> dict:
@@ -265,8 +278,6 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
         )
         errors = [r["error"] for r in (r1, r2) if r["status"] != "ok"]
         c1, c2 = r1.get("choice"), r2.get("choice")
-        if not errors and (c1 is None or c2 is None):
-            errors = ["unparseable judge reply"]
         return {
             **row,
             "verdict": "error" if errors else pair_verdict(c1, c2),
@@ -315,6 +326,6 @@ def error_summary(judgments: pl.DataFrame) -> str | None:
     first = errors["error"].drop_nulls().head(1).to_list()
     return (
         f"{errors.height} of {judgments.height} pairs have no verdict (judge errors or "
-        f"unparseable replies); they are excluded from scores and retried on the next run. "
-        f"First error: {first[0] if first else 'unknown'}"
+        f"unparseable replies); they are excluded from scores, nothing of them is stored, and "
+        f"they are asked again on the next run. First error: {first[0] if first else 'unknown'}"
     )

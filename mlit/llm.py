@@ -61,6 +61,8 @@ def describe(err: Exception, where: str) -> str:
 
     if isinstance(err, litellm.AuthenticationError):
         return f"the endpoint {where} rejected the API key ({type(err).__name__})"
+    if isinstance(err, asyncio.TimeoutError | litellm.Timeout):
+        return f"timed out at {where} (no reply within the timeout): {str(err)[:200]}"
     unreachable = "connection error" in str(err).lower() or "connect" in type(err).__name__.lower()
     if unreachable or isinstance(
         err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout
@@ -125,10 +127,18 @@ async def complete(
             if attempt < endpoint.retries:
                 await asyncio.sleep(endpoint.backoff_s * 2**attempt * (0.5 + random.random()))
             continue
-        choice = resp.choices[0]
+        # A reply is only a reply if it holds an answer: no choices, a null message (a content
+        # filter, a broken proxy) or a bad finish is an error record, never a result.
+        choices = getattr(resp, "choices", None) or []
+        if not choices:
+            return {"status": "error", "error": f"the reply from {where} has no choices"}
+        choice = choices[0]
         finish = getattr(choice, "finish_reason", None)
         if finish not in GOOD_FINISH:
             return {"status": "error", "error": f"stopped with finish_reason={finish!r} at {where}"}
+        message = getattr(choice, "message", None)
+        if message is None or getattr(message, "content", None) is None:
+            return {"status": "error", "error": f"the reply from {where} has no content (null)"}
         usage = getattr(resp, "usage", None)
         try:
             cost = float(litellm.completion_cost(completion_response=resp))

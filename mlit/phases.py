@@ -5,8 +5,12 @@ that goes into run.json. Scores come after, from the run folder (`mlit.report`).
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import polars as pl
@@ -22,6 +26,55 @@ JUDGE_NAME = "mlit-judge"  # the served name of a self-hosted judge
 
 class TrainingFailed(RuntimeError):
     """Some models did not train; the others are stored."""
+
+
+class SweepFailed(RuntimeError):
+    """The run finished, but too much of its generation or judging failed to call it a success."""
+
+
+@contextmanager
+def heartbeat(label: str):
+    """When output is not a terminal (a cluster job's log), one line every 30 s on stderr while a
+    phase runs, so the log shows the job is alive; progress bars only draw on a terminal."""
+    if sys.stdout.isatty():
+        yield
+        return
+    interval = float(os.environ.get("MLIT_HEARTBEAT_S", "30"))
+    stop, start = threading.Event(), time.time()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            print(
+                f"[{label}] still running ({time.time() - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def failures(phases: dict, max_error_rate: float) -> list[str]:
+    """The phases whose share of failures is above the threshold, as lines for the user."""
+    out = []
+    gen, jud = phases.get("generate", {}), phases.get("judge", {})
+    if gen.get("answers") and gen["errors"] / gen["answers"] > max_error_rate:
+        out.append(
+            f"generation: {gen['errors']} of {gen['answers']} answers failed; first: "
+            f"{gen.get('first_error')}"
+        )
+    judged = jud.get("pairs", 0) - jud.get("self_comparisons", 0)
+    if judged and jud["errors"] / judged > max_error_rate:
+        out.append(
+            f"judging: {jud['errors']} of {judged} pairs have no verdict ({jud['calls']} "
+            f"calls requested, {jud['answered']} answered, {jud['failed_calls']} failed); "
+            f"first: {jud.get('first_error')}"
+        )
+    return out
 
 
 def _say(message: str) -> None:
@@ -142,14 +195,24 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     gens = generate.generate(tasks, client, store, plan.sampling, run.file("generations.parquet"))
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())
+    first = gens.filter(pl.col("status") == "error")["error"][0] if errors else None
     _say(
-        f"[generate] {gens.height} answers, {requests} requested, "
-        f"{gens.height - requests} from the store ({time.time() - phase.started:.0f} s)"
+        f"[generate] {gens.height} answers: {requests} requested ({requests - errors} answered, "
+        f"{errors} failed), {gens.height - requests} from the store "
+        f"({time.time() - phase.started:.0f} s)"
     )
     if errors:
-        first = gens.filter(pl.col("status") == "error")["error"][0]
-        _say(f"[generate] {errors} answers failed and will be retried on the next run: {first}")
-    return gens, phase.done(answers=gens.height, requests=requests, errors=errors)
+        _say(
+            f"[generate] {errors} answers failed; nothing of them is stored and they are asked "
+            f"again on the next run. First: {first}"
+        )
+    return gens, phase.done(
+        answers=gens.height,
+        requests=requests,
+        answered=requests - errors,
+        errors=errors,
+        first_error=first,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,12 +253,16 @@ def judge_answers(
     if uncached and plan.judge.self_hosted:
         j = replace(j, api_base=f"{serve.url()}/v1")
     judgments = judge.judge_pairs(pairs, j, store, run.file("judgments.parquet"))
-    calls = int(
-        (~judgments["cached_1"].fill_null(True)).sum()
-        + (~judgments["cached_2"].fill_null(True)).sum()
-    )
+    asked = [(~judgments[f"cached_{i}"].fill_null(True)) for i in (1, 2)]
+    failed = [
+        asked[i - 1] & judgments[f"parse_{i}"].is_in(["error", "unparseable"]) for i in (1, 2)
+    ]
+    calls = int(asked[0].sum() + asked[1].sum())
+    failed_calls = int(failed[0].sum() + failed[1].sum())
+    errors = judgments.filter(pl.col("verdict") == "error")
     _say(
-        f"[judge] {judgments.height} pairs, {calls} judge calls "
+        f"[judge] {judgments.height} pairs, {calls} judge calls requested "
+        f"({calls - failed_calls} answered, {failed_calls} failed) "
         f"({time.time() - phase.started:.0f} s)"
     )
     summary = judge.error_summary(judgments)
@@ -203,7 +270,11 @@ def judge_answers(
         _say(f"[judge] {summary}")
     return judgments, phase.done(
         pairs=judgments.height,
+        self_comparisons=int(judgments["self_comparison"].sum()),
         calls=calls,
-        errors=int((judgments["verdict"] == "error").sum()),
+        answered=calls - failed_calls,
+        failed_calls=failed_calls,
+        errors=errors.height,
+        first_error=errors["error"][0] if errors.height else None,
         cost_usd=float(judgments["cost_usd"].fill_null(0).sum()),
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import experiments, phases, preview
+from mlit import checks, experiments, phases, preview
 from mlit.config import SweepConfig
 from mlit.plan import Plan, prepare
 from mlit.report import DEMO_NOTE, build, shares_for
@@ -75,21 +75,25 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         _say(describe(plan, store))
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
 
+    checks.preflight(plan, store)  # nothing is written and nothing started until this passes
     run = RunFolder(cfg.run_dir())
     if cfg.is_demo:
         _say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}
     meta = run.start(cfg, plan.experiment.name, manifests)
 
-    meta["phases"]["train"] = phases.train(plan, store, run)
+    with phases.heartbeat("train"):
+        meta["phases"]["train"] = phases.train(plan, store, run)
     models = plan.model_dirs(store.local_model_dir)
     run.write_models(models)
     judge_weights = phases.judge_dir(plan)
     with phases.Serving(plan, phases.served_models(plan, models, judge_weights)) as serve:
-        gens, meta["phases"]["generate"] = phases.generate_answers(plan, store, run, serve)
-        judgments, meta["phases"]["judge"] = phases.judge_answers(
-            plan, store, run, serve, gens, judge_weights
-        )
+        with phases.heartbeat("generate"):
+            gens, meta["phases"]["generate"] = phases.generate_answers(plan, store, run, serve)
+        with phases.heartbeat("judge"):
+            judgments, meta["phases"]["judge"] = phases.judge_answers(
+                plan, store, run, serve, gens, judge_weights
+            )
 
     t = time.time()
     shares, source = shares_for(cfg, plan.frame)
@@ -97,7 +101,15 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     table = build(run, plan.experiment, cfg, judgments, gens, shares)
     meta["phases"]["score"] = {"seconds": round(time.time() - t, 1)}
     meta["phases"]["total_s"] = round(time.time() - start, 1)
+    failed = phases.failures(meta["phases"], cfg.max_error_rate)
+    meta["status"] = "failed" if failed else "ok"
     run.write_meta(meta)
+    if failed:
+        raise phases.SweepFailed(
+            f"the run in {run.path} has too many failures (more than {cfg.max_error_rate:.0%}; "
+            "--max-error-rate):\n  " + "\n  ".join(failed) + "\nfinished work is stored; "
+            "rerun to ask again for what failed"
+        )
 
     trained = meta["phases"]["train"]["models_trained"]
     requests = meta["phases"]["generate"]["requests"]

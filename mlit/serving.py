@@ -32,7 +32,7 @@ from ray import serve
 from mlit import chat, engine
 from mlit.gateway import Gateway, hash_key
 from mlit.run_folder import RunFolder
-from mlit.store import local_copy
+from mlit.store import local_copy, verify_dir
 
 APP_NAME = "mlit"
 
@@ -102,6 +102,12 @@ class ModelServer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = _local_dir(self._paths[name])
+        problem = verify_dir(path)  # a model is checked against its sha256s when it is loaded
+        if problem:
+            raise ValueError(
+                f"model {name!r} at {path} is damaged: {problem}; rerun the sweep "
+                "to train it again (or `mlit store verify --repair`)"
+            )
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -287,8 +293,11 @@ def start(cfg: ServeConfig) -> str:
     """Deploy the app on the connected (or a new local) Ray cluster; returns the base URL."""
     import ray
 
+    from mlit import interrupts
+
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
+    interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     _ensure_http(cfg)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)

@@ -10,6 +10,7 @@ nothing that finished and restarts the rest from scratch.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -188,7 +189,9 @@ def train_phase(
     experiment_name: str = "mlit",
 ) -> PhaseResult:
     """Train every job whose model is not in the store, as Tune trials; return the result table."""
-    todo = [j for j in jobs if not store.has_model(j.key)]
+    # valid_model checks each stored model against the sizes in its marker: a damaged one is
+    # reported and trained again (publishing replaces it).
+    todo = [j for j in jobs if not store.valid_model(j.key)]
     failed: list[str] = []
     if todo:
         failed = _run_tune(todo, store, compute, experiment_name)
@@ -214,8 +217,11 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
     import ray
     from ray import tune
 
+    from mlit import interrupts
+
     if not ray.is_initialized():
         ray.init()
+    interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
     concurrent = check_resources(compute)
     wait_for_resources(compute)
     storage = compute.storage_path or str(Path(tempfile.gettempdir()) / "mlit-ray")
@@ -252,6 +258,10 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
             verbose=0,
         ),
     )
+    # Ctrl-C must reach us as KeyboardInterrupt (an interrupt, rc 130), not be taken by Tune's own
+    # handler, which ends the experiment quietly and leaves us to call every unfinished model
+    # "failed".
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     tuner.fit()
     return [j.key for j in todo if not store.has_model(j.key)]
 
@@ -292,7 +302,7 @@ def _worker_loop(config: dict) -> None:
     model as soon as it is done (so a retried trial skips what finished)."""
     store = Store(config["store_root"])
     for job in config["jobs"]:
-        if not store.has_model(job.key):
+        if not store.valid_model(job.key):
             _train_one(job, store)
 
 

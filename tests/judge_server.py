@@ -35,9 +35,14 @@ class Script:
         if model == "slow":
             time.sleep(self.delay_s)
         if model == "no-choices":
-            return 200, {"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                         "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0,
-                                                  "total_tokens": 1}}
+            return 200, {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1},
+            }
         answers = re.split(r"Answer [12]:", prompt)
         first_good = len(answers) > 2 and "good" in answers[1].lower()
         digit = "1" if first_good else "2"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -152,3 +153,40 @@ def test_a_run_killed_during_generation_resumes(
     assert (
         pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48
     )
+
+
+def test_a_truncated_model_is_retrained_once_and_the_sweep_completes(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, capsys
+):
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    pipeline.run_sweep(cfg)  # everything stored (from the end-to-end test when run together)
+    models = json.loads((tmp_path / "run" / "models.json").read_text())
+    weights = next(Path(models["mono-cs"]["path"]).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    rerun = pipeline.run_sweep(cfg)
+    assert rerun.trained == 1
+    assert str(weights.parent) in capsys.readouterr().err  # reported with its path
+    again = pipeline.run_sweep(cfg)
+    assert (again.trained, again.generation_requests, again.judge_calls) == (0, 0, 0)
+
+
+def test_a_judge_failing_mid_run_ends_non_zero_with_the_causes(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    """The endpoint answers the probe, then never names an answer: the run ends with rc 1, says
+    why, keeps what it did, and stores no verdict."""
+    from mlit import flags
+
+    _script, url = endpoint
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    cfg = pipeline.replace(cfg, judge="openai/mute", judge_api_base=url, judge_model_dir=None)
+    before = len(Store(shared_store).keys("verdicts"))
+    with pytest.raises(SystemExit) as done:
+        flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert "judging: 32 of 32 pairs have no verdict" in err and "unparseable" in err
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["phases"]["judge"]["answered"] == 0
+    assert (tmp_path / "run" / "judgments.parquet").exists()
+    assert len(Store(shared_store).keys("verdicts")) == before

@@ -131,3 +131,38 @@ def test_impossible_gpu_requests_fail_before_any_trial(ray_session, tiny_base, s
     with pytest.raises(trials.ResourceError, match="room for 2 workers"):
         trials.train_phase(jobs, store, trials.Compute(workers=3), "too-many")
     assert time.time() - start < 10 and store.model_keys() == []
+
+
+INTERRUPT = """
+import sys
+from mlit.config import SweepConfig
+from mlit.flags import run_script
+CONFIG = SweepConfig(experiment="language_count", languages=("fi", "en", "cs"), workers=1,
+                     max_steps=100000, base_model=sys.argv.pop(1))
+run_script(CONFIG)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_during_training_is_an_interrupt(tiny_base, tmp_path, signum):
+    """Ctrl-C (SIGINT) or SIGTERM while trials train: rc 130, "interrupted", Ray down, no model
+    marked failed."""
+    script = tmp_path / "sweep.py"
+    script.write_text(INTERRUPT)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_base), "--output", str(run),
+         "--store", str(tmp_path / "store")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not any((run / "ray").glob("*/*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "training never started"
+        time.sleep(0.5)
+    time.sleep(8)  # the trial is running
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "failed to train" not in err + out
+    assert not (run / "train.parquet").exists()
