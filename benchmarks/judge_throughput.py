@@ -55,7 +55,7 @@ def run(url: str, concurrency: int) -> dict:
     j = judge.Judge(
         "openai/judge",
         api_base=f"{url}/v1",
-        template=demo_judge.template_path(),
+        template=demo_judge.TEMPLATE,
         concurrency=concurrency,
     )
     store = Store(tempfile.mkdtemp(prefix="mlit-judge-bench-"))

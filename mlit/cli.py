@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mlit import data, experiments, languages, mixtures, model_commands
+from mlit import data, experiments, human_commands, languages, mixtures, model_commands
 
 app = typer.Typer(
     help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and validate parallel datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(human_commands.human_app, name="human")
 app.command("demo-model")(model_commands.demo_model_cmd)
 app.command("serve")(model_commands.serve_cmd)
 app.command("demo-judge")(model_commands.demo_judge_cmd)
@@ -168,13 +169,18 @@ def train_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by a sweep."),
+    compare_paper: bool = typer.Option(
+        False, "--compare-paper", help="Also set the run beside the paper's published numbers."
+    ),
 ) -> None:
     """Rebuild every table and figure of a run from its files, and print the main table."""
-    from mlit import report
+    from mlit import comparison, report
     from mlit.run_folder import RunFolderError
 
     try:
         report.rebuild(run_dir)
+        if compare_paper:
+            comparison.compare(run_dir)
     except RunFolderError as err:
         _fail(str(err))
 
@@ -224,45 +230,6 @@ def store_verify(
             1,
         )
     typer.echo("all good" if not damaged else f"{len(damaged)} damaged entries deleted")
-
-
-human_app = typer.Typer(help="Human validation kit (Fig. 2 and Appendix D).", no_args_is_help=True)
-app.add_typer(human_app, name="human")
-
-
-@human_app.command("export")
-def human_export(
-    run_dir: Path = typer.Argument(..., help="A run folder."),
-    per_language: int = typer.Option(50, help="Items per language and study."),
-    out: Path = typer.Option(Path("human_eval.csv"), help="CSV for the raters."),
-    seed: int = typer.Option(0),
-) -> None:
-    """Write a CSV for raters (ratings and side-by-side choices) and its key file."""
-    from mlit import human
-
-    frame, key = human.export(run_dir, per_language, seed)
-    csv, key_path = human.write_kit(frame, key, out)
-    typer.echo(f"{frame.height} items -> {csv} (keep {key_path} away from the raters)")
-
-
-@human_app.command("import")
-def human_import(
-    filled: list[Path] = typer.Argument(..., help="Filled CSVs, one per rater."),
-    key: Path = typer.Option(..., help="The key file written by `mlit human export`."),
-    out_dir: Path = typer.Option(Path("human_results"), help="Where to write the two tables."),
-) -> None:
-    """Read filled CSVs: rating distribution per language and judge-human agreement."""
-    from mlit import human, scores
-
-    try:
-        frame = human.read_filled(filled)
-        ratings = human.rating_distribution(frame)
-        agree = human.agreements(frame, json.loads(key.read_text()))
-    except human.HumanKitError as err:
-        _fail(str(err))
-    scores.write_tables({"fig2_ratings": ratings, "appD_agreement": agree}, out_dir)
-    typer.echo(scores.to_markdown(ratings))
-    typer.echo(scores.to_markdown(agree))
 
 
 @app.command("estimate")

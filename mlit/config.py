@@ -31,11 +31,16 @@ class SweepConfig:
     judge: str | None = _opt(None, "litellm model string (default: the demo judge on Ray Serve).")
     judge_api_base: str | None = _opt(None, "Judge endpoint (self-hosted judges).")
     judge_api_key_env: str | None = _opt(None, "Environment variable holding the judge API key.")
-    judge_prompt: str | None = _opt(None, "Judge prompt template file.")
+    judge_prompt: str | None = _opt(
+        None, "Judge template: paper, rubric, compact or a file (default: paper; demo: compact)."
+    )
     judge_model_dir: str | None = _opt(None, "HF judge model directory to self-host on Serve.")
     judge_concurrency: int = _opt(32, "Judge requests in flight.")
     data: str = _opt("sample", "'sample', a JSONL/Parquet path or 'hf:NAME'.")
     languages: tuple[str, ...] | None = _opt(None, "Restrict to these languages, e.g. 'fi,en,ru'.")
+    pairs: tuple[str, ...] | None = _opt(
+        None, "Bilingual pairs, e.g. 'es-en,ar-it' (default: es+en, the rest at random by seed)."
+    )
     output: str | None = _opt(None, "Run folder (default: results/<experiment>).")
     store: str | None = _opt(None, "Store folder or URI (default: ~/.cache/mlit/store).")
     workers: int | None = _opt(None, "Ray Train workers per trial (default: demo 1, paper 2).")
@@ -62,7 +67,7 @@ class SweepConfig:
             raise ValueError(f"--preset must be 'demo' or 'paper', got {self.preset!r}")
         if self.preset == "paper" and not self.dry_run and not (self.base_model and self.judge):
             raise ValueError("--preset paper needs --base-model and --judge")
-        experiments.get(self.experiment)  # fails early on an unknown experiment
+        experiments.get(self.experiment, self.seed, self.pairs)  # unknown names, bad pairs
         if self.languages is not None:
             object.__setattr__(self, "languages", languages.parse(self.languages))
         _check_ranges(self)
@@ -85,6 +90,7 @@ class SweepConfig:
         """JSON-ready (run.json); `from_dict` reads it back."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["languages"] = list(self.languages) if self.languages else None
+        out["pairs"] = list(self.pairs) if self.pairs else None
         out["sampling"] = vars(self.sampling).copy() if self.sampling else None
         return out
 
@@ -93,8 +99,9 @@ class SweepConfig:
         """A config written by `to_dict` (or by an older mlit: unknown keys are dropped)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
-        if values.get("languages"):
-            values["languages"] = tuple(values["languages"])
+        for name in ("languages", "pairs"):
+            if values.get(name):
+                values[name] = tuple(values[name])
         if values.get("sampling"):
             values["sampling"] = SamplingParams(**values["sampling"])
         return cls(**values)

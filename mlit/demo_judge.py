@@ -34,13 +34,7 @@ from mlit.judge import Judge
 from mlit.store import atomic_dir
 
 MARKER = "mlit_judge.json"
-TEMPLATE = "judge_compact.txt"
-
-
-def template_path() -> str:
-    from importlib import resources
-
-    return str(resources.files("mlit") / "templates" / TEMPLATE)
+TEMPLATE = "compact"  # `mlit.judge.TEMPLATES`: short enough for a 1M-parameter judge
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ def build_demo_judge(
 
     torch.manual_seed(cfg.seed)
     start = time.time()
-    judge = Judge("demo-judge", template=template_path())
+    judge = Judge("demo-judge", template=TEMPLATE)
     frame = data.sample()
     train_pairs = build_pairs(frame, "train", cfg.seed)
     eval_pairs = build_pairs(frame, "eval", cfg.seed + 1)

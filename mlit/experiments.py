@@ -175,8 +175,15 @@ def _language_count(seed: int) -> Experiment:
     )
 
 
-def _bilingual(seed: int) -> Experiment:
-    pairs = mixtures.bilingual_pairs(PAPER_LANGUAGES, seed)
+# The one pair the paper names (Fig. 6, top left); the rest are paired at random by seed.
+NAMED_PAIR = ("es", "en")
+
+
+def _bilingual(seed: int, pairs: tuple[str, ...] | None = None) -> Experiment:
+    if pairs:
+        pairs = mixtures.parse_pairs(pairs)
+    else:
+        pairs = mixtures.bilingual_pairs(PAPER_LANGUAGES, seed, keep=[NAMED_PAIR])
     recipes = tuple(mixtures.uniform(pair, f"bi-{pair[0]}-{pair[1]}") for pair in pairs)
     return Experiment(
         "bilingual",
@@ -239,11 +246,14 @@ _BUILDERS: dict[str, Callable[[int], Experiment]] = {
 NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def get(name: str, seed: int = 0) -> Experiment:
+def get(name: str, seed: int = 0, pairs: tuple[str, ...] | None = None) -> Experiment:
+    """An experiment by name; ``pairs`` ('es-en', ...) chooses the bilingual experiment's pairs."""
     key = name.strip().lower().replace("-", "_")
     if key not in _BUILDERS:
         raise ValueError(f"unknown experiment {name!r}; choose one of: {', '.join(NAMES)}")
-    return _BUILDERS[key](seed)
+    if pairs and key != "bilingual":
+        raise ValueError(f"--pairs is for the bilingual experiment, not {key}")
+    return _bilingual(seed, pairs) if key == "bilingual" else _BUILDERS[key](seed)
 
 
 def build_all(

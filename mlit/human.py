@@ -1,12 +1,16 @@
 """Human validation kit: a CSV for raters, and the paper's two studies read back.
 
-    mlit human export results/language_count --per-language 50 --out rating.csv
+    mlit human export results/monolingual --languages en,es,ru,he --out rating.csv
     mlit human import rating_alice.csv rating_bob.csv --key rating.key.json
+    mlit human language-export results/monolingual --out language.csv     # App. E
+    mlit human language-import language_filled.csv
 
 The CSV holds two studies (column ``study``):
 
-- ``rating``: one answer, rated ``excellent``, ``pass`` or ``fail`` (Fig. 2 of the paper);
-- ``side_by_side``: two answers in random order, choice ``1``, ``2`` or ``tie`` (Appendix D).
+- ``rating``: the answer of the model tuned on the evaluation language, rated ``excellent``,
+  ``pass`` or ``fail`` (Fig. 2 of the paper);
+- ``side_by_side``: that answer beside the answer of another monolingual model picked at random,
+  in random order, choice ``1``, ``2`` or ``tie`` (Appendix D).
 
 Which model wrote which answer, and the judge's verdict, stay in the key file so raters are blind.
 Agreement follows the paper: 1 when judge and human agree, 0.5 when exactly one of them chose a
@@ -42,61 +46,152 @@ class HumanKitError(ValueError):
     pass
 
 
-def export(run_dir: str | Path, per_language: int = 50, seed: int = 0) -> tuple[pl.DataFrame, dict]:
-    """Items for raters from a run folder, and the key that unblinds them."""
+PAPER_LANGUAGES = ("en", "es", "ru", "he")  # Fig. 2 and App. D's four languages
+
+
+def _mono_language(model: str) -> str | None:
+    return model.removeprefix("mono-") if model.startswith("mono-") else None
+
+
+def export(
+    run_dir: str | Path,
+    per_language: int = 50,
+    seed: int = 0,
+    languages: tuple[str, ...] = PAPER_LANGUAGES,
+) -> tuple[pl.DataFrame, dict]:
+    """Items for raters, as the paper drew them, and the key that unblinds them.
+
+    For each language L: ``per_language`` instructions of L's evaluation set; the rating study
+    (Fig. 2) shows the answer of the model tuned monolingually on L; the side-by-side study
+    (App. D) shows that answer beside the answer of another monolingual model picked at random,
+    in random order. The run must hold the monolingual models (the monolingual experiment does).
+    """
     run = Path(run_dir)
     gens = pl.read_parquet(run / "generations.parquet").filter(pl.col("status") == "ok")
     judged = pl.read_parquet(run / "judgments.parquet").filter(
         ~pl.col("self_comparison") & (pl.col("verdict") != "error")
     )
+    verdict = {
+        (j["candidate"], j["baseline"], j["eval_lang"], j["example_id"]): j["verdict"]
+        for j in judged.iter_rows(named=True)
+    }
+    answers = {(r["model"], r["lang"], r["example_id"]): r for r in gens.iter_rows(named=True)}
+    monos = sorted({m for m in gens["model"].unique() if _mono_language(m)})
     rng = random.Random(seed)
     rows, key = [], {}
-    answers = {(r["model"], r["lang"], r["example_id"]): r for r in gens.iter_rows(named=True)}
-    for lang in sorted(gens["lang"].unique()):
-        pool = [r for r in gens.iter_rows(named=True) if r["lang"] == lang]
-        for r in rng.sample(pool, min(per_language, len(pool))):
+    for lang in languages:
+        own = f"mono-{lang}"
+        ids = sorted(ex for (m, lg, ex) in answers if m == own and lg == lang)
+        others = [m for m in monos if m != own]
+        if not ids or not others:
+            raise HumanKitError(
+                f"{run}: no answers of {own} in {lang}, or no other monolingual model; the "
+                "paper's studies need the monolingual models (run sweeps/monolingual.py)"
+            )
+        for ex in rng.sample(ids, min(per_language, len(ids))):
+            mine = answers[(own, lang, ex)]
             item = f"r-{len(rows):05d}"
             rows.append(
                 {
                     "item_id": item,
                     "study": "rating",
                     "eval_lang": lang,
-                    "example_id": r["example_id"],
-                    "instruction": r["instruction"],
-                    "answer": r["response"],
+                    "example_id": ex,
+                    "instruction": mine["instruction"],
+                    "answer": mine["response"],
                 }
             )
-            key[item] = {"model": r["model"]}
-        pairs = [j for j in judged.iter_rows(named=True) if j["eval_lang"] == lang]
-        for j in rng.sample(pairs, min(per_language, len(pairs))):
-            cand = answers.get((j["candidate"], lang, j["example_id"]))
-            base = answers.get((j["baseline"], lang, j["example_id"]))
-            if cand is None or base is None:
+            key[item] = {"model": own}
+            rival = rng.choice([m for m in others if (m, lang, ex) in answers] or [None])
+            judge_says = verdict.get((rival, own, lang, ex))
+            if rival is None or judge_says is None:
                 continue
             flip = rng.random() < 0.5
-            first, second = (base, cand) if flip else (cand, base)
+            other = answers[(rival, lang, ex)]
+            first, second = (mine, other) if flip else (other, mine)
             item = f"s-{len(rows):05d}"
             rows.append(
                 {
                     "item_id": item,
                     "study": "side_by_side",
                     "eval_lang": lang,
-                    "example_id": j["example_id"],
-                    "instruction": cand["instruction"],
+                    "example_id": ex,
+                    "instruction": mine["instruction"],
                     "answer_1": first["response"],
                     "answer_2": second["response"],
                 }
             )
             key[item] = {
-                "candidate": j["candidate"],
-                "baseline": j["baseline"],
+                "candidate": rival,
+                "baseline": own,
                 "candidate_is": 2 if flip else 1,
-                "judge_verdict": j["verdict"],
+                "judge_verdict": judge_says,
             }
     frame = pl.DataFrame(
         [{c: r.get(c) for c in COLUMNS} for r in rows], schema=dict.fromkeys(COLUMNS, pl.String)
     )
     return frame, key
+
+
+# --------------------------------------------------------------------------------------------
+# Appendix E: response language, checked by hand
+
+LANGUAGE_COLUMNS = ("item_id", "eval_lang", "instruction", "answer", "same_language")
+
+
+def export_language(run_dir: str | Path, per_language: int = 20, seed: int = 0):
+    """App. E: per evaluation language, ``per_language`` answers drawn from the models tuned
+    monolingually on *other* languages, for a person to mark ``same_language`` yes or no."""
+    gens = pl.read_parquet(Path(run_dir) / "generations.parquet").filter(pl.col("status") == "ok")
+    rng = random.Random(seed)
+    rows, key = [], {}
+    for lang in sorted(gens["lang"].unique()):
+        pool = [
+            r
+            for r in gens.filter(pl.col("lang") == lang).iter_rows(named=True)
+            if _mono_language(r["model"]) not in (None, lang)
+        ]
+        for r in rng.sample(pool, min(per_language, len(pool))):
+            item = f"l-{len(rows):05d}"
+            rows.append(
+                {
+                    "item_id": item,
+                    "eval_lang": lang,
+                    "instruction": r["instruction"],
+                    "answer": r["response"],
+                    "same_language": None,
+                }
+            )
+            key[item] = {"model": r["model"]}
+    if not rows:
+        raise HumanKitError(f"{run_dir}: no answers of monolingual models in other languages")
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(LANGUAGE_COLUMNS, pl.String))
+    return frame, key
+
+
+def language_share(paths: list[str | Path]) -> pl.DataFrame:
+    """Filled App. E sheets -> per language (and in all) the share of answers in the prompt's
+    language; the paper found 239 of 240."""
+    frame = pl.concat(
+        [pl.read_csv(p, schema_overrides=dict.fromkeys(LANGUAGE_COLUMNS, pl.String)) for p in paths]
+    )
+    marks = frame["same_language"].str.to_lowercase().str.strip_chars()
+    bad = frame.filter(~marks.is_in(["yes", "no"]) | marks.is_null())
+    if bad.height:
+        raise HumanKitError(
+            f"items {bad['item_id'].head(5).to_list()}: same_language must be yes or no"
+        )
+    frame = frame.with_columns(same=marks == "yes")
+    per = frame.group_by("eval_lang").agg(answers=pl.len(), same_language=pl.col("same").sum())
+    total = pl.DataFrame(
+        {
+            "eval_lang": ["all"],
+            "answers": [frame.height],
+            "same_language": [int(frame["same"].sum())],
+        }
+    )
+    out = pl.concat([per.sort("eval_lang"), total.cast(per.schema)])
+    return out.with_columns(share=pl.col("same_language") / pl.col("answers") * 100)
 
 
 def write_kit(frame: pl.DataFrame, key: dict, out: str | Path) -> tuple[Path, Path]:

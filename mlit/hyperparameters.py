@@ -9,16 +9,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 
-DROPOUT_ATTRIBUTES = (
-    "attention_dropout",
-    "hidden_dropout",
-    "dropout",
-    "resid_pdrop",
-    "embd_pdrop",
-    "attn_pdrop",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-)
+
+def dropout_settings(config) -> list[str]:
+    """Every dropout setting an HF model config has (``attention_dropout``, ``hidden_dropout_prob``,
+    ``resid_pdrop``, ...): the paper's dropout applies to all of them, not to a fixed list."""
+    names = config.to_dict() if hasattr(config, "to_dict") else vars(config)
+    return sorted(
+        n
+        for n, v in names.items()
+        if ("dropout" in n or n.endswith("pdrop")) and isinstance(v, float)
+    )
 
 
 class TrainError(ValueError):
@@ -99,8 +99,22 @@ class TrainConfig:
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY
         }
 
+    def batch_plan(self, world_size: int) -> tuple[int, int]:
+        """(per-device batch, accumulation steps) whose product with the worker count is exactly
+        ``batch_size``: the paper's 128 on any worker count that divides it, never 132 or 144.
+        The per-device batch is lowered when needed (it is a runtime setting, not in the key)."""
+        if world_size < 1 or self.batch_size % world_size:
+            fits = [w for w in range(1, min(self.batch_size, 256) + 1) if self.batch_size % w == 0]
+            raise TrainError(
+                f"a batch of exactly {self.batch_size} cannot be split over {world_size} "
+                f"workers; worker counts that work: {', '.join(map(str, fits))}"
+            )
+        per_worker = self.batch_size // world_size
+        per_device = math.gcd(per_worker, self.per_device_batch_size)
+        return per_device, per_worker // per_device
+
     def accumulation(self, world_size: int) -> int:
-        return max(1, math.ceil(self.batch_size / (self.per_device_batch_size * world_size)))
+        return self.batch_plan(world_size)[1]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,17 @@ import polars as pl
 
 from mlit.store import Store, content_key, write_parquet
 
-DEFAULT_TEMPLATE = "judge_default.txt"
+# Judge templates by name, as alpaca_eval keeps evaluator configs; anything else is a file path.
+TEMPLATES = {
+    # The paper's rule (Fig. 9), in our own words: a plain preference that may be subjective, one
+    # digit, no added criteria (App. E: the paper did not penalise the response language).
+    "paper": "judge_paper.txt",
+    # Not the paper's: asks for helpful, correct, complete answers in the request's language.
+    "rubric": "judge_rubric.txt",
+    # The demo judge's: short enough for a 1M-parameter model.
+    "compact": "judge_compact.txt",
+}
+DEFAULT_TEMPLATE = "paper"
 
 
 class JudgeError(RuntimeError):
@@ -87,12 +97,15 @@ class Judge:
         text = _read_template(self.template)
         for field in ("{instruction}", "{answer_1}", "{answer_2}"):
             if field not in text:
-                raise JudgeError(
-                    f"judge template {self.template or DEFAULT_TEMPLATE} lacks {field}"
-                )
+                raise JudgeError(f"judge template {self.template_name} lacks {field}")
         # Read once: every prompt and every verdict key needs the text and its hash.
         object.__setattr__(self, "_text", text)
         object.__setattr__(self, "_hash", hashlib.sha256(text.encode()).hexdigest()[:16])
+
+    @property
+    def template_name(self) -> str:
+        """The template's name (paper, rubric, compact) or its file path."""
+        return self.template or DEFAULT_TEMPLATE
 
     def template_text(self) -> str:
         return self._text
@@ -137,11 +150,14 @@ class Judge:
 
 
 def _read_template(template: str | None) -> str:
-    if template is None:
-        return (resources.files("mlit") / "templates" / DEFAULT_TEMPLATE).read_text("utf-8")
-    path = Path(template)
+    name = template or DEFAULT_TEMPLATE
+    if name in TEMPLATES:
+        return (resources.files("mlit") / "templates" / TEMPLATES[name]).read_text("utf-8")
+    path = Path(name)
     if not path.exists():
-        raise JudgeError(f"judge template {path}: no such file")
+        raise JudgeError(
+            f"judge template {path}: no such file (or name one of: {', '.join(TEMPLATES)})"
+        )
     return path.read_text("utf-8")
 
 
@@ -233,7 +249,11 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
     from tqdm import tqdm
 
     sem = asyncio.Semaphore(judge.concurrency)
-    calls = sum(2 for p in pairs if not p.is_self and p.candidate_answer and p.baseline_answer)
+    calls = sum(
+        2
+        for p in pairs
+        if not p.is_self and p.candidate_answer is not None and p.baseline_answer is not None
+    )
     bar = tqdm(total=calls, desc="judging", unit="call", disable=None if progress else True)
 
     async def order(instruction: str, a: str, b: str) -> dict:
@@ -270,7 +290,9 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
         }
         if p.is_self:
             return {**row, "verdict": "tie", "parse_1": "self", "parse_2": "self", "cost_usd": 0.0}
-        if not p.candidate_answer or not p.baseline_answer:
+        # An empty answer is an answer (the model said nothing) and is judged; only a missing
+        # one (its generation failed) makes the pair an error.
+        if p.candidate_answer is None or p.baseline_answer is None:
             return {**row, "verdict": "error", "error": "an answer is missing (generation failed)"}
         r1, r2 = await asyncio.gather(
             order(p.instruction, p.candidate_answer, p.baseline_answer),

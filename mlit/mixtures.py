@@ -113,13 +113,33 @@ def largest_remainder(total: int, weights: dict[str, int | float]) -> dict[str, 
     return out
 
 
-def bilingual_pairs(langs: Sequence[str], seed: int) -> list[tuple[str, str]]:
-    """Split languages at random (seeded, order-independent) into pairs."""
+def bilingual_pairs(
+    langs: Sequence[str], seed: int, keep: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """Split languages into pairs: the ``keep`` pairs as given, the rest at random (seeded,
+    order-independent)."""
     codes = sorted(languages.parse(langs))
-    if len(codes) % 2:
-        raise MixtureError(f"need an even number of languages to pair, got {len(codes)}")
-    ordered = sorted(codes, key=lambda c: _digest(f"pairs:{seed}:{c}"))
-    return [tuple(sorted(ordered[i : i + 2])) for i in range(0, len(ordered), 2)]
+    kept = [tuple(sorted(languages.parse(p))) for p in keep if set(p) <= set(codes)]
+    rest = [c for c in codes if not any(c in p for p in kept)]
+    if len(rest) % 2:
+        raise MixtureError(f"need an even number of languages to pair, got {len(rest)}")
+    ordered = sorted(rest, key=lambda c: _digest(f"pairs:{seed}:{c}"))
+    return kept + [tuple(sorted(ordered[i : i + 2])) for i in range(0, len(ordered), 2)]
+
+
+def parse_pairs(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """'es-en' (or 'es+en') -> ('en', 'es'); every language in at most one pair."""
+    pairs, seen = [], set()
+    for spec in specs:
+        parts = tuple(p for p in spec.replace("+", "-").split("-") if p)
+        if len(parts) != 2 or parts[0] == parts[1]:
+            raise MixtureError(f"--pairs {spec!r}: give two different languages, e.g. 'es-en'")
+        pair = tuple(sorted(languages.parse(parts)))
+        if seen & set(pair):
+            raise MixtureError(f"--pairs: {', '.join(sorted(seen & set(pair)))} in two pairs")
+        seen |= set(pair)
+        pairs.append(pair)
+    return pairs
 
 
 # --------------------------------------------------------------------------------------------

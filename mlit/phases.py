@@ -112,6 +112,14 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
             f"{run.ray_storage}); the others are stored and will not be retrained"
         )
     trained = len(result.launched)
+    bare = [
+        r["mixture"] for r in result.rows if r["status"] == "trained" and not r["dropout_settings"]
+    ]
+    if bare:
+        _say(
+            f"[train] warning: the base model's config has no dropout setting, so dropout "
+            f"{plan.train.dropout} reached nothing ({len(bare)} models; see train.parquet)"
+        )
     _say(
         f"[train] {trained} trained, {len(plan.jobs) - trained} already stored "
         f"({time.time() - phase.started:.0f} s)"
@@ -243,8 +251,8 @@ def judge_answers(
         p
         for p in pairs
         if not p.is_self
-        and p.candidate_answer
-        and p.baseline_answer
+        and p.candidate_answer is not None
+        and p.baseline_answer is not None
         and not (
             stored(p, p.candidate_answer, p.baseline_answer)
             and stored(p, p.baseline_answer, p.candidate_answer)

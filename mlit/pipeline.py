@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import checks, experiments, phases, preview
+from mlit import checks, experiments, phases, preview, protocol
 from mlit.config import SweepConfig
 from mlit.plan import Plan, prepare
 from mlit.report import DEMO_NOTE, build, shares_for
@@ -63,6 +63,13 @@ def check_runnable(cfg: SweepConfig) -> None:
     """What a real run needs beyond a plan (a dry run plans the paper without them)."""
     if cfg.preset == "paper" and not (cfg.base_model and cfg.judge):
         raise ValueError("--preset paper needs --base-model and --judge")
+    pretraining = experiments.get(cfg.experiment).table_kind == "pretraining"
+    if cfg.preset == "paper" and pretraining and not cfg.pretraining_shares:
+        raise ValueError(
+            "--preset paper correlates with the base model's pretraining data (§4.2): pass "
+            '--pretraining-shares FILE, a JSON object of document shares, e.g. {"ar": 0.011, '
+            "\"cs\": 0.006, ...}; the demo's character-share proxy is not the paper's statistic"
+        )
 
 
 def run_sweep(cfg: SweepConfig) -> RunResult:
@@ -70,7 +77,8 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     store = Store(cfg.store or default_root())
     if not cfg.dry_run:
         check_runnable(cfg)
-    plan = prepare(cfg)
+    with phases.heartbeat("plan"):  # may build the demo base model (minutes, once)
+        plan = prepare(cfg)
     if cfg.dry_run:
         _say(describe(plan, store))
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
@@ -81,12 +89,17 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         _say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}
     meta = run.start(cfg, plan.experiment.name, manifests)
+    meta["protocol"] = protocol.as_json(protocol.items(plan))
+    meta["judge_template"] = plan.judge.build().template_name
+    if plan.experiment.table_kind == "bilingual":
+        meta["bilingual_pairs"] = ["+".join(r.languages) for r in plan.experiment.recipes]
 
     with phases.heartbeat("train"):
         meta["phases"]["train"] = phases.train(plan, store, run)
     models = plan.model_dirs(store.local_model_dir)
     run.write_models(models)
-    judge_weights = phases.judge_dir(plan)
+    with phases.heartbeat("judge model"):  # may build the demo judge (minutes, once)
+        judge_weights = phases.judge_dir(plan)
     with phases.Serving(plan, phases.served_models(plan, models, judge_weights)) as serve:
         with phases.heartbeat("generate"):
             gens, meta["phases"]["generate"] = phases.generate_answers(plan, store, run, serve)
@@ -98,7 +111,8 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     t = time.time()
     shares, source = shares_for(cfg, plan.frame)
     run.write_shares(shares, source)
-    table = build(run, plan.experiment, cfg, judgments, gens, shares)
+    meta["pretraining_shares"] = source
+    table = build(run, plan.experiment, cfg, judgments, gens, shares, source)
     meta["phases"]["score"] = {"seconds": round(time.time() - t, 1)}
     meta["phases"]["total_s"] = round(time.time() - start, 1)
     failed = phases.failures(meta["phases"], cfg.max_error_rate)
@@ -128,6 +142,8 @@ def run_paper(cfg: SweepConfig) -> list[RunResult]:
     root = Path(cfg.output or "results/paper")
     configs = [replace(cfg, experiment=name, output=str(root / name)) for name in experiments.NAMES]
     if not cfg.dry_run:
+        for c in configs:  # every experiment's requirements before the first one starts
+            check_runnable(c)
         return [run_sweep(c) for c in configs]
     store = Store(cfg.store or default_root())
     keys: set[str] = set()

@@ -56,7 +56,7 @@ class JudgeSpec:
         weights = judge_dir or self.model_dir or str(demo_judge.default_dir())
         return Judge(
             "openai/mlit-judge",
-            template=self.prompt or demo_judge.template_path(),
+            template=self.prompt or demo_judge.TEMPLATE,
             concurrency=self.concurrency,
             endpoint_id=f"mlit-serve:{base_model_id(weights)}",
         )
@@ -192,7 +192,7 @@ def compute(cfg: SweepConfig) -> Compute:
 
 
 def experiment(cfg: SweepConfig) -> Experiment:
-    exp = experiments.get(cfg.experiment, cfg.seed)
+    exp = experiments.get(cfg.experiment, cfg.seed, cfg.pairs)
     return exp.restricted(cfg.languages) if cfg.languages else exp
 
 
@@ -230,6 +230,8 @@ def prepare(cfg: SweepConfig) -> Plan:
     built = tuple(experiments.build_all(exp, ids, cfg.budget, cfg.seed, None, True))
     base = _base_model(cfg)
     tc = train_config(cfg)
+    comp = compute(cfg)
+    tc.batch_plan(comp.workers)  # the exact batch on this worker count, or an error naming counts
     base_id = base_model_id(base)
     key_of = {m.name: model_key(base_id, m, tc) for m in built}
     if exp.baseline == "base":
@@ -252,7 +254,7 @@ def prepare(cfg: SweepConfig) -> Plan:
         base,
         eval_ids,
         tc,
-        compute(cfg),
+        comp,
         cfg.sampling_params(),
         judge,
         ServingSpec(cfg.serve_port),

@@ -193,11 +193,34 @@ def pretraining_plot(
         ax.plot(xs, slope * xs + intercept, color="tab:red")
     s = summary.row(0, named=True)
     ax.set_title(
-        f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+        f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}], "
+        f"{s['n_languages']} languages, English excluded",
         fontsize=9,
     )
-    ax.set_xlabel("share of pretraining data (user-supplied)")
+    proxy = str(s.get("shares", "")).startswith("proxy")
+    ax.set_xlabel(
+        "PROXY share: " + str(s["shares"]).removeprefix("proxy: ")
+        if proxy
+        else "share of pretraining documents (user-supplied)"
+    )
     ax.set_ylabel("average cross-lingual IF score")
+    return _finish(fig, path, note)
+
+
+def comparison_plot(both: pl.DataFrame, key: str, rho: float, path: Path, note: str | None = None):
+    """This run's cells against the paper's, each labelled train>eval, with the y = x line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    x, y = both["paper"].to_numpy(), both["ours"].to_numpy()
+    ax.scatter(x, y, color="tab:blue", s=14)
+    for t, e, xi, yi in zip(both["train_lang"], both["eval_lang"], x, y, strict=True):
+        ax.annotate(f"{t}>{e}", (xi, yi), textcoords="offset points", xytext=(2, 2), fontsize=6)
+    if len(x):
+        low, high = min(x.min(), y.min()) - 2, max(x.max(), y.max()) + 2
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"paper ({key})")
+    ax.set_ylabel("this run")
+    ax.set_title(f"this run vs the paper: Spearman rho = {rho:.2f} over {len(x)} cells", fontsize=9)
     return _finish(fig, path, note)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlit import protocol
 from mlit.generate import generation_key
 from mlit.judge import verdict_key
 from mlit.plan import Plan
@@ -70,4 +71,7 @@ def describe(plan: Plan, store: Store) -> str:
         f"estimated tokens: generation <= {(c.generations - gen_cached) * sp.max_tokens:,} new, "
         f"judge ~{(c.judge_calls - calls_cached) * (INSTRUCTION_TOKENS + 2 * sp.max_tokens + JUDGE_TEMPLATE_TOKENS):,} prompt",
     ]
+    judge = plan.judge.build()
+    lines.append(f"judge template: {judge.template_name} (sha256 {judge.template_hash()})")
+    lines.append(protocol.render(protocol.items(plan)))
     return "\n".join(lines)

@@ -24,6 +24,9 @@ DEMO_NOTE = (
 )
 
 
+PROXY = "proxy: each language's share of the training text, in characters"
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -42,7 +45,7 @@ def shares_for(cfg: SweepConfig, frame: pl.DataFrame | None) -> tuple[dict[str, 
         n=(pl.col("instruction").str.len_chars() + pl.col("response").str.len_chars()).sum()
     )
     total = chars["n"].sum()
-    return {lang: n / total for lang, n in chars.rows()}, "proxy: characters of the training text"
+    return {lang: n / total for lang, n in chars.rows()}, PROXY
 
 
 def build(
@@ -52,16 +55,17 @@ def build(
     judgments: pl.DataFrame,
     gens: pl.DataFrame | None,
     shares: dict[str, float],
+    shares_source: str = "pretraining documents",
 ) -> pl.DataFrame:
     """Scores, tables and figures from judgments (and generations for Appendix E); prints the
     main table and returns it."""
     s = scores.score(judgments, n_boot=cfg.n_boot, seed=cfg.seed)
     run.write_frame("scores", s.table)
-    tables = scores.tables_for(s, exp, shares)
+    tables = scores.tables_for(s, exp, shares, shares_source)
     tables["order_consistency"] = scores.order_consistency(judgments)
     if gens is not None and gens.height:
         tables["appE_response_language"] = langid.response_language(gens)
-    scores.write_tables(tables, run.tables)
+    scores.write_tables(tables, run.tables, scores.notes_for(exp))
     note = plots.NOTE_DEMO if cfg.is_demo else None
     figures = plots.figures_for(tables, exp, run.figures, note)
     main = tables[exp.table_stem]
@@ -80,11 +84,9 @@ def rebuild(run_dir: str | Path) -> pl.DataFrame:
     judgments = run.frame("judgments")
     gens = run.frame("generations") if run.has_frame("generations") else None
     stored = run.shares()
-    if stored is not None:
-        shares = stored[0]
-    else:  # a folder written before the sweep kept its shares: recompute them if the data is here
+    if stored is None:  # a folder written before the sweep kept its shares: recompute if we can
         try:
-            shares = shares_for(cfg, data.open_source(cfg.data))[0]
+            stored = shares_for(cfg, data.open_source(cfg.data))
         except (data.DataError, OSError):
-            shares = {}
-    return build(run, exp, cfg, judgments, gens, shares)
+            stored = ({}, "none")
+    return build(run, exp, cfg, judgments, gens, *stored)

@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mlit import chat, engine, rouge
-from mlit.hyperparameters import DROPOUT_ATTRIBUTES, TrainConfig, TrainError, TrainResult
+from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
 from mlit.run_folder import versions
 from mlit.store import atomic_dir
 
@@ -73,9 +73,8 @@ def load_model_and_tokenizer(base_model: str, cfg: TrainConfig):
             f"cannot load base model {base_model!r}: not a local model directory and not "
             f"loadable from the hub ({str(err).splitlines()[0]})"
         ) from err
-    for name in DROPOUT_ATTRIBUTES:
-        if isinstance(getattr(config, name, None), float):
-            setattr(config, name, cfg.dropout)
+    for name in dropout_settings(config):
+        setattr(config, name, cfg.dropout)
     model = AutoModelForCausalLM.from_pretrained(source, config=config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -201,6 +200,9 @@ def train_model(
     output_dir = Path(output_dir)
     work = output_dir.with_name(f".{output_dir.name}.work")
     model, tokenizer = load_model_and_tokenizer(base_model, cfg)
+    # Which of the base model's dropout settings the paper's dropout reached (recorded with the
+    # model; an empty list means the architecture has none and dropout is not applied).
+    metadata = {**(metadata or {}), "dropout_settings": dropout_settings(model.config)}
     if cfg.lora_rank:
         model = _with_lora(model, cfg)
     on_gpu = torch.cuda.is_available()
@@ -214,7 +216,7 @@ def train_model(
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_train_batch_size=cfg.batch_plan(world)[0],
         gradient_accumulation_steps=cfg.accumulation(world),
         bf16=bf16,
         # Without CUDA, accelerate only sees the gloo group that Ray (or we) set up when told to
@@ -286,10 +288,10 @@ def train_model(
         losses=tuple(state["losses"]),
         steps=cfg.max_steps,
         wall_time_s=round(time.time() - start, 2),
-        effective_batch=cfg.per_device_batch_size * world * cfg.accumulation(world),
+        effective_batch=world * cfg.batch_plan(world)[0] * cfg.accumulation(world),
     )
     if int(os.environ.get("RANK", "0")) == 0:
-        _export(base_model, best_dir, output_dir, tokenizer, cfg, result, metadata or {})
+        _export(base_model, best_dir, output_dir, tokenizer, cfg, result, metadata)
         shutil.rmtree(work, ignore_errors=True)
     _barrier()
     return result

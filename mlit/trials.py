@@ -205,6 +205,8 @@ def train_phase(
                 "store_path": store.model_uri(job.key) if info else None,
                 "best_dev_rouge_l": info.get("best_dev_rouge_l"),
                 "wall_time_s": info.get("wall_time_s"),
+                "effective_batch": info.get("effective_batch"),
+                "dropout_settings": ",".join(info.get("dropout_settings") or []) or None,
                 "status": (
                     "failed" if job.key in failed else "trained" if job in todo else "stored"
                 ),
@@ -306,6 +308,14 @@ def _worker_loop(config: dict) -> None:
             _train_one(job, store)
 
 
+def model_config(folder: Path):
+    """The HF config of an exported model, as a plain namespace (no transformers import)."""
+    import json
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**json.loads((folder / "config.json").read_text()))
+
+
 def _train_one(job: ModelJob, store: Store) -> None:
     import ray.train
 
@@ -331,6 +341,8 @@ def _train_one(job: ModelJob, store: Store) -> None:
             "best_step": result.best_step,
             "wall_time_s": result.wall_time_s,
             "base_model": job.base_model,
+            "effective_batch": result.effective_batch,
+            "dropout_settings": train.dropout_settings(model_config(out)),
         }
         store.publish_model(out, job.key, info)
         shutil.rmtree(out, ignore_errors=True)

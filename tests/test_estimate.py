@@ -44,13 +44,13 @@ def test_estimate_matches_a_hand_calculation():
 
 def test_the_store_saving_across_the_paper():
     e = estimate.estimate(list(experiments.NAMES), estimate.Assumptions())
-    assert e.distinct_models == 56 and e.model_slots == 129
-    assert e.store_saves_models == 73 and e.store_saves_gpu_hours > 0
+    assert e.distinct_models == 57 and e.model_slots == 129
+    assert e.store_saves_models == 72 and e.store_saves_gpu_hours > 0
 
 
 def test_cli_prints_assumptions_and_rejects_bad_input():
     runner = CliRunner()
     out = runner.invoke(app, ["estimate", "paper", "--params", "1.5e9", "--gpu", "h100"])
-    assert out.exit_code == 0 and "assumptions:" in out.stdout and "56 models" in out.stdout
+    assert out.exit_code == 0 and "assumptions:" in out.stdout and "57 models" in out.stdout
     bad = runner.invoke(app, ["estimate", "paper", "--gpu", "tpu9"])
     assert bad.exit_code == 2 and "unknown GPU 'tpu9'" in bad.stderr

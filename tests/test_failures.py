@@ -260,3 +260,52 @@ def test_failure_thresholds_make_a_run_fail_with_its_causes():
     assert len(lines) == 1 and "40 of 40 pairs have no verdict" in lines[0]
     assert "80 calls requested, 76 answered, 4 failed" in lines[0]
     assert phases.failures(bad, 1.0) == []
+
+
+def test_a_generation_reply_without_an_answer_is_an_error_never_stored(endpoint, tmp_path):
+    from mlit import generate
+
+    _, url = endpoint
+    store = Store(str(tmp_path))
+    tasks = [
+        generate.Task(m, f"key-{m}", "ex1", "en", "Hi?") for m in ("no-choices", "null-content")
+    ]
+    client = generate.Client(url, concurrency=2, retries=0)
+    out = generate.generate(tasks, client, store, progress=False)
+    assert out["status"].to_list() == ["error", "error"]
+    errors = dict(zip(out["model"], out["error"], strict=True))
+    assert "no choices" in errors["no-choices"] and "no content" in errors["null-content"]
+    assert store.keys("generations") == []
+
+
+def test_an_empty_answer_is_judged_not_called_a_failed_generation(endpoint, tmp_path):
+    _, url = endpoint
+    empty = [Pair("cand", "base", "en", "ex0", "Q?", "", "a good answer", "k1", "k2")]
+    out = judge.judge_pairs(
+        empty, Judge("openai/good", api_base=url), Store(str(tmp_path)), progress=False
+    )
+    assert out["verdict"].to_list() == ["loss"] and out["error"].to_list() == [None]
+
+
+def test_confidence_intervals_are_the_same_on_every_rebuild():
+    """The bootstrap draws per language from its own seeded stream: the intervals do not depend
+    on the order Polars hands the languages over (they did: rebuilding a run changed them)."""
+    import polars as pl
+    from test_scores import judgments
+
+    from mlit import scores
+
+    rows = [
+        (m, "mono-x", lang, f"e{i}", ["win", "tie", "loss"][(i + len(m)) % 3])
+        for m in ("a", "bb")
+        for lang in ("cs", "fi", "sw", "zh", "he")
+        for i in range(12)
+    ]
+    frame = judgments(rows)
+    first = scores.score(frame, n_boot=200, seed=3).table
+    for seed in range(4):
+        shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+        again = scores.score(shuffled, n_boot=200, seed=3).table
+        assert again.sort("eval_lang", "model").equals(first.sort("eval_lang", "model"))
+    assert not scores.score(frame, n_boot=200, seed=4).table.equals(first)
+    assert isinstance(first, pl.DataFrame)

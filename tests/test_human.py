@@ -12,7 +12,7 @@ from mlit.generate import GENERATION_COLUMNS
 
 def _run(tmp_path):
     gens = []
-    for model in ("m", "mono-fi"):
+    for model in ("mono-en", "mono-fi"):
         for i in range(6):
             gens.append(
                 {
@@ -30,9 +30,9 @@ def _run(tmp_path):
         [{c: g.get(c) for c in GENERATION_COLUMNS} for g in gens], schema=GENERATION_COLUMNS
     ).write_parquet(tmp_path / "generations.parquet")
     verdicts = ["win", "loss", "tie", "win", "loss", "win"]
-    judgments([("m", "mono-fi", "fi", f"e{i}", v) for i, v in enumerate(verdicts)]).write_parquet(
-        tmp_path / "judgments.parquet"
-    )
+    judgments(
+        [("mono-en", "mono-fi", "fi", f"e{i}", v) for i, v in enumerate(verdicts)]
+    ).write_parquet(tmp_path / "judgments.parquet")
     return tmp_path
 
 
@@ -59,7 +59,7 @@ def test_agreement_rule():
 
 def test_export_import_round_trip(tmp_path):
     run = _run(tmp_path)
-    frame, key = human.export(run, per_language=4, seed=1)
+    frame, key = human.export(run, per_language=4, seed=1, languages=("fi",))
     assert set(frame["study"]) == {"rating", "side_by_side"}
     assert frame.filter(pl.col("study") == "side_by_side").height == 4
     assert "model" not in frame.columns and "candidate" not in frame.columns  # raters are blind

@@ -151,10 +151,20 @@ def test_an_interrupt_during_training_is_an_interrupt(tiny_base, tmp_path, signu
     script.write_text(INTERRUPT)
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tiny_base), "--output", str(run),
-         "--store", str(tmp_path / "store")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            str(tiny_base),
+            "--output",
+            str(run),
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not any((run / "ray").glob("*/*")):
         assert proc.poll() is None, proc.communicate()
