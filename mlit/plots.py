@@ -81,11 +81,34 @@ def heatmap(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None =
 
 
 def _label(ax, exp: Experiment, xlabel: str, ylabel: str) -> None:
-    ax.axhline(50, color="grey", ls="--", lw=0.8)  # 50: indistinguishable from the baseline
+    # 50: indistinguishable from the baseline, as the paper's dashed line
+    ax.axhline(50, color="grey", ls="--", lw=0.8, label="50 = same as the baseline")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{exp.figure}: {exp.title}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+
+
+def _language_lines(ax, x, table: pl.DataFrame, langs: list[str]) -> None:
+    """One thin line per evaluation language, each in its own colour, named in the legend and
+    at its right end (a reader can tell every line apart, as in the paper's Figs. 3-5)."""
+    colours = _plt().get_cmap("tab20")
+    for i, lang in enumerate(langs):
+        y = table[lang].cast(pl.Float64).to_numpy()
+        colour = colours(i % 20)
+        ax.plot(x, y, color=colour, lw=0.9, alpha=0.8, marker=".", label=lang)
+        finite = np.isfinite(y)
+        if finite.any():
+            last = np.flatnonzero(finite)[-1]
+            ax.annotate(
+                lang,
+                (x[last], y[last]),
+                textcoords="offset points",
+                xytext=(3, 0),
+                fontsize=6,
+                color=colour,
+                va="center",
+            )
 
 
 def _band(ax, x, mid, low, high, colour, label, width=2.0):
@@ -98,9 +121,8 @@ def fraction_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(table.height)
-    for lang in exp.eval_languages:
-        if lang != "en" and lang in table.columns:
-            ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.7, alpha=0.45)
+    langs = [lang for lang in exp.eval_languages if lang != "en" and lang in table.columns]
+    _language_lines(ax, x, table, langs)
     for group, colour, label in (
         ("seen", "tab:red", "non-English tuning languages"),
         ("unseen", "tab:green", "languages unseen in tuning"),
@@ -125,8 +147,7 @@ def count_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | Non
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     x = table["k"].to_numpy()
-    for lang in exp.eval_languages:
-        ax.plot(x, table[lang].to_numpy(), color="tab:blue", lw=0.8, alpha=0.5, marker=".")
+    _language_lines(ax, x, table, [lang for lang in exp.eval_languages if lang in table.columns])
     _band(
         ax,
         x,

@@ -93,7 +93,7 @@ def test_export_import_round_trip(tmp_path):
 
 def test_bad_choices_are_named(tmp_path):
     run = _run(tmp_path)
-    frame, _key = human.export(run, per_language=2)
+    frame, _key = human.export(run, per_language=2, languages=("fi",))
     bad = frame.with_columns(
         choice=pl.when(pl.col("study") == "side_by_side").then(pl.lit("maybe"))
     )

@@ -90,7 +90,10 @@ def test_models_publish_atomically_list_read_and_resume(s3, tmp_path):
     # Publishing again (the resume) replaces the leftovers and completes.
     st.publish_model(local, "k1", {"mixture": "mono-en"})
     assert st.has_model("k1") and st.model_keys() == ["k1"]
-    assert st.model_info("k1") == {"mixture": "mono-en"}
+    info = st.model_info("k1")
+    assert info["mixture"] == "mono-en"
+    assert set(info["files"]) == {"config.json", "weights.bin"}  # sizes and sha256s, verified
+    assert st.model_problem("k1") is None
     got = st.local_model_dir("k1", cache=tmp_path / "cache")
     assert (got / "weights.bin").read_bytes() == (local / "weights.bin").read_bytes()
     assert (got / COMPLETE).exists()

@@ -85,7 +85,9 @@ built = [mixtures.build(mixtures.monolingual(l), ids, seed=1) for l in ("it", "e
 cfg = TrainConfig.demo(max_steps=int(sys.argv[4]), eval_every=2, dev_max_new_tokens=6,
                        batch_size=8, per_device_batch_size=4)
 jobs = trials.plan_jobs(sys.argv[2], built, sample, cfg)
-trials.train_phase(jobs, Store(sys.argv[3]), trials.Compute(workers=1), "kill")
+# One trial at a time: the test kills the sweep after the first model, while the second trains
+# (two trials side by side can finish within one poll of each other).
+trials.train_phase(jobs, Store(sys.argv[3]), trials.Compute(workers=1, max_concurrent=1), "kill")
 """
 
 
