@@ -96,7 +96,7 @@ def _language_lines(ax, x, table: pl.DataFrame, langs: list[str]) -> None:
     for i, lang in enumerate(langs):
         y = table[lang].cast(pl.Float64).to_numpy()
         colour = colours(i % 20)
-        ax.plot(x, y, color=colour, lw=0.9, alpha=0.8, marker=".", label=lang)
+        ax.plot(x, y, color=colour, lw=0.8, alpha=0.75, marker=".", label=lang)
         finite = np.isfinite(y)
         if finite.any():
             last = np.flatnonzero(finite)[-1]
@@ -111,8 +111,8 @@ def _language_lines(ax, x, table: pl.DataFrame, langs: list[str]) -> None:
             )
 
 
-def _band(ax, x, mid, low, high, colour, label, width=2.0):
-    ax.plot(x, mid, color=colour, lw=width, label=label, marker="o", ms=3)
+def _band(ax, x, mid, low, high, colour, label, width=2.4, style="-"):
+    ax.plot(x, mid, color=colour, lw=width, ls=style, label=label, marker="o", ms=3)
     if low is not None and high is not None:
         ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
 
@@ -123,16 +123,17 @@ def fraction_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | 
     x = np.arange(table.height)
     langs = [lang for lang in exp.eval_languages if lang != "en" and lang in table.columns]
     _language_lines(ax, x, table, langs)
-    for group, colour, label in (
-        ("seen", "tab:red", "non-English tuning languages"),
-        ("unseen", "tab:green", "languages unseen in tuning"),
-        ("en", "tab:orange", "English"),
+    # Averages in dark colours and their own line styles, so they never read as a language line.
+    for group, colour, style, label in (
+        ("seen", "black", "-", "avg: non-English tuning languages"),
+        ("unseen", "dimgray", "--", "avg: languages unseen in tuning"),
+        ("en", "navy", "-.", "English"),
     ):
         mid = table[f"{group}_avg"].cast(pl.Float64).to_numpy()
         if np.isfinite(mid).any():
             low = table[f"{group}_ci_low"].cast(pl.Float64).to_numpy()
             high = table[f"{group}_ci_high"].cast(pl.Float64).to_numpy()
-            _band(ax, x, mid, low, high, colour, label)
+            _band(ax, x, mid, low, high, colour, label, style=style)
     ax.set_xticks(x, [f"{p:g}%" for p in table["percent"]])
     _label(
         ax,
@@ -154,8 +155,8 @@ def count_plot(table: pl.DataFrame, exp: Experiment, path: Path, note: str | Non
         table["avg"].to_numpy(),
         table["avg_ci_low"].to_numpy(),
         table["avg_ci_high"].to_numpy(),
-        "tab:green",
-        "average over unseen languages",
+        "black",
+        "avg: unseen languages",
     )
     ax.set_xticks(x)
     _label(
@@ -211,7 +212,8 @@ def pretraining_plot(
     if len(x) > 1 and np.std(x) > 0:
         slope, intercept = np.polyfit(x, y, 1)
         xs = np.linspace(x.min(), x.max(), 50)
-        ax.plot(xs, slope * xs + intercept, color="tab:red")
+        ax.plot(xs, slope * xs + intercept, color="tab:red", label="least-squares fit")
+        ax.legend(fontsize=7)
     s = summary.row(0, named=True)
     ax.set_title(
         f"{exp.figure}: Pearson r = {s['pearson_r']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}], "

@@ -176,3 +176,50 @@ def test_every_figure_is_drawn_from_a_small_run(name, tmp_path):
     figures = plots.figures_for(tables, exp, tmp_path / "figures", note=plots.NOTE_DEMO)
     assert figures and all(p.suffix == ".png" and p.stat().st_size > 5000 for p in figures)
     assert figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_every_line_and_cell_of_every_figure_is_labelled(name, tmp_path, monkeypatch):
+    """Checked on the figure objects, not the pixels: each plotted line and bar set has a name in
+    the legend, each heatmap cell its value, every axis its title, and line plots the 50 line."""
+    from matplotlib.container import BarContainer
+
+    from mlit import plots
+
+    drawn = []
+    finish = plots._finish
+    monkeypatch.setattr(
+        plots, "_finish", lambda fig, path, note: (drawn.append(fig), finish(fig, path, note))[1]
+    )
+    exp = experiments.get(name)
+    s = scores.score(_synthetic(exp, seed=7), n_boot=50)
+    shares = {lang: 0.02 * (i + 1) for i, lang in enumerate(exp.eval_languages)}
+    tables = scores.tables_for(s, exp, shares)
+    plots.figures_for(tables, exp, tmp_path, note=plots.NOTE_DEMO)
+    assert drawn
+    for fig in drawn:
+        ax = fig.axes[0]
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+        patches = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+        if exp.table_kind in ("matrix", "pretraining") and len(patches) > 20:  # a heatmap
+            texts = [t.get_text() for t in ax.texts]
+            assert len(texts) == len(patches), "every heatmap cell carries its value"
+            continue
+        error_bars = {  # the whiskers of a bar set belong to that (labelled) bar set
+            id(part)
+            for c in ax.containers
+            if isinstance(c, BarContainer) and c.errorbar is not None
+            for group in c.errorbar.lines
+            for part in (group if isinstance(group, tuple) else (group,))
+        }
+        lines = [
+            ln for ln in ax.get_lines() if len(ln.get_xdata()) > 1 and id(ln) not in error_bars
+        ]
+        for line in lines:
+            assert not line.get_label().startswith("_"), f"an unlabelled line in {exp.figure}"
+        for bars in (c for c in ax.containers if isinstance(c, BarContainer)):
+            assert not bars.get_label().startswith("_")
+        if exp.table_kind in ("fraction", "count"):
+            assert any(ln.get_ydata()[0] == 50 for ln in ax.get_lines()), "the 50 line"
+            named = {ln.get_label() for ln in lines}
+            assert {lang for lang in exp.eval_languages if lang != "en"} <= named
