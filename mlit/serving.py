@@ -31,8 +31,9 @@ from ray import serve
 
 from mlit import chat, engine
 from mlit.gateway import Gateway, hash_key
+from mlit.integrity import verify_dir
 from mlit.run_folder import RunFolder
-from mlit.store import local_copy, verify_dir
+from mlit.store import local_copy
 
 APP_NAME = "mlit"
 

@@ -10,9 +10,10 @@ import pytest
 
 from mlit import checks, judge, phases, pipeline
 from mlit.config import SweepConfig
+from mlit.integrity import verify_dir
 from mlit.judge import Judge, Pair
 from mlit.run_folder import RunFolder, RunFolderError
-from mlit.store import Store, verify_dir
+from mlit.store import Store
 
 
 def pairs(n: int) -> list[Pair]:

@@ -1,0 +1,87 @@
+"""Integrity of what the store holds: the sha256 of every record and of every model file.
+
+A record carries the sha256 of its own content; a model's completion marker lists each file with
+its size and sha256. What does not match is damage: reported once with its path, then treated as
+missing, so the work is redone instead of a crash or a silent use of a damaged artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+COMPLETE = "_COMPLETE.json"  # a model's completion marker, written last
+
+RECORD_SHA = "_sha256"  # each record carries the sha256 of its own content
+_reported: set[str] = set()  # damage is reported once per path and process
+
+
+def digest(value: dict) -> str:
+    blob = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def report_damage(path: str, problem: str) -> None:
+    """One line on stderr, once per path: the artifact is treated as missing and redone."""
+    if path not in _reported:
+        _reported.add(path)
+        print(
+            f"[store] {path}: {problem}; treated as missing and redone", file=sys.stderr, flush=True
+        )
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest(folder: Path) -> dict[str, dict]:
+    """relative path -> {size, sha256} of every file of a model folder (the marker excluded)."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_digest(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE
+    }
+
+
+def verify_dir(folder: str | Path, full: bool = True) -> str | None:
+    """What is wrong with a local model folder against its completion marker, or None. A folder
+    whose marker lists no files (written before mlit recorded them) cannot be checked: None."""
+    folder = Path(folder)
+    marker = folder / COMPLETE
+    if not marker.exists():
+        return None
+    try:
+        files = json.loads(marker.read_text("utf-8")).get("files")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return f"its marker {COMPLETE} is damaged"
+    for rel, want in (files or {}).items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{rel} is {path.stat().st_size} bytes, {want['size']} expected (truncated?)"
+        if full and file_digest(path) != want["sha256"]:
+            return f"{rel} does not match its sha256 (edited or damaged)"
+    return None
+
+
+def check_record(raw: bytes) -> tuple[str | None, dict | None]:
+    """(problem, document): a record that does not parse, or whose sha256 does not match its
+    content, is damage; a record without a sha256 (written before mlit kept one) is trusted."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"damaged record ({type(err).__name__}: {str(err)[:80]})", None
+    if not isinstance(doc, dict):
+        return "damaged record (not a JSON object)", None
+    sha = doc.pop(RECORD_SHA, None)
+    if sha is not None and sha != digest(doc):
+        return "record does not match its sha256 (edited or damaged)", None
+    return None, doc
