@@ -21,6 +21,17 @@ ROOT = Path(__file__).parent.parent
 LANGS = ["ar", "cs", "en", "es", "et", "fi", "he", "hi", "it", "ru", "sw", "zh"]
 
 
+def _script(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess:
+    """A sweep script run as a user would, with its own empty store."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLIT_STORE": str(tmp_path)},
+    )
+
+
 def _scores(cells: dict[tuple[str, str, str], float]) -> scores.Scores:
     rows = [
         {
@@ -79,21 +90,15 @@ def test_fig1_row_averages_include_the_diagonal_as_the_paper():
 
 
 def test_paper_preset_without_shares_stops_before_any_work(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "sweeps" / "pretraining_fraction.py"),
-            "--preset",
-            "paper",
-            "--base-model",
-            "X/base",
-            "--judge",
-            "openai/x",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MLIT_STORE": str(tmp_path)},
+    out = _script(
+        tmp_path,
+        "pretraining_fraction",
+        "--preset",
+        "paper",
+        "--base-model",
+        "X/base",
+        "--judge",
+        "openai/x",
     )
     assert out.returncode == 2 and "--pretraining-shares FILE" in out.stderr
     assert '{"ar": 0.011' in out.stderr and not (tmp_path / "results").exists()
@@ -236,22 +241,16 @@ def test_dropout_reaches_every_dropout_setting_the_config_has():
 
 
 def test_paper_dry_run_prints_a_protocol_report_that_matches_everywhere(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "sweeps" / "monolingual.py"),
-            "--preset",
-            "paper",
-            "--dry-run",
-            "--base-model",
-            "X/base",
-            "--judge",
-            "openai/x",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MLIT_STORE": str(tmp_path)},
+    out = _script(
+        tmp_path,
+        "monolingual",
+        "--preset",
+        "paper",
+        "--dry-run",
+        "--base-model",
+        "X/base",
+        "--judge",
+        "openai/x",
     )
     assert out.returncode == 0, out.stderr
     assert "judge template: paper" in out.stdout
