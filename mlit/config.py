@@ -61,6 +61,11 @@ class SweepConfig:
         0.05, "Largest share of failed answers or judged pairs a run may have and still succeed."
     )
     dry_run: bool = _opt(False, "Print the plan; run nothing.")
+    verbose: bool = _opt(
+        False,
+        "Show library output (Ray, Tune, Serve, DeepSpeed, transformers) on the console "
+        "instead of RUN_DIR/logs/mlit.log.",
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mlit import data
+from mlit import console, data
 from mlit.store import atomic_dir
 
 CHAT_TEMPLATE = (
@@ -145,7 +145,10 @@ def pretrain(model, tokenizer, texts: list[str], cfg: DemoModelConfig, progress:
     model.train()
     losses = []
     bar = tqdm(
-        range(cfg.pretrain_steps), desc="pretraining demo model", disable=None if progress else True
+        range(cfg.pretrain_steps),
+        desc="pretraining demo model",
+        disable=None if progress else True,
+        file=console.bar_stream(),
     )  # None: off when not a TTY
     for _ in bar:
         batch = torch.tensor([rng.choice(chunks) for _ in range(cfg.batch_size)])

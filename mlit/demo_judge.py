@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import data
+from mlit import console, data
 from mlit.judge import Judge
 from mlit.store import atomic_dir
 
@@ -179,7 +179,12 @@ def build_demo_judge(
     rng = random.Random(cfg.seed)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     model.train()
-    bar = tqdm(range(cfg.steps), desc="training demo judge", disable=None if progress else True)
+    bar = tqdm(
+        range(cfg.steps),
+        desc="training demo judge",
+        disable=None if progress else True,
+        file=console.bar_stream(),
+    )
     for _ in bar:
         rows = [row for couple in rng.sample(couples, cfg.batch_size) for row in couple]
         ids = [[*prompt, d] for prompt, d in rows]

@@ -9,12 +9,13 @@ set. Only flags given on the command line replace those values: a script that pi
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import Field, fields, replace
 
 import click
 
-from mlit import interrupts
+from mlit import console, interrupts
 from mlit.config import SweepConfig
 from mlit.generate import SamplingParams
 from mlit.phases import SweepFailed
@@ -116,24 +117,42 @@ def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> cli
     def main(**values) -> None:
         interrupts.install()
         try:
-            runner(apply(config, _given(click.get_current_context(), values)))
+            cfg = apply(config, _given(click.get_current_context(), values))
+            # Quiet: library output to a log file, mlit's lines on the console (`--verbose`
+            # keeps everything on the console; a dry run starts no library that talks).
+            ours = not interrupts.ray_running()  # a Ray this command starts is its to stop
+            with console.quiet(not (cfg.verbose or cfg.dry_run)):
+                try:
+                    runner(cfg)
+                finally:  # inside the quiet block: Ray's last lines go to the log too
+                    if ours:
+                        interrupts.shutdown_ray()
         except SweepFailed as err:  # the work ran; too much of it failed
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(1)
+            _error(str(err), 1)
         except (ValueError, OSError, RuntimeError) as err:
-            click.secho(f"error: {err}", fg="red", err=True)
-            sys.exit(2)
+            _error(str(err), 2)
         except KeyboardInterrupt:
-            interrupts.shutdown_ray()
             click.secho(
                 "interrupted: finished work is in the store; rerun to continue",
                 fg="yellow",
                 err=True,
             )
             sys.exit(interrupts.EXIT_CODE)
+        except Exception:  # a bug: the traceback, and where the library output went
+            traceback.print_exc()
+            if console.log_path():
+                click.secho(f"(library output: {console.log_path()})", err=True)
+            sys.exit(1)
 
     doc = _verbatim(sys.modules["__main__"].__doc__ or config.experiment)
     return click.Command("sweep", callback=main, params=options(config), help=doc)
+
+
+def _error(message: str, code: int) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    if console.log_path() and code == 1:
+        click.secho(f"(library output: {console.log_path()})", err=True)
+    sys.exit(code)
 
 
 def run_script(config: SweepConfig) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mlit import console
 from mlit.engine import PAPER_SAMPLING
 from mlit.store import Store, content_key, write_parquet
 
@@ -164,7 +165,11 @@ async def _generate(
             todo.append((task, key))
     sem = asyncio.Semaphore(client.concurrency)
     bar = tqdm(
-        total=len(todo), desc="generating", unit="answer", disable=None if progress else True
+        file=console.bar_stream(),
+        total=len(todo),
+        desc="generating",
+        unit="answer",
+        disable=None if progress else True,
     )
     last_flush = time.monotonic()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
+
+from mlit import console
 
 COMPLETE = "_COMPLETE.json"  # a model's completion marker, written last
 
@@ -27,9 +28,7 @@ def report_damage(path: str, problem: str) -> None:
     """One line on stderr, once per path: the artifact is treated as missing and redone."""
     if path not in _reported:
         _reported.add(path)
-        print(
-            f"[store] {path}: {problem}; treated as missing and redone", file=sys.stderr, flush=True
-        )
+        console.warn(f"[store] {path}: {problem}; treated as missing and redone")
 
 
 def file_digest(path: Path) -> str:

@@ -25,6 +25,14 @@ def install() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def ray_running() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized()
+
+
 def shutdown_ray() -> None:
     """Take Serve and Ray down if this process started them (a no-op otherwise)."""
     if "ray" not in sys.modules:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mlit import console
 from mlit.store import Store, content_key, write_parquet
 
 # Judge templates by name, as alpaca_eval keeps evaluator configs; anything else is a file path.
@@ -254,7 +255,13 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
         for p in pairs
         if not p.is_self and p.candidate_answer is not None and p.baseline_answer is not None
     )
-    bar = tqdm(total=calls, desc="judging", unit="call", disable=None if progress else True)
+    bar = tqdm(
+        total=calls,
+        desc="judging",
+        unit="call",
+        disable=None if progress else True,
+        file=console.bar_stream(),
+    )
 
     async def order(instruction: str, a: str, b: str) -> dict:
         key = verdict_key(judge, instruction, a, b)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from mlit import generate, judge
+from mlit import console, generate, judge
 from mlit.plan import Plan
 from mlit.run_folder import RunFolder
 from mlit.store import Store
@@ -36,7 +35,7 @@ class SweepFailed(RuntimeError):
 def heartbeat(label: str):
     """When output is not a terminal (a cluster job's log), one line every 30 s on stderr while a
     phase runs, so the log shows the job is alive; progress bars only draw on a terminal."""
-    if sys.stdout.isatty():
+    if console.is_terminal():
         yield
         return
     interval = float(os.environ.get("MLIT_HEARTBEAT_S", "30"))
@@ -44,11 +43,7 @@ def heartbeat(label: str):
 
     def beat() -> None:
         while not stop.wait(interval):
-            print(
-                f"[{label}] still running ({time.time() - start:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            console.warn(f"[{label}] still running ({time.time() - start:.0f} s)")
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
@@ -77,10 +72,6 @@ def failures(phases: dict, max_error_rate: float) -> list[str]:
     return out
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
 @dataclass
 class Phase:
     """What a phase did, for run.json and the closing line."""
@@ -103,7 +94,7 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
 
     phase = Phase()
     if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
-        _say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
+        console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
     result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
     run.write_frame("train", result.table())
     if result.failed:
@@ -116,11 +107,11 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
         r["mixture"] for r in result.rows if r["status"] == "trained" and not r["dropout_settings"]
     ]
     if bare:
-        _say(
+        console.say(
             f"[train] warning: the base model's config has no dropout setting, so dropout "
             f"{plan.train.dropout} reached nothing ({len(bare)} models; see train.parquet)"
         )
-    _say(
+    console.say(
         f"[train] {trained} trained, {len(plan.jobs) - trained} already stored "
         f"({time.time() - phase.started:.0f} s)"
     )
@@ -155,7 +146,7 @@ class Serving:
                 max_models_per_replica=spec.max_models_per_replica,
             )
             self._url = serving.start(cfg)
-            _say(f"[serve] {len(self.models)} models at {self._url}/v1")
+            console.say(f"[serve] {len(self.models)} models at {self._url}/v1")
         return self._url
 
     def __enter__(self) -> Serving:
@@ -204,13 +195,13 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())
     first = gens.filter(pl.col("status") == "error")["error"][0] if errors else None
-    _say(
+    console.say(
         f"[generate] {gens.height} answers: {requests} requested ({requests - errors} answered, "
         f"{errors} failed), {gens.height - requests} from the store "
         f"({time.time() - phase.started:.0f} s)"
     )
     if errors:
-        _say(
+        console.say(
             f"[generate] {errors} answers failed; nothing of them is stored and they are asked "
             f"again on the next run. First: {first}"
         )
@@ -268,14 +259,14 @@ def judge_answers(
     calls = int(asked[0].sum() + asked[1].sum())
     failed_calls = int(failed[0].sum() + failed[1].sum())
     errors = judgments.filter(pl.col("verdict") == "error")
-    _say(
+    console.say(
         f"[judge] {judgments.height} pairs, {calls} judge calls requested "
         f"({calls - failed_calls} answered, {failed_calls} failed) "
         f"({time.time() - phase.started:.0f} s)"
     )
     summary = judge.error_summary(judgments)
     if summary:
-        _say(f"[judge] {summary}")
+        console.say(f"[judge] {summary}")
     return judgments, phase.done(
         pairs=judgments.height,
         self_comparisons=int(judgments["self_comparison"].sum()),

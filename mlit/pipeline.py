@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import checks, experiments, phases, preview, protocol
+from mlit import checks, console, experiments, phases, preview, protocol
 from mlit.config import SweepConfig
 from mlit.plan import Plan, prepare
 from mlit.report import DEMO_NOTE, build, shares_for
@@ -39,10 +39,6 @@ __all__ = [
     "run_paper",
     "run_sweep",
 ]
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
 
 
 def describe(plan: Plan, store: Store) -> str:
@@ -80,15 +76,16 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     with phases.heartbeat("plan"):  # may build the demo base model (minutes, once)
         plan = prepare(cfg)
     if cfg.dry_run:
-        _say(describe(plan, store))
+        console.say(describe(plan, store))
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
 
     checks.preflight(plan, store)  # nothing is written and nothing started until this passes
     run = RunFolder(cfg.run_dir())
     if cfg.is_demo:
-        _say(DEMO_NOTE)
+        console.say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}
     meta = run.start(cfg, plan.experiment.name, manifests)
+    console.attach(run.path / "logs")  # library output (when quiet) from now on in the run
     meta["protocol"] = protocol.as_json(protocol.items(plan))
     meta["judge_template"] = plan.judge.build().template_name
     if plan.experiment.table_kind == "bilingual":
@@ -128,12 +125,12 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     trained = meta["phases"]["train"]["models_trained"]
     requests = meta["phases"]["generate"]["requests"]
     calls = meta["phases"]["judge"]["calls"]
-    _say(
+    console.say(
         f"done in {meta['phases']['total_s']} s: {trained} models trained, {requests} generation "
         f"requests, {calls} judge calls; run folder {run.path}"
     )
     if cfg.is_demo:
-        _say(DEMO_NOTE)
+        console.say(DEMO_NOTE)
     return RunResult(run.path, trained, requests, calls, table, time.time() - start)
 
 
@@ -150,10 +147,10 @@ def run_paper(cfg: SweepConfig) -> list[RunResult]:
     slots = 0
     for c in configs:
         plan = prepare(c)
-        _say(describe(plan, store) + "\n")
+        console.say(describe(plan, store) + "\n")
         keys |= {plan.key_of[m.name] for m in plan.mixtures}
         slots += plan.counts().model_slots
-    _say(
+    console.say(
         f"the whole paper: {len(keys)} distinct models to train ({slots} model slots across "
         f"{len(experiments.NAMES)} experiments; the store trains each shared model once)"
     )

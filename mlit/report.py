@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import data, langid, plots, scores
+from mlit import console, data, langid, plots, scores
 from mlit.config import SweepConfig
 from mlit.experiments import Experiment
 from mlit.plan import experiment
@@ -25,10 +25,6 @@ DEMO_NOTE = (
 
 
 PROXY = "proxy: each language's share of the training text, in characters"
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
 
 
 def shares_for(cfg: SweepConfig, frame: pl.DataFrame | None) -> tuple[dict[str, float], str]:
@@ -69,10 +65,10 @@ def build(
     note = plots.NOTE_DEMO if cfg.is_demo else None
     figures = plots.figures_for(tables, exp, run.figures, note)
     main = tables[exp.table_stem]
-    _say(f"\n{exp.figure} — {exp.title}\n")
-    _say(scores.to_markdown(main.select([c for c in main.columns if "ci_" not in c])))
-    _say(f"tables:  {run.tables}  ({len(tables)} tables)")
-    _say("figures: " + ", ".join(str(p) for p in figures))
+    console.say(f"\n{exp.figure} — {exp.title}\n")
+    console.say(scores.to_markdown(main.select([c for c in main.columns if "ci_" not in c])))
+    console.say(f"tables:  {run.tables}  ({len(tables)} tables)")
+    console.say("figures: " + ", ".join(str(p) for p in figures))
     return main
 
 

@@ -1,0 +1,33 @@
+"""A quiet console: library output (Python and C alike) to a log file, mlit's lines on screen."""
+
+import subprocess
+import sys
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+from mlit import console
+with console.quiet():
+    print("library noise")
+    os.system("echo noise from a subprocess")
+    console.say("[phase] a line for the user")
+    console.attach(Path(sys.argv[1]))
+    print("noise after attach", file=sys.stderr)
+    console.warn("[phase] a warning for the user")
+print("back on the console")
+"""
+
+
+def test_library_output_goes_to_the_log_and_mlit_lines_to_the_console(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "logs")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.splitlines() == ["[phase] a line for the user", "back on the console"]
+    assert out.stderr.splitlines() == ["[phase] a warning for the user"]
+    log = (tmp_path / "logs" / "mlit.log").read_text()
+    for noise in ("library noise", "noise from a subprocess", "noise after attach"):
+        assert noise in log
+    assert "a line for the user" not in log
