@@ -88,6 +88,38 @@ class Phase:
 # Train
 
 
+@contextmanager
+def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
+    """A bar of models trained, drawn on a terminal while the trials run: the store is the one
+    place that knows, so a thread asks it every few seconds."""
+    from tqdm import tqdm
+
+    todo = [j.key for j in plan.jobs if not store.has_model(j.key)]
+    bar = tqdm(
+        total=len(todo),
+        desc="training",
+        unit="model",
+        file=console.bar_stream(),
+        disable=None if todo else True,
+    )
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(poll_s):
+            bar.n = sum(store.has_model(k) for k in todo)
+            bar.refresh()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.n = sum(store.has_model(k) for k in todo)
+        bar.close()
+
+
 def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     """Every model of the plan that the store lacks, as Tune trials."""
     from mlit import serving  # deferred: Ray Serve is heavy, and a sweep may need no training
@@ -95,7 +127,8 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     phase = Phase()
     if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
         console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
-    result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
+    with _training_bar(plan, store):
+        result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
     run.write_frame("train", result.table())
     if result.failed:
         raise TrainingFailed(
