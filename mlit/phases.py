@@ -39,18 +39,29 @@ def heartbeat(label: str):
         yield
         return
     interval = float(os.environ.get("MLIT_HEARTBEAT_S", "30"))
-    stop, start = threading.Event(), time.time()
+    start = time.time()
+    with _every(
+        interval, lambda: console.warn(f"[{label}] still running ({time.time() - start:.0f} s)")
+    ):
+        yield
 
-    def beat() -> None:
-        while not stop.wait(interval):
-            console.warn(f"[{label}] still running ({time.time() - start:.0f} s)")
 
-    thread = threading.Thread(target=beat, daemon=True)
+@contextmanager
+def _every(seconds: float, tick):
+    """Call ``tick()`` every ``seconds`` on a background thread while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            tick()
+
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
+        thread.join()
 
 
 def failures(phases: dict, max_error_rate: float) -> list[str]:
@@ -102,21 +113,16 @@ def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
         file=console.bar_stream(),
         disable=None if todo else True,
     )
-    stop = threading.Event()
 
-    def poll() -> None:
-        while not stop.wait(poll_s):
-            bar.n = sum(store.has_model(k) for k in todo)
-            bar.refresh()
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    def update() -> None:
         bar.n = sum(store.has_model(k) for k in todo)
+        bar.refresh()
+
+    try:
+        with _every(poll_s, update):
+            yield
+    finally:
+        update()
         bar.close()
 
 
