@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlit-installed
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo test test-all test-cluster lint format clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,12 @@ test: setup
 	$(PY) -m pytest
 
 test-all: setup
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -m "not cluster"
+
+# `ray up` -> `ray job submit` -> `ray down` on this machine over loopback SSH. It runs `ray stop`,
+# so never beside another Ray (CI runs it after the suite).
+test-cluster: setup
+	$(PY) -m pytest -m cluster tests/test_cluster_local.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mlit import data, experiments, human_commands, languages, mixtures, model_commands
+from mlit import console, data, experiments, human_commands, languages, mixtures, model_commands
 
 app = typer.Typer(
     help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
@@ -24,16 +24,11 @@ app.command("serve")(model_commands.serve_cmd)
 app.command("demo-judge")(model_commands.demo_judge_cmd)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
 def _load(source: str):
     try:
         return data.open_source(source)
     except data.DataError as err:
-        _fail(str(err))
+        console.fail(str(err))
 
 
 @data_app.command("validate")
@@ -51,7 +46,7 @@ def data_validate(
     try:
         report = data.validate(frame, languages_)
     except (languages.UnknownLanguageError, data.DataError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     typer.echo(report.summary(limit))
     if not report.ok:
         raise typer.Exit(1)
@@ -78,17 +73,17 @@ def mixtures_cmd(
     try:
         exp = experiments.get(experiment, seed)
     except ValueError as err:
-        _fail(str(err))
+        console.fail(str(err))
     if data_source == "none":
         if budget is None:
-            _fail("--data none needs --budget")
+            console.fail("--data none needs --budget")
         ids = mixtures.placeholder_ids(budget)
     else:
         ids = data.train_ids(_load(data_source))
     try:
         built = experiments.build_all(exp, ids, budget, seed, dev_size, baselines)
     except (mixtures.MixtureError, languages.UnknownLanguageError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     if as_json:
         rows = [
             {"name": m.name, "counts": m.counts, "hash": m.hash, "dev_counts": m.dev_counts}
@@ -160,10 +155,10 @@ def train_cmd(
         store = Store(cfg.store or default_root())
         result = trials.train_phase(p.jobs, store, p.compute, p.experiment.name)
     except (ValueError, trials.ResourceError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     typer.echo(result.table())
     if result.failed:
-        _fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)
+        console.fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)
 
 
 @app.command("report")
@@ -172,17 +167,27 @@ def report_cmd(
     compare_paper: bool = typer.Option(
         False, "--compare-paper", help="Also set the run beside the paper's published numbers."
     ),
+    open_page: bool = typer.Option(
+        False, "--open", help="Open the run's report.html in the web browser afterwards."
+    ),
 ) -> None:
-    """Rebuild every table and figure of a run from its files, and print the main table."""
-    from mlit import comparison, report
-    from mlit.run_folder import RunFolderError
+    """Rebuild every table, figure and the report.html page of a run from its files, and print
+    the main table."""
+    import webbrowser
+
+    from mlit import comparison, report, results_page
+    from mlit.run_folder import RunFolder, RunFolderError
 
     try:
         report.rebuild(run_dir)
         if compare_paper:
             comparison.compare(run_dir)
+            results_page.write(RunFolder(run_dir))  # with the comparison's table and figure
     except RunFolderError as err:
-        _fail(str(err))
+        console.fail(str(err))
+    page = Path(run_dir).resolve() / results_page.PAGE
+    if open_page and not webbrowser.open(page.as_uri()):
+        console.fail(f"no web browser found to open {page}; open that file by hand")
 
 
 store_app = typer.Typer(
@@ -203,7 +208,10 @@ def store_verify(
     """Check every model (sha256 of each file) and record (sha256 of its content) in a store."""
     from mlit.store import Store, default_root
 
-    store = Store(store_root or default_root())
+    root = store_root or default_root()
+    if "://" not in str(root) and not Path(root).is_dir():
+        console.fail(f"no store at {root}: nothing was stored there (check --store)")
+    store = Store(root)
     damaged: list[tuple[str, str, str, object]] = []
     for key in store.model_keys():
         problem = store.model_problem(key, full=True)
@@ -224,7 +232,7 @@ def store_verify(
         if repair:
             delete()
     if damaged and not repair:
-        _fail(
+        console.fail(
             f"{len(damaged)} damaged entries; `mlit store verify --repair` deletes them so "
             "the next run redoes them",
             1,
@@ -260,7 +268,7 @@ def estimate_cmd(
             judge_output_price=judge_output_price,
         )
     except ValueError as err:
-        _fail(str(err))
+        console.fail(str(err))
     typer.echo(estimate.render(estimate.estimate(names, a), a))
 
 
@@ -290,7 +298,7 @@ def translate_cmd(
             endpoint.api_key()  # a missing key is an error now, not 10,000 failed calls later
         t = translate.Translator(endpoint, concurrency)
     except (ValueError, data.DataError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     store = Store(store_root or default_root())
     if dry_run:
         est = translate.dry_run(frame, langs, t, store)
@@ -315,10 +323,19 @@ def translate_cmd(
             )
     if outcome.failures.height:
         first = outcome.failures.row(0, named=True)
-        _fail(
+        console.fail(
             f"{outcome.failures.height} translation(s) failed and were not written (rerun to "
             f"retry); first: {first['example_id']} [{first['lang']}]: {first['error']}",
             1,
         )
     if strict and report.height:
-        _fail(f"--strict: {report.height} flagged text(s)", 1)
+        console.fail(f"--strict: {report.height} flagged text(s)", 1)
+
+
+def main() -> None:
+    """The `mlit` command: expected failures end in one line and exit code 2, bugs in a
+    traceback and exit code 1 (`mlit.console.exit_for`)."""
+    try:
+        app()
+    except (Exception, KeyboardInterrupt) as err:
+        console.exit_for(err)

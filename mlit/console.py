@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 _out = None  # the real console while quiet; None: plain stdout
 _err = None
@@ -32,6 +35,38 @@ def say(message: str) -> None:
 def warn(message: str) -> None:
     """A warning for the user, on the console's error stream."""
     print(message, file=_err or sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """The end of every command that cannot go on: one line saying what and what to do. Code 2:
+    the user's input or environment (a bad flag, bad data, an unreachable judge, a missing model);
+    1: the work ran and failed, or a bug (the log path is printed so the details can be found)."""
+    print(
+        f"\033[31merror: {message}\033[0m" if is_terminal() else f"error: {message}",
+        file=_err or sys.stderr,
+        flush=True,
+    )
+    if code == 1 and _log is not None:
+        print(f"(library output: {_log})", file=_err or sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def exit_for(error: BaseException) -> NoReturn:
+    """One exit policy for every command line (`mlit ...` and the sweep scripts): expected
+    failures (mlit's errors are ValueErrors or RuntimeErrors; OSError: files, ports, network)
+    as one line with code 2; Ctrl-C as 130; anything else is a bug: its traceback, code 1."""
+    from mlit import interrupts
+
+    if isinstance(error, KeyboardInterrupt):
+        warn("interrupted: finished work is in the store; rerun to continue")
+        sys.exit(interrupts.EXIT_CODE)
+    if isinstance(error, (ValueError, OSError, RuntimeError)):
+        if _log is not None:  # the log keeps the traceback, for whoever needs it
+            with open(_log, "a") as log:
+                traceback.print_exception(error, file=log)
+        fail(str(error) or type(error).__name__, 2)
+    traceback.print_exception(error, file=_err or sys.stderr)
+    fail(f"a bug in mlit ({type(error).__name__}); please report it with the traceback above", 1)
 
 
 def bar_stream():
@@ -78,6 +113,8 @@ def quiet(enabled: bool = True):
         _out.close()
         _err.close()
         _out = _err = None
+        if _log is not None and _log.parent.name == "logs":
+            split_sources(_log)
 
 
 def attach(folder: Path) -> None:
@@ -97,3 +134,42 @@ def attach(folder: Path) -> None:
     os.close(fd)
     _log.unlink(missing_ok=True)
     _log = target
+
+
+# Ray prefixes what its workers print with the actor or task that printed it, e.g.
+# "(RayTrainWorker pid=5694) ..." (colour codes first on a terminal); by that, each source gets
+# its own file beside the whole log.
+_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)?\((\w+)")
+SOURCES = {
+    "train.log": (
+        "RayTrainWorker",
+        "TrainController",
+        "TrainTrainable",
+        "train_fn",
+        "ImplicitFunc",
+    ),
+    "serve.log": ("ServeReplica", "ServeController", "ProxyActor", "HTTPProxyActor"),
+}
+
+
+def _source(line: str) -> str:
+    found = _PREFIX.match(line)
+    if not found:
+        return "driver.log"  # this process: Ray, Tune and library lines of the driver
+    for name, actors in SOURCES.items():
+        if found.group(1).startswith(actors):
+            return name
+    return "ray-workers.log"
+
+
+def split_sources(log: Path) -> dict[str, int]:
+    """Write ``train.log`` (Ray Train workers: DeepSpeed, transformers), ``serve.log`` (Ray
+    Serve), ``ray-workers.log`` (other Ray tasks) and ``driver.log`` (Ray, Tune and libraries in
+    this process) beside the whole log; returns the lines each got."""
+    out: dict[str, list[str]] = {}
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            out.setdefault(_source(line), []).append(line)
+    for name, lines in out.items():
+        (log.parent / name).write_text("".join(lines), "utf-8")
+    return {name: len(lines) for name, lines in out.items()}

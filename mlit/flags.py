@@ -9,7 +9,6 @@ set. Only flags given on the command line replace those values: a script that pi
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import Field, fields, replace
 
@@ -128,31 +127,12 @@ def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> cli
                     if ours:
                         interrupts.shutdown_ray()
         except SweepFailed as err:  # the work ran; too much of it failed
-            _error(str(err), 1)
-        except (ValueError, OSError, RuntimeError) as err:
-            _error(str(err), 2)
-        except KeyboardInterrupt:
-            click.secho(
-                "interrupted: finished work is in the store; rerun to continue",
-                fg="yellow",
-                err=True,
-            )
-            sys.exit(interrupts.EXIT_CODE)
-        except Exception:  # a bug: the traceback, and where the library output went
-            traceback.print_exc()
-            if console.log_path():
-                click.secho(f"(library output: {console.log_path()})", err=True)
-            sys.exit(1)
+            console.fail(str(err), 1)
+        except (Exception, KeyboardInterrupt) as err:
+            console.exit_for(err)
 
     doc = _verbatim(sys.modules["__main__"].__doc__ or config.experiment)
     return click.Command("sweep", callback=main, params=options(config), help=doc)
-
-
-def _error(message: str, code: int) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    if console.log_path() and code == 1:
-        click.secho(f"(library output: {console.log_path()})", err=True)
-    sys.exit(code)
 
 
 def run_script(config: SweepConfig) -> None:

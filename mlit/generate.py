@@ -163,6 +163,9 @@ async def _generate(
             rows.append({**_base(task, key), **hit, "status": "ok", "cached": True})
         else:
             todo.append((task, key))
+    # One model's requests after another: the requests in flight then share a model, so the
+    # server's batches fill with one model instead of splitting into a small batch per model.
+    todo.sort(key=lambda tk: tk[0].model)
     sem = asyncio.Semaphore(client.concurrency)
     bar = tqdm(
         file=console.bar_stream(),

@@ -11,17 +11,12 @@ from pathlib import Path
 import polars as pl
 import typer
 
-from mlit import languages
+from mlit import console, languages
 
 human_app = typer.Typer(
     help="Human validation kits: Fig. 2 ratings, App. D agreement, App. E response language.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @human_app.command("export")
@@ -39,7 +34,7 @@ def human_export(
     try:
         frame, key = human.export(run_dir, per_language, seed, languages.parse(languages_))
     except (human.HumanKitError, languages.UnknownLanguageError, FileNotFoundError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     csv, key_path = human.write_kit(frame, key, out)
     typer.echo(f"{frame.height} items -> {csv} (keep {key_path} away from the raters)")
 
@@ -59,7 +54,7 @@ def human_import(
         ratings = human.rating_distribution(frame)
         agree = human.agreements(frame, json.loads(key.read_text()))
     except human.HumanKitError as err:
-        _fail(str(err))
+        console.fail(str(err))
     paper = comparison.published()["appD_agreement"]["rows"]
     agree = agree.with_columns(
         paper_judge_human=pl.col("eval_lang").replace_strict(
@@ -87,7 +82,7 @@ def human_language_export(
     try:
         frame, key = human.export_language(run_dir, per_language, seed)
     except (human.HumanKitError, FileNotFoundError) as err:
-        _fail(str(err))
+        console.fail(str(err))
     csv, key_path = human.write_kit(frame, key, out)
     typer.echo(
         f"{frame.height} answers -> {csv}: fill same_language with yes or no "
@@ -105,7 +100,7 @@ def human_language_import(
     try:
         table = human.language_share(filled)
     except human.HumanKitError as err:
-        _fail(str(err))
+        console.fail(str(err))
     typer.echo(scores.to_markdown(table))
     total = table.row(-1, named=True)
     typer.echo(

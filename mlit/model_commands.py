@@ -12,10 +12,7 @@ from pathlib import Path
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+from mlit import console
 
 
 def demo_model_cmd(
@@ -83,7 +80,7 @@ def serve_cmd(
             num_gpus=num_gpus,
         )
     except ValueError as err:
-        _fail(str(err))
+        console.fail(str(err))
     url = serving.start(cfg)
     typer.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
     for name in sorted(models):

@@ -172,6 +172,7 @@ class Serving:
 
     def __init__(self, plan: Plan, models: dict[str, str]):
         self.plan, self.models, self._url = plan, models, None
+        self.start_s = 0.0  # seconds Serve took to start (0: never started)
 
     def url(self) -> str:
         if self._url is None:
@@ -182,9 +183,12 @@ class Serving:
                 models=self.models,
                 port=spec.port or free_port(),
                 max_batch_size=spec.max_batch_size,
+                batch_wait_s=spec.batch_wait_s,
                 max_models_per_replica=spec.max_models_per_replica,
             )
+            start = time.time()
             self._url = serving.start(cfg)
+            self.start_s = round(time.time() - start, 1)
             console.say(f"[serve] {len(self.models)} models at {self._url}/v1")
         return self._url
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import checks, console, experiments, phases, preview, protocol
+from mlit import checks, console, experiments, phases, preview, protocol, results_page
 from mlit.config import SweepConfig
 from mlit.plan import Plan, prepare
 from mlit.report import DEMO_NOTE, build, shares_for
@@ -75,6 +75,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         check_runnable(cfg)
     with phases.heartbeat("plan"):  # may build the demo base model (minutes, once)
         plan = prepare(cfg)
+    plan_s = round(time.time() - start, 1)
     if cfg.dry_run:
         console.say(describe(plan, store))
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
@@ -85,6 +86,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         console.say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}
     meta = run.start(cfg, plan.experiment.name, manifests)
+    meta["phases"]["plan"] = {"seconds": plan_s}  # the demo base model's build included
     console.attach(run.path / "logs")  # library output (when quiet) from now on in the run
     meta["protocol"] = protocol.as_json(protocol.items(plan))
     meta["judge_template"] = plan.judge.build().template_name
@@ -95,8 +97,10 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         meta["phases"]["train"] = phases.train(plan, store, run)
     models = plan.model_dirs(store.local_model_dir)
     run.write_models(models)
+    t = time.time()
     with phases.heartbeat("judge model"):  # may build the demo judge (minutes, once)
         judge_weights = phases.judge_dir(plan)
+    meta["phases"]["judge_model"] = {"seconds": round(time.time() - t, 1)}
     with phases.Serving(plan, phases.served_models(plan, models, judge_weights)) as serve:
         with phases.heartbeat("generate"):
             gens, meta["phases"]["generate"] = phases.generate_answers(plan, store, run, serve)
@@ -104,6 +108,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
             judgments, meta["phases"]["judge"] = phases.judge_answers(
                 plan, store, run, serve, gens, judge_weights
             )
+        meta["phases"]["serve_start"] = {"seconds": serve.start_s}  # inside generate's time
 
     t = time.time()
     shares, source = shares_for(cfg, plan.frame)
@@ -115,6 +120,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     failed = phases.failures(meta["phases"], cfg.max_error_rate)
     meta["status"] = "failed" if failed else "ok"
     run.write_meta(meta)
+    page = results_page.write(run)  # after run.json's last write: the page shows the status
     if failed:
         raise phases.SweepFailed(
             f"the run in {run.path} has too many failures (more than {cfg.max_error_rate:.0%}; "
@@ -129,6 +135,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         f"done in {meta['phases']['total_s']} s: {trained} models trained, {requests} generation "
         f"requests, {calls} judge calls; run folder {run.path}"
     )
+    console.say(f"results page: {page}")
     if cfg.is_demo:
         console.say(DEMO_NOTE)
     return RunResult(run.path, trained, requests, calls, table, time.time() - start)

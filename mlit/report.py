@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import console, data, langid, plots, scores
+from mlit import console, data, langid, plots, results_page, scores
 from mlit.config import SweepConfig
 from mlit.experiments import Experiment
 from mlit.plan import experiment
@@ -85,4 +85,6 @@ def rebuild(run_dir: str | Path) -> pl.DataFrame:
             stored = shares_for(cfg, data.open_source(cfg.data))
         except (data.DataError, OSError):
             stored = ({}, "none")
-    return build(run, exp, cfg, judgments, gens, *stored)
+    table = build(run, exp, cfg, judgments, gens, *stored)
+    console.say(f"results page: {results_page.write(run)}")
+    return table

@@ -126,6 +126,19 @@ def _prepare_distributed_env() -> None:
         os.environ.update(
             RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
         )
+    if not torch.cuda.is_available() and os.environ.get("WORLD_SIZE") == "1":
+        _skip_shared_memory_allreduce()
+
+
+def _skip_shared_memory_allreduce() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory allreduce kernel (g++, about 70 s on two
+    cores) when its process group starts, and rebuilt it on every sweep here: in the demo that
+    was most of the first model of each trial (117 s against 20 s for the next). A single
+    worker reduces nothing, so it is skipped; with several workers DeepSpeed falls back to
+    torch.distributed (gloo) whenever the kernel is absent, so only speed is at stake there."""
+    import deepspeed.comm.torch as ds_comm
+
+    ds_comm.build_shm_op = lambda: None
 
 
 # --------------------------------------------------------------------------------------------

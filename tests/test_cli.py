@@ -66,3 +66,45 @@ def test_import_mlit_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _main(argv, monkeypatch, capsys) -> tuple[int, str]:
+    """`mlit ARGV` as the installed command runs it (mlit.cli.main): (exit code, stderr)."""
+    from mlit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mlit", *argv])
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err
+
+
+def test_expected_failures_of_every_kind_are_one_line_with_exit_code_2(
+    monkeypatch, capsys, tmp_path
+):
+    for argv, says in [
+        (["report", str(tmp_path / "nowhere")], "is this a run folder"),
+        (["data", "validate", str(tmp_path / "none.parquet")], "no such file"),
+        (["estimate", "language_count", "--gpu", "b200x"], "unknown GPU"),
+        (["train", "language_count", "--data", str(tmp_path / "x.parquet")], "no such file"),
+        (["serve", "--model", f"a={tmp_path}"], "has no config.json"),
+        (["store", "verify", "--store", str(tmp_path / "absent")], "absent"),
+    ]:
+        code, err = _main(argv, monkeypatch, capsys)
+        assert code == 2, (argv, err)
+        assert err.startswith("error: ") and says in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_a_bug_prints_its_traceback_and_exits_1(monkeypatch, capsys):
+    from mlit import experiments
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(experiments, "get", broken)
+    code, err = _main(["estimate", "language_count"], monkeypatch, capsys)
+    assert code == 1
+    assert "Traceback" in err and "KeyError" in err and "a bug in mlit" in err

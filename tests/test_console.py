@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+from mlit import console
+
 SCRIPT = """
 import os, sys
 from pathlib import Path
@@ -31,3 +33,23 @@ def test_library_output_goes_to_the_log_and_mlit_lines_to_the_console(tmp_path):
     for noise in ("library noise", "noise from a subprocess", "noise after attach"):
         assert noise in log
     assert "a line for the user" not in log
+
+
+def test_the_log_is_split_into_one_file_per_source(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "mlit.log").write_text(
+        "\x1b[36m(RayTrainWorker pid=5)\x1b[0m Writing model shards\n"
+        "(ServeReplica:mlit:ModelServer pid=6) Loading weights\n"
+        "(ServeController pid=7) Deploying\n"
+        "\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes\n"
+        "View detailed results here: /tmp/run/ray\n"
+    )
+    assert console.split_sources(logs / "mlit.log") == {
+        "train.log": 1,
+        "serve.log": 2,
+        "ray-workers.log": 1,
+        "driver.log": 1,
+    }
+    assert "Writing model shards" in (logs / "train.log").read_text()
+    assert "View detailed" in (logs / "driver.log").read_text()
