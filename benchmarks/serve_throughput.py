@@ -92,7 +92,7 @@ def main() -> None:
     ratio = batched["tokens_per_s"] / unbatched["tokens_per_s"]
     report = {
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
-        "model": "demo base model (Llama-style, ~1.2M parameters), one replica, 1 CPU",
+        "model": "demo base model (Llama-style, ~0.4M parameters), one replica, 1 CPU",
         "requests": CONCURRENCY,
         "max_new_tokens": NEW_TOKENS,
         "batched": batched,

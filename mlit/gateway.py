@@ -10,13 +10,17 @@ No ``from __future__ import annotations`` here: FastAPI reads the route annotati
 import hashlib
 import hmac
 import json
+import logging
 import re
+import uuid
 from collections import Counter
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlit import engine
 from mlit.openai_api import (
@@ -52,7 +56,15 @@ def _completion_from(d: dict) -> engine.Completion:
 # --------------------------------------------------------------------------------------------
 # The gateway: FastAPI ingress
 
-api = FastAPI(title="mlit", description="OpenAI-compatible API over mlit's models")
+# The docs and the schema are routes of the Gateway below, behind the key like the rest.
+api = FastAPI(
+    title="mlit",
+    description="OpenAI-compatible API over mlit's models",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+logger = logging.getLogger("ray.serve")
 
 
 @api.exception_handler(APIError)
@@ -60,19 +72,33 @@ async def _api_error(_: Request, err: APIError):
     return JSONResponse(err.body(), status_code=err.status)
 
 
+def _error_body(message: str, kind: str, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, err: StarletteHTTPException):
+    """404 (no such route), 405 (wrong method) and the like, in OpenAI's error shape."""
+    kind = "invalid_request_error" if err.status_code < 500 else "server_error"
+    return JSONResponse(_error_body(str(err.detail), kind), status_code=err.status_code)
+
+
 @api.exception_handler(Exception)
 async def _unexpected(_: Request, err: Exception):
+    """A bug: a generic body with a reference; the details go to the server log only."""
+    ref = uuid.uuid4().hex[:12]
+    logger.error("unexpected error (request %s)", ref, exc_info=err)
     return JSONResponse(
-        {
-            "error": {
-                "message": f"internal error: {err}",
-                "type": "server_error",
-                "param": None,
-                "code": None,
-            }
-        },
-        status_code=500,
+        _error_body(f"internal server error (request {ref})", "server_error"), status_code=500
     )
+
+
+# No assets from a network: a plain page that lists the routes of the schema it fetches.
+_DOCS_PAGE = """<!doctype html><meta charset="utf-8"><title>mlit API</title>
+<h1>mlit: OpenAI-compatible API</h1><p>The schema is at <code>/openapi.json</code> (send the same
+<code>Authorization: Bearer</code> header). Routes: <code>POST /v1/chat/completions</code>,
+<code>POST /v1/completions</code>, <code>GET /v1/models</code>, <code>GET /v1/stats</code>,
+<code>GET /healthz</code> (no key).</p>"""
 
 
 def _pieces(text: str) -> list[str]:
@@ -141,6 +167,21 @@ class Gateway:
     @api.get("/healthz")
     async def healthz(self):
         return {"status": "ok", "models": len(self.contexts)}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema(self, request: Request):
+        self._auth(request)
+        return JSONResponse(
+            get_openapi(
+                title=api.title, version="1", description=api.description, routes=api.routes
+            )
+        )
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request):
+        """Swagger UI; it fetches the schema with the key the browser sent here."""
+        self._auth(request)
+        return HTMLResponse(_DOCS_PAGE)
 
     @api.get("/v1/models")
     async def list_models(self, request: Request):

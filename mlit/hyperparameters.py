@@ -89,7 +89,7 @@ class TrainConfig:
             max_input_tokens=64,
             max_target_tokens=64,
             eval_every=20,
-            dev_max_new_tokens=48,
+            dev_max_new_tokens=32,  # as long as the demo's answers (`SweepConfig.sampling_params`)
         )
         return replace(base, **overrides)
 

@@ -19,7 +19,7 @@ def demo_model_cmd(
     out_dir: Path = typer.Argument(
         None, help="Where to write it (default: ~/.cache/mlit/demo/base)."
     ),
-    pretrain_steps: int = typer.Option(None, help="Override the pretraining steps (default 500)."),
+    pretrain_steps: int = typer.Option(None, help="Override the pretraining steps (default 400)."),
 ) -> None:
     """Build the embedded default's tiny base model locally (cached; no download)."""
     from mlit import demo

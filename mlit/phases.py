@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -128,11 +129,16 @@ def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
 
 def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     """Every model of the plan that the store lacks, as Tune trials."""
-    from mlit import serving  # deferred: Ray Serve is heavy, and a sweep may need no training
-
     phase = Phase()
-    if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
-        console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
+    ray = sys.modules.get("ray")
+    missing = any(not store.valid_model(job.key) for job in plan.jobs)
+    # Only a Ray this process is connected to can hold a Serve app of ours; importing Serve to
+    # ask costs 3 s, a rerun with every model stored skips it.
+    if missing and ray is not None and ray.is_initialized():
+        from mlit import serving
+
+        if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
+            console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
     with _training_bar(plan, store):
         result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
     run.write_frame("train", result.table())

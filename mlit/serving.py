@@ -21,8 +21,10 @@ No ``from __future__ import annotations`` here: FastAPI reads the route annotati
 
 import asyncio
 import json
+import logging
 import os
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from mlit.run_folder import RunFolder
 from mlit.store import local_copy
 
 APP_NAME = "mlit"
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -134,21 +137,29 @@ class ModelServer:
         for model_id, idx in by_model.items():
             try:
                 model, tok = await self._get_model(model_id)
-            except Exception as err:  # a broken model folder must not take the replica down
+            except Exception:  # a broken model folder must not take the replica down
+                ref = uuid.uuid4().hex[:12]
+                logger.exception("model %r failed to load (request %s)", model_id, ref)
                 for i in idx:
-                    results[i] = _error(500, f"model {model_id!r} failed to load: {err}")
+                    results[i] = _error(500, f"model {model_id!r} failed to load (request {ref})")
                 continue
             ready, prompts, samplings = [], [], []
             limit = engine.context_length(model)
             for i in idx:
                 item = items[i][1]
-                prompt = (
-                    chat.format_messages(tok, item["messages"])
-                    if item["kind"] == "chat"
-                    else item["prompt"]
-                )
-                sampling = engine.Sampling(**item["sampling"])
-                n_prompt = len(engine.encode_prompt(tok, prompt))
+                # Everything that can fail because of one request fails that request alone
+                # (a 400), never its batch: templating, tokenizing, the sampling settings.
+                try:
+                    prompt = (
+                        chat.format_messages(tok, item["messages"])
+                        if item["kind"] == "chat"
+                        else item["prompt"]
+                    )
+                    sampling = engine.Sampling(**item["sampling"])
+                    n_prompt = len(engine.encode_prompt(tok, prompt))
+                except (ValueError, TypeError, UnicodeError, KeyError) as err:
+                    results[i] = _error(400, f"this request cannot be run: {err}")
+                    continue
                 if limit is not None and n_prompt + sampling.max_new_tokens > limit:
                     results[i] = _error(
                         400,
@@ -163,14 +174,30 @@ class ModelServer:
             if not ready:
                 continue
             try:
-                outs = await asyncio.to_thread(engine.generate, model, tok, prompts, samplings)
-            except Exception as err:
-                for i in ready:
-                    results[i] = _error(500, f"generation failed: {err}")
-                continue
+                outs = [
+                    {"ok": out}
+                    for out in await asyncio.to_thread(
+                        engine.generate, model, tok, prompts, samplings
+                    )
+                ]
+            except Exception:
+                # One request broke the batch: run each alone, so only that one fails.
+                outs = [
+                    await self._alone(model, tok, prompt, sampling)
+                    for prompt, sampling in zip(prompts, samplings, strict=True)
+                ]
             for i, out in zip(ready, outs, strict=True):
-                results[i] = {"ok": _completion_dict(out)}
+                results[i] = out if "error" in out else {"ok": _completion_dict(out["ok"])}
         return results
+
+    async def _alone(self, model, tok, prompt, sampling) -> dict:
+        try:
+            [out] = await asyncio.to_thread(engine.generate, model, tok, [prompt], [sampling])
+            return {"ok": out}
+        except Exception:  # the details go to the replica's log, never to the client
+            ref = uuid.uuid4().hex[:12]
+            logger.exception("generation failed (request %s)", ref)
+            return _error(500, f"internal error while generating (request {ref})")
 
     def stats(self) -> dict:
         return {"loads": dict(self.loads), "batch_sizes": list(self.batches[-1000:])}
@@ -243,11 +270,16 @@ def resolve_model_path(path: str) -> str:
 
 def app_builder(args: dict):
     """Entry point for `serve run serve/config.yaml` (``import_path: mlit.serving:app_builder``)."""
+    key_env = args.get("api_key_env")
+    key = os.environ.get(key_env) if key_env else None
+    if key_env and not key:  # an open server by accident is worse than no server
+        raise ValueError(
+            f"api_key_env names {key_env!r}, which is not set in this environment: set it, or "
+            "remove api_key_env to serve without a key"
+        )
     models = {name: resolve_model_path(str(p)) for name, p in (args.get("models") or {}).items()}
     if args.get("run_dir"):
         models.update(run_models(args["run_dir"]))
-    key_env = args.get("api_key_env")
-    key = os.environ.get(key_env) if key_env else None
     cfg = ServeConfig(
         models=models,
         api_key_sha256=hash_key(key) if key else None,

@@ -136,9 +136,12 @@ def _skip_shared_memory_allreduce() -> None:
     was most of the first model of each trial (117 s against 20 s for the next). A single
     worker reduces nothing, so it is skipped; with several workers DeepSpeed falls back to
     torch.distributed (gloo) whenever the kernel is absent, so only speed is at stake there."""
-    import deepspeed.comm.torch as ds_comm
+    import importlib
 
-    ds_comm.build_shm_op = lambda: None
+    # By module name: `import deepspeed.comm.torch` would bind the `torch` that deepspeed.comm's
+    # namespace re-exports (PyTorch itself), not DeepSpeed's backend module.
+    backend = importlib.import_module("deepspeed.comm.torch")
+    backend.build_shm_op = lambda: None
 
 
 # --------------------------------------------------------------------------------------------

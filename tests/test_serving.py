@@ -189,6 +189,47 @@ def test_models_endpoint_needs_the_key(server):
     assert httpx.get(f"{server}/v1/models").status_code == 401
 
 
+def test_every_route_but_liveness_needs_the_key_docs_and_schema_included(server):
+    for path in ("/docs", "/openapi.json", "/v1/models", "/v1/stats"):
+        r = httpx.get(f"{server}{path}", timeout=30)
+        assert r.status_code == 401, (path, r.status_code)
+        assert "API key" in r.json()["error"]["message"]
+    assert httpx.get(f"{server}/redoc", timeout=30).status_code == 404  # off
+    schema = httpx.get(f"{server}/openapi.json", headers=_auth(), timeout=30)
+    assert schema.status_code == 200 and "/v1/chat/completions" in schema.json()["paths"]
+    assert httpx.get(f"{server}/docs", headers=_auth(), timeout=30).status_code == 200
+    assert httpx.get(f"{server}/healthz", timeout=30).status_code == 200
+
+
+def test_unknown_routes_and_methods_get_openai_shaped_errors(server):
+    r = httpx.get(f"{server}/v1/nope", headers=_auth(), timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.get(f"{server}/v1/chat/completions", headers=_auth(), timeout=30)
+    assert r.status_code == 405 and set(r.json()["error"]) >= {"message", "type", "code"}
+
+
+def test_one_bad_request_fails_alone_and_its_batch_completes(server):
+    """A prompt with a lone surrogate sent with 12 good ones: 12 x 200 and 1 x 400."""
+    good = {"model": "tiny-a", "messages": [{"role": "user", "content": "Name a fruit."}]}
+    bad = '{"model": "tiny-a", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120, headers=_auth()) as http:
+            url = f"{server}/v1/chat/completions"
+            calls = [http.post(url, json={**good, "max_tokens": 8, "seed": i}) for i in range(12)]
+            calls.append(http.post(url, content=bad))
+            return await asyncio.gather(*calls)
+
+    codes = [r.status_code for r in asyncio.run(burst())]
+    assert sorted(codes) == [200] * 12 + [400], codes
+
+
+def test_a_missing_key_variable_stops_the_app_from_starting(monkeypatch):
+    monkeypatch.delenv("MLIT_TEST_UNSET_KEY", raising=False)
+    with pytest.raises(ValueError, match="MLIT_TEST_UNSET_KEY"):
+        serving.app_builder({"models": {"a": "demo"}, "api_key_env": "MLIT_TEST_UNSET_KEY"})
+
+
 def test_three_models_on_one_replica_with_an_lru_of_two(server):
     before = _stats(server)["loads"]
     for name in ("tiny-a", "tiny-b", "tiny-c", "tiny-a"):
