@@ -179,7 +179,7 @@ class Gateway:
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
-        """Swagger UI; it fetches the schema with the key the browser sent here."""
+        """A plain page naming the routes and where the schema is (no assets from a network)."""
         self._auth(request)
         return HTMLResponse(_DOCS_PAGE)
 

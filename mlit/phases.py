@@ -131,10 +131,10 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     """Every model of the plan that the store lacks, as Tune trials."""
     phase = Phase()
     ray = sys.modules.get("ray")
-    missing = any(not store.valid_model(job.key) for job in plan.jobs)
     # Only a Ray this process is connected to can hold a Serve app of ours; importing Serve to
     # ask costs 3 s, a rerun with every model stored skips it.
-    if missing and ray is not None and ray.is_initialized():
+    connected = ray is not None and ray.is_initialized()
+    if connected and any(not store.valid_model(job.key) for job in plan.jobs):
         from mlit import serving
 
         if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need

@@ -138,10 +138,9 @@ class ModelServer:
             try:
                 model, tok = await self._get_model(model_id)
             except Exception:  # a broken model folder must not take the replica down
-                ref = uuid.uuid4().hex[:12]
-                logger.exception("model %r failed to load (request %s)", model_id, ref)
+                failed = _internal_error(f"model {model_id!r} failed to load")
                 for i in idx:
-                    results[i] = _error(500, f"model {model_id!r} failed to load (request {ref})")
+                    results[i] = failed
                 continue
             ready, prompts, samplings = [], [], []
             limit = engine.context_length(model)
@@ -194,10 +193,8 @@ class ModelServer:
         try:
             [out] = await asyncio.to_thread(engine.generate, model, tok, [prompt], [sampling])
             return {"ok": out}
-        except Exception:  # the details go to the replica's log, never to the client
-            ref = uuid.uuid4().hex[:12]
-            logger.exception("generation failed (request %s)", ref)
-            return _error(500, f"internal error while generating (request {ref})")
+        except Exception:
+            return _internal_error("internal error while generating")
 
     def stats(self) -> dict:
         return {"loads": dict(self.loads), "batch_sizes": list(self.batches[-1000:])}
@@ -205,6 +202,14 @@ class ModelServer:
 
 def _error(status: int, message: str) -> dict:
     return {"error": {"status": status, "message": message}}
+
+
+def _internal_error(what: str) -> dict:
+    """A 500 for the client with a reference only; the traceback goes to the replica's log.
+    Call it inside the ``except`` block whose exception it reports."""
+    ref = uuid.uuid4().hex[:12]
+    logger.exception("%s (request %s)", what, ref)
+    return _error(500, f"{what} (request {ref})")
 
 
 def _completion_dict(c: engine.Completion) -> dict:
