@@ -1,0 +1,190 @@
+"""The serving layer under sustained load: 64 closed-loop clients, three models, some streaming.
+
+    python benchmarks/serve_load.py            # writes benchmarks/results/serve_load.json (~2 min)
+    python benchmarks/serve_load.py --seconds 10 --clients 16 --out /tmp/load.json   # a quick look
+
+One run measures the same app (`mlit.serving`, one CPU replica) twice on the demo base model, served
+under three names so that the traffic mixes models (each name is its own model in the replica's
+LRU): once with the normal settings and once with ``--max-batch-size 1``. Each client sends a
+request, waits for the answer, and sends the next, for a fixed time. Every answer is 64 new tokens
+(``ignore_eos``) sampled with the paper's nucleus settings; one client in four streams.
+
+Reported per setting: requests/s, generated tokens/s, p50/p99 latency, time to first token of the
+streamed answers (p50, and as a share of their p50 total), mean rows per decode step (the batch
+size), model loads after warm-up, errors. Goals (issue 11): mean batch >= 8, throughput >= 3x the
+batch-1 server, 0 errors, streamed time to first token p50 <= 25% of the p50 total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+
+from mlit import demo, serving
+
+OUT = Path(__file__).parent / "results" / "serve_load.json"
+MODELS = ("demo-a", "demo-b", "demo-c")
+NEW_TOKENS = 64
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _body(client: int, n: int, stream: bool) -> dict:
+    return {
+        "model": MODELS[client % len(MODELS)],
+        "messages": [{"role": "user", "content": f"Client {client} asks question {n}."}],
+        "max_tokens": NEW_TOKENS,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "seed": client * 100_000 + n,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
+async def _one(http: httpx.AsyncClient, url: str, body: dict) -> dict:
+    start = time.perf_counter()
+    first = None
+    if not body["stream"]:
+        r = await http.post(f"{url}/v1/chat/completions", json=body)
+        if r.status_code != 200:
+            return {"error": r.status_code}
+        tokens = r.json()["usage"]["completion_tokens"]
+    else:
+        tokens = 0
+        async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                return {"error": r.status_code}
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    return {"error": "stream"}
+                if first is None and event["choices"][0]["delta"].get("content"):
+                    first = time.perf_counter() - start
+                tokens = event.get("usage", {}).get("completion_tokens", tokens)
+    return {
+        "latency": time.perf_counter() - start,
+        "ttft": first,
+        "tokens": tokens,
+        "stream": body["stream"],
+    }
+
+
+async def _load(url: str, clients: int, seconds: float) -> list[dict]:
+    done: list[dict] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(c: int, http: httpx.AsyncClient) -> None:
+        n = 0
+        while time.perf_counter() < deadline:
+            done.append(await _one(http, url, _body(c, n, stream=c % 4 == 0)))
+            n += 1
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
+    return done
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+
+def measure(model_dir: Path, max_batch: int, clients: int, seconds: float, port: int) -> dict:
+    cfg = serving.ServeConfig(
+        models={name: str(model_dir) for name in MODELS},
+        port=port,
+        max_batch_size=max_batch,
+        num_cpus=1,
+    )
+    url = serving.start(cfg)
+    asyncio.run(_load(url, len(MODELS), 2))  # warm-up: every model loaded once
+    before = httpx.get(f"{url}/v1/stats").json()
+    start = time.perf_counter()
+    results = asyncio.run(_load(url, clients, seconds))
+    wall = time.perf_counter() - start
+    after = httpx.get(f"{url}/v1/stats").json()
+    serving.stop()
+    ok = [r for r in results if "error" not in r]
+    streamed = [r for r in ok if r["stream"] and r["ttft"] is not None]
+    steps = after["batch_sizes"]
+    loads_after = sum(after["loads"].values()) - sum(before["loads"].values())
+    stream_total = _pct([r["latency"] for r in streamed], 0.5)
+    stream_ttft = _pct([r["ttft"] for r in streamed], 0.5)
+    return {
+        "max_batch_size": max_batch,
+        "wall_s": round(wall, 1),
+        "requests": len(ok),
+        "errors": len(results) - len(ok),
+        "requests_per_s": round(len(ok) / wall, 2),
+        "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        "latency_p50_s": _pct([r["latency"] for r in ok], 0.5),
+        "latency_p99_s": _pct([r["latency"] for r in ok], 0.99),
+        "streamed": len(streamed),
+        "stream_ttft_p50_s": stream_ttft,
+        "stream_total_p50_s": stream_total,
+        "ttft_share_of_total": round(stream_ttft / stream_total, 3) if streamed else None,
+        "mean_batch": round(statistics.mean(steps), 1) if steps else None,
+        "reloads": loads_after,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    model_dir = demo.build_demo_model()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _port()
+    normal = measure(model_dir, serving.ServeConfig.max_batch_size, args.clients, args.seconds, port)
+    single = measure(model_dir, 1, args.clients, args.seconds, port)
+    serve.shutdown()
+    ray.shutdown()
+    ratio = normal["tokens_per_s"] / single["tokens_per_s"]
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "model": "demo base model (Llama-style, ~0.4M parameters) under 3 names, one replica, 1 CPU",
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "new_tokens": NEW_TOKENS,
+        "normal": normal,
+        "batch_1": single,
+        "throughput_ratio": round(ratio, 2),
+        "goals": {
+            "mean_batch >= 8": (normal["mean_batch"] or 0) >= 8,
+            "throughput >= 3x batch 1": ratio >= 3,
+            "0 errors": normal["errors"] == 0 and single["errors"] == 0,
+            "stream ttft p50 <= 25% of total p50": (normal["ttft_share_of_total"] or 1) <= 0.25,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
