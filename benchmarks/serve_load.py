@@ -160,7 +160,9 @@ def main() -> None:
     model_dir = demo.build_demo_model()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _port()
-    normal = measure(model_dir, serving.ServeConfig.max_batch_size, args.clients, args.seconds, port)
+    normal = measure(
+        model_dir, serving.ServeConfig.max_batch_size, args.clients, args.seconds, port
+    )
     single = measure(model_dir, 1, args.clients, args.seconds, port)
     serve.shutdown()
     ray.shutdown()

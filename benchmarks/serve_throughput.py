@@ -60,7 +60,6 @@ def measure(model_dir: Path, max_batch: int, port: int) -> dict:
         models={"demo": str(model_dir)},
         port=port,
         max_batch_size=max_batch,
-        batch_wait_s=0.05,
         num_cpus=1,
     )
     url = serving.start(cfg)

@@ -45,7 +45,7 @@ PAPER_SAMPLING = Sampling(max_new_tokens=512, temperature=0.7, top_p=0.9)
 @dataclass(frozen=True)
 class TokenLogprob:
     token: str
-    logprob: float
+    logprob: float | None  # None only for a prompt's first token, which has no context
     top: tuple[tuple[str, float], ...] = ()
 
 
@@ -109,7 +109,7 @@ def generate(
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    eos_ids = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     width = max(len(ids) for ids in encoded)
     rows = len(encoded)
     input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
@@ -118,7 +118,7 @@ def generate(
         input_ids[i, width - len(ids) :] = torch.tensor(ids)
         attention[i, width - len(ids) :] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
-    generators = [_generator(sp.seed, device) for sp in params]
+    generators = [generator(sp.seed, device) for sp in params]
     temperature = torch.tensor([sp.temperature for sp in params], device=device)
     top_p = torch.tensor([sp.top_p for sp in params], device=device)
     want_logprobs = any(sp.top_logprobs is not None for sp in params)
@@ -145,7 +145,7 @@ def generate(
                 )
                 past = out.cache
                 logits = out.logits[:, -1, :].float()
-                picked = _pick_batch(logits, params, generators, temperature, top_p)
+                picked = pick_batch(logits, params, generators, temperature, top_p)
                 logp = torch.log_softmax(logits, dim=-1) if want_logprobs else None
                 next_tokens = []
                 for i, sp in enumerate(params):
@@ -154,10 +154,12 @@ def generate(
                         continue
                     token = picked[i]
                     next_tokens.append(token)
-                    out_ids[i].append(token)
                     if sp.top_logprobs is not None:
-                        out_lp[i].append(_logprob(tokenizer, logp[i], token, sp.top_logprobs))
-                    finish[i] = _finished(tokenizer, out_ids[i], token, eos_ids, sp)
+                        out_lp[i].append(
+                            token_logprob(tokenizer, logp[i], token, sp.top_logprobs, out_ids[i])
+                        )
+                    out_ids[i].append(token)
+                    finish[i] = finished(tokenizer, out_ids[i], token, eos, sp)
                 all_done = all(f is not None for f in finish)
                 if synced and _dist_ready():
                     flag = torch.tensor([0.0 if all_done else 1.0], device=device)
@@ -171,30 +173,57 @@ def generate(
     finally:
         model.train(was_training)
 
-    results = []
-    for i, sp in enumerate(params):
-        ids = out_ids[i]
-        if ids and ids[-1] in eos_ids and not sp.ignore_eos:
-            ids = ids[:-1]
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        reason = finish[i] or "length"
-        for s in sp.stop:
-            cut = text.find(s)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
-        results.append(
-            Completion(
-                text=text,
-                finish_reason=reason,
-                prompt_tokens=len(encoded[i]),
-                completion_tokens=len(out_ids[i]),
-                logprobs=tuple(out_lp[i]) if sp.top_logprobs is not None else None,
-            )
-        )
-    return results
+    return [
+        completion(tokenizer, len(encoded[i]), out_ids[i], finish[i], sp, out_lp[i])
+        for i, sp in enumerate(params)
+    ]
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def completion(
+    tokenizer,
+    prompt_tokens: int,
+    ids: list[int],
+    finish: str | None,
+    sp: Sampling,
+    logprobs: list[TokenLogprob],
+) -> Completion:
+    """The finished answer: text without EOS, cut at the first stop string."""
+    text = _text(tokenizer, ids, sp)
+    reason = finish or "length"
+    for s in sp.stop:
+        cut = text.find(s)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+    return Completion(
+        text=text,
+        finish_reason=reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(ids),
+        logprobs=tuple(logprobs) if sp.top_logprobs is not None else None,
+    )
+
+
+def _text(tokenizer, ids: list[int], sp: Sampling) -> str:
+    # EOS and the other special tokens are markup, not text (with ignore_eos too).
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def stream_piece(tokenizer, ids: list[int], sp: Sampling, sent: str) -> str:
+    """The text that can be handed out now, after ``sent``: never half a character (a token that
+    ends inside a multi-byte character decodes to U+FFFD until the next one completes it), and never
+    text that could turn out to be the start of a stop string."""
+    text = _text(tokenizer, ids, sp)
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":
+        end -= 1
+    if sp.stop:
+        end = min(end, len(text) - (max(len(s) for s in sp.stop) - 1))
+    if end <= len(sent) or not text.startswith(sent):
+        return ""
+    return text[len(sent) : end]
+
+
+def eos_ids(model, tokenizer) -> set[int]:
     ids = set()
     for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
         if isinstance(value, int):
@@ -204,7 +233,7 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _generator(seed: int | None, device):
+def generator(seed: int | None, device):
     import torch
 
     gen = torch.Generator(device=device)
@@ -215,7 +244,7 @@ def _generator(seed: int | None, device):
     return gen
 
 
-def _pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_p) -> list[int]:
+def pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_p) -> list[int]:
     """Next token of every row at once: greedy rows take the argmax, the others nucleus-sample.
 
     Sampling is vectorised over the batch (inverse CDF over the sorted nucleus); only the one
@@ -252,7 +281,10 @@ def _pick_batch(logits, params: Sequence[Sampling], generators, temperature, top
     return out.tolist()
 
 
-def _logprob(tokenizer, logp, token: int, k: int) -> TokenLogprob:
+def token_logprob(tokenizer, logp, token: int, k: int, previous: list[int]) -> TokenLogprob:
+    """A sampled token's logprob entry. Its text is what the token adds to the decoded text, so
+    the tokens of an answer concatenate to its text even where one character spans two tokens
+    (decoded alone, each half would be U+FFFD)."""
     import torch
 
     top = ()
@@ -262,10 +294,38 @@ def _logprob(tokenizer, logp, token: int, k: int) -> TokenLogprob:
             (tokenizer.decode([int(t)]), float(v)) for v, t in zip(values, idx, strict=True)
         )
     value = float(logp[token])
-    return TokenLogprob(tokenizer.decode([token]), value if math.isfinite(value) else -1e9, top)
+    text = token_text(tokenizer, previous, token)
+    return TokenLogprob(text, value if math.isfinite(value) else -1e9, top)
 
 
-def _finished(tokenizer, ids: list[int], token: int, eos_ids: set[int], sp: Sampling):
+def token_text(tokenizer, previous: list[int], token: int) -> str:
+    """What ``token`` adds to the text of ``previous`` (a short window is enough to settle
+    leading spaces and multi-byte characters, and keeps this linear in the answer's length)."""
+    window = previous[-8:]
+    # U+FFFD at the end is a character still incomplete: it belongs to the token that completes it.
+    before = tokenizer.decode(window, skip_special_tokens=True).rstrip("\ufffd")
+    after = tokenizer.decode([*window, token], skip_special_tokens=True).rstrip("\ufffd")
+    if after.startswith(before):
+        return after[len(before) :]
+    return tokenizer.decode([token], skip_special_tokens=True)
+
+
+def prompt_logprobs(model, tokenizer, ids: list[int], k: int) -> list[TokenLogprob]:
+    """The log-likelihood of every prompt token given the ones before it (the first has none:
+    its logprob is None), with the top ``k`` alternatives: what evaluators read from an echoed
+    completion with ``max_tokens=0``."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    out = [TokenLogprob(token_text(tokenizer, [], ids[0]), None, ())]
+    out += [token_logprob(tokenizer, logp[i - 1], ids[i], k, ids[:i]) for i in range(1, len(ids))]
+    return out
+
+
+def finished(tokenizer, ids: list[int], token: int, eos_ids: set[int], sp: Sampling):
     if token in eos_ids and not sp.ignore_eos:
         return "stop"
     if sp.stop:

@@ -7,11 +7,12 @@ the multiplexed model id.
 No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
-import re
+import time
 import uuid
 from collections import Counter
 
@@ -27,13 +28,16 @@ from mlit.openai_api import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
+    chat_chunk,
     chat_response,
-    chat_stream_chunks,
     check_max_tokens,
     completion_response,
-    completion_stream_chunks,
     models_response,
+    text_chunk,
+    usage,
 )
+
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a prompt far longer than any context, well short of a stall
 
 
 def hash_key(key: str) -> str:
@@ -101,13 +105,49 @@ _DOCS_PAGE = """<!doctype html><meta charset="utf-8"><title>mlit API</title>
 <code>GET /healthz</code> (no key).</p>"""
 
 
-def _pieces(text: str) -> list[str]:
-    return re.findall(r"\s*\S+|\s+$", text) or [text]
+def _prepend(response: StreamingResponse, first: str) -> StreamingResponse:
+    body = response.body_iterator
+
+    async def joined():
+        yield first
+        async for part in body:
+            yield part
+
+    response.body_iterator = joined()
+    return response
 
 
-async def _sse(chunks: list[dict]):
-    for c in chunks:
-        yield f"data: {json.dumps(c, ensure_ascii=False)}\n\n"
+_SCHEMAS: dict[str, dict] = {}  # request body schemas, for /openapi.json
+
+
+def _body_schema(model) -> dict:
+    """A route's request body, declared for `/openapi.json` (the route reads the body itself, so
+    that size limits and malformed JSON are answered in OpenAI's error shape)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _SCHEMAS.update(schema.pop("$defs", {}))
+    _SCHEMAS[model.__name__] = schema
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _sse(body: dict) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _relay(first: dict, rest, chunk, done):
+    """Server-sent events from the model server's events as they come: ``chunk(text)`` for each
+    text piece, then ``done(completion)``. An error after the first byte can only be an event."""
+    event = first
+    while True:
+        if "delta" in event:
+            yield _sse(chunk(event["delta"]))
+        elif "ok" in event:
+            yield _sse(done(_completion_from(event["ok"])))
+            break
+        else:
+            yield _sse(_error_body(event["error"]["message"], "server_error"))
+            break
+        event = await rest.__anext__()
     yield "data: [DONE]\n\n"
 
 
@@ -120,11 +160,13 @@ class Gateway:
         contexts: dict[str, int | None],
         api_key_sha256: str | None,
         default_max_tokens: int = 256,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ):
         self.server = server
         self.contexts = dict(contexts)
         self.key_hash = api_key_sha256
         self.default_max_tokens = default_max_tokens
+        self.max_body = max_body_bytes
         self.requests: Counter[str] = Counter()
 
     def _auth(self, request: Request) -> None:
@@ -136,11 +178,21 @@ class Gateway:
             raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')")
 
     async def _parse(self, request: Request, schema):
-        raw = await request.body()
+        too_big = APIError(413, f"request body is over the limit of {self.max_body} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise too_big
+        raw = bytearray()
+        async for part in request.stream():  # a body sent without a length is counted too
+            raw += part
+            if len(raw) > self.max_body:
+                raise too_big
         try:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise APIError(400, f"request body is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise APIError(400, "request body is JSON nested too deeply") from err
         if not isinstance(payload, dict):
             raise APIError(400, "request body must be a JSON object")
         try:
@@ -164,6 +216,19 @@ class Gateway:
             raise APIError(result["error"]["status"], result["error"]["message"])
         return _completion_from(result["ok"])
 
+    async def _run_all(self, name: str, items: list[dict]) -> list[engine.Completion]:
+        """Several choices (n > 1, or several prompts): each is one request of the batch."""
+        return list(await asyncio.gather(*(self._run(name, item) for item in items)))
+
+    async def _stream(self, name: str, item: dict, chunk, done) -> StreamingResponse:
+        events = self.server.options(multiplexed_model_id=name, stream=True).stream.remote(item)
+        first = (
+            await events.__anext__()
+        )  # a request the model server refuses is a 4xx, not a stream
+        if "error" in first:
+            raise APIError(first["error"]["status"], first["error"]["message"])
+        return StreamingResponse(_relay(first, events, chunk, done), media_type="text/event-stream")
+
     @api.get("/healthz")
     async def healthz(self):
         return {"status": "ok", "models": len(self.contexts)}
@@ -171,11 +236,14 @@ class Gateway:
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi_schema(self, request: Request):
         self._auth(request)
-        return JSONResponse(
-            get_openapi(
-                title=api.title, version="1", description=api.description, routes=api.routes
-            )
+        doc = get_openapi(
+            title=api.title, version="1", description=api.description, routes=api.routes
         )
+        schemas = json.loads(json.dumps(_SCHEMAS))  # a copy: the served names go into it
+        for name in ("ChatCompletionRequest", "CompletionRequest"):
+            schemas[name]["properties"]["model"]["enum"] = sorted(self.contexts)
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return JSONResponse(doc)
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
@@ -195,34 +263,57 @@ class Gateway:
         server = await self.server.stats.remote()
         return {"requests": dict(self.requests), **server}
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", openapi_extra=_body_schema(ChatCompletionRequest))
     async def chat_completions(self, request: Request):
         self._auth(request)
         req = await self._parse(request, ChatCompletionRequest)
         context = self._model(req.model)
         max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
         self.requests["chat"] += 1
-        item = {
-            "kind": "chat",
-            "messages": [m.model_dump() for m in req.messages],
-            "sampling": req.sampling(max_new).__dict__,
-        }
-        completion = await self._run(req.model, item)
-        if req.stream:
-            chunks = chat_stream_chunks(req.model, completion, _pieces(completion.text))
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        return chat_response(req.model, completion)
+        messages = [m.plain() for m in req.messages]
+        items = [
+            {"kind": "chat", "messages": messages, "sampling": req.sampling(max_new, seed)}
+            for seed in req.seeds()
+        ]
+        if not req.stream:
+            return chat_response(req.model, await self._run_all(req.model, items))
+        if len(items) > 1:
+            raise APIError(400, "stream with n > 1 is not supported; send n requests", "n")
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        head = chat_chunk(rid, created, req.model, {"role": "assistant", "content": ""}, None)
 
-    @api.post("/v1/completions")
+        def chunk(text: str) -> dict:
+            return chat_chunk(rid, created, req.model, {"content": text}, None)
+
+        def done(c: engine.Completion) -> dict:
+            return chat_chunk(rid, created, req.model, {}, c.finish_reason, usage(c))
+
+        response = await self._stream(req.model, items[0], chunk, done)
+        return _prepend(response, _sse(head))
+
+    @api.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
     async def completions(self, request: Request):
         self._auth(request)
         req = await self._parse(request, CompletionRequest)
         context = self._model(req.model)
-        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
+        requested = req.requested_tokens(self.default_max_tokens)
+        max_new = check_max_tokens(requested, context, echo=req.echo)
         self.requests["completions"] += 1
-        item = {"kind": "text", "prompt": req.prompt, "sampling": req.sampling(max_new).__dict__}
-        completion = await self._run(req.model, item)
-        if req.stream:
-            chunks = completion_stream_chunks(req.model, completion, _pieces(completion.text))
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-        return completion_response(req.model, completion)
+        items = [
+            {"kind": "text", "prompt": p, "echo": req.echo, "sampling": req.sampling(max_new, s)}
+            for p in req.prompts()
+            for s in req.seeds()
+        ]
+        if not req.stream:
+            return completion_response(req.model, await self._run_all(req.model, items))
+        if len(items) > 1:
+            raise APIError(400, "stream with several prompts or n > 1 is not supported", "stream")
+        rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+        def chunk(text: str) -> dict:
+            return text_chunk(rid, created, req.model, text, None)
+
+        def done(c: engine.Completion) -> dict:
+            return text_chunk(rid, created, req.model, "", c.finish_reason, usage(c))
+
+        return await self._stream(req.model, items[0], chunk, done)

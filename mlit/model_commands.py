@@ -50,7 +50,9 @@ def serve_cmd(
         None, help="Environment variable holding the API key; requests without it get 401."
     ),
     max_models_per_replica: int = typer.Option(4, help="Models kept loaded per replica (LRU)."),
-    max_batch_size: int = typer.Option(16, help="Dynamic batch size (1 turns batching off)."),
+    max_batch_size: int = typer.Option(
+        64, help="Most requests decoded together per model (1 turns batching off)."
+    ),
     replicas: int = typer.Option(1, help="Model-server replicas."),
     num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
     num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),

@@ -12,7 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlit.engine import Completion, Sampling
+from mlit.engine import Completion
+
+MAX_CHOICES = 16  # n, and prompts per completions request
 
 
 class APIError(Exception):
@@ -43,25 +45,37 @@ class _Request(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
-    n: int = 1
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     ignore_eos: bool = False  # vLLM-compatible extension: generate exactly max_tokens
 
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
-
     def stops(self) -> tuple[str, ...]:
+        """Stop strings; an empty one would stop at once, so it is ignored (as OpenAI does)."""
         if self.stop is None:
             return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return tuple(s for s in stops if s)
+
+    def seeds(self) -> list[int | None]:
+        """One seed per choice: with n > 1 and a seed, choice i samples with seed + i."""
+        return [None if self.seed is None else self.seed + i for i in range(self.n)]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def plain(self) -> dict:
+        """The message as the chat template takes it: ``developer`` is the newer name of
+        ``system``, and text parts are joined."""
+        content = self.content
+        if not isinstance(content, str):
+            content = "".join(part.text for part in content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
 class ChatCompletionRequest(_Request):
@@ -76,52 +90,65 @@ class ChatCompletionRequest(_Request):
                 return value
         return default
 
-    def sampling(self, max_new_tokens: int) -> Sampling:
+    def sampling(self, max_new_tokens: int, seed: int | None) -> dict:
         top = (self.top_logprobs or 0) if self.logprobs else None
-        return Sampling(
-            max_new_tokens,
-            self.temperature,
-            self.top_p,
-            self.seed,
-            self.stops(),
-            top,
-            self.ignore_eos,
-        )
+        return _sampling(self, max_new_tokens, seed, top)
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    # A text, token ids (what evaluation harnesses send), or a list of either: one choice each.
+    prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = 16
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
 
     @field_validator("prompt")
     @classmethod
-    def _single_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("send one prompt per request")
-            return prompt[0]
+    def _some_prompts(cls, prompt):
+        if isinstance(prompt, list) and not prompt:
+            raise ValueError("the prompt list is empty")
+        if isinstance(prompt, list) and isinstance(prompt[0], str | list):
+            if len(prompt) > MAX_CHOICES:
+                raise ValueError(f"at most {MAX_CHOICES} prompts per request")
+            if isinstance(prompt[0], list) and not all(prompt):
+                raise ValueError("a token-id prompt is empty")
         return prompt
+
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
     def requested_tokens(self, default: int) -> int:
         return default if self.max_tokens is None else self.max_tokens
 
-    def sampling(self, max_new_tokens: int) -> Sampling:
-        return Sampling(
-            max_new_tokens,
-            self.temperature,
-            self.top_p,
-            self.seed,
-            self.stops(),
-            self.logprobs,
-            self.ignore_eos,
-        )
+    def sampling(self, max_new_tokens: int, seed: int | None) -> dict:
+        return _sampling(self, max_new_tokens, seed, self.logprobs)
 
 
-def check_max_tokens(requested: int, context: int | None) -> int:
+def _sampling(req: _Request, max_new_tokens: int, seed: int | None, top: int | None) -> dict:
+    """`mlit.engine.Sampling`'s fields as plain data for the model server (which builds the
+    Sampling: ``max_new_tokens`` may be 0 there, for an echoed prompt's log-likelihoods)."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": seed,
+        "stop": req.stops(),
+        "top_logprobs": top,
+        "ignore_eos": req.ignore_eos,
+    }
+
+
+def check_max_tokens(requested: int, context: int | None, echo: bool = False) -> int:
+    if requested == 0 and echo:  # the prompt's log-likelihoods only: what evaluators ask for
+        return 0
     if requested < 1:
-        raise APIError(400, f"max_tokens must be at least 1, got {requested}", "max_tokens")
+        raise APIError(
+            400,
+            f"max_tokens must be at least 1 (or 0 with echo=true), got {requested}",
+            "max_tokens",
+        )
     if context is not None and requested >= context:
         raise APIError(
             400,
@@ -132,12 +159,8 @@ def check_max_tokens(requested: int, context: int | None) -> int:
     return requested
 
 
-def _usage(c: Completion) -> dict:
-    return {
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "total_tokens": c.prompt_tokens + c.completion_tokens,
-    }
+def usage(c: Completion) -> dict:
+    return _total_usage([c])
 
 
 def _chat_logprobs(c: Completion) -> dict | None:
@@ -158,7 +181,8 @@ def _chat_logprobs(c: Completion) -> dict | None:
     }
 
 
-def chat_response(model: str, c: Completion) -> dict:
+def chat_response(model: str, completions: list[Completion]) -> dict:
+    usage = _total_usage(completions)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -166,89 +190,90 @@ def chat_response(model: str, c: Completion) -> dict:
         "model": model,
         "choices": [
             {
-                "index": 0,
+                "index": i,
                 "message": {"role": "assistant", "content": c.text},
                 "logprobs": _chat_logprobs(c),
                 "finish_reason": c.finish_reason,
             }
+            for i, c in enumerate(completions)
         ],
-        "usage": _usage(c),
+        "usage": usage,
     }
 
 
-def completion_response(model: str, c: Completion) -> dict:
-    logprobs = None
-    if c.logprobs is not None:
-        offsets, pos = [], 0
-        for t in c.logprobs:
-            offsets.append(pos)
-            pos += len(t.token)
-        logprobs = {
-            "tokens": [t.token for t in c.logprobs],
-            "token_logprobs": [t.logprob for t in c.logprobs],
-            "top_logprobs": [dict(t.top) for t in c.logprobs],
-            "text_offset": offsets,
-        }
+def _completion_logprobs(c: Completion) -> dict | None:
+    """Legacy completions logprobs: ``text_offset`` counts characters of the returned text, which
+    holds because the token strings are what each token adds to it (`mlit.engine.token_text`)."""
+    if c.logprobs is None:
+        return None
+    offsets, pos = [], 0
+    for t in c.logprobs:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {
+        "tokens": [t.token for t in c.logprobs],
+        "token_logprobs": [t.logprob for t in c.logprobs],
+        # The first prompt token of an echo has no context, so no alternatives: null, as OpenAI.
+        "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in c.logprobs],
+        "text_offset": offsets,
+    }
+
+
+def completion_response(model: str, completions: list[Completion]) -> dict:
     return {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+            {
+                "index": i,
+                "text": c.text,
+                "logprobs": _completion_logprobs(c),
+                "finish_reason": c.finish_reason,
+            }
+            for i, c in enumerate(completions)
         ],
-        "usage": _usage(c),
+        "usage": _total_usage(completions),
     }
 
 
-def chat_stream_chunks(model: str, c: Completion, pieces: list[str]) -> list[dict]:
-    """Server-sent-event payloads for a finished completion, one text piece per chunk."""
-    rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    def chunk(delta: dict, finish: str | None, usage: dict | None = None) -> dict:
-        body = {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        if usage is not None:
-            body["usage"] = usage
-        return body
-
-    out = [chunk({"role": "assistant", "content": ""}, None)]
-    out += [chunk({"content": p}, None) for p in pieces if p]
-    out.append(chunk({}, c.finish_reason, _usage(c)))
-    return out
+def _total_usage(completions: list[Completion]) -> dict:
+    prompt = sum(c.prompt_tokens for c in completions)
+    done = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 
-def completion_stream_chunks(model: str, c: Completion, pieces: list[str]) -> list[dict]:
-    rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-    out = [
-        {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": p, "logprobs": None, "finish_reason": None}],
-        }
-        for p in pieces
-        if p
-    ]
-    out.append(
-        {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {"index": 0, "text": "", "logprobs": None, "finish_reason": c.finish_reason}
-            ],
-            "usage": _usage(c),
-        }
-    )
-    return out
+def chat_chunk(
+    rid: str, created: int, model: str, delta: dict, finish: str | None, usage=None
+) -> dict:
+    """One server-sent event of a streamed chat answer."""
+    body = {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def text_chunk(
+    rid: str, created: int, model: str, text: str, finish: str | None, usage=None
+) -> dict:
+    """One server-sent event of a streamed completion."""
+    body = {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
 
 
 def models_response(names: list[str], owner: str = "mlit") -> dict:

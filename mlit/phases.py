@@ -189,7 +189,6 @@ class Serving:
                 models=self.models,
                 port=spec.port or free_port(),
                 max_batch_size=spec.max_batch_size,
-                batch_wait_s=spec.batch_wait_s,
                 max_models_per_replica=spec.max_models_per_replica,
             )
             start = time.time()

@@ -65,13 +65,8 @@ class JudgeSpec:
 @dataclass(frozen=True)
 class ServingSpec:
     port: int | None  # None: a free port
-    # Throughput settings for a sweep's closed loop of 64 requests (demo model, 2-core CPU, one
-    # replica; 20 s per setting): a batch waits up to 0.02 s -> mean batch 3.6, 8.2 answers/s;
-    # 0.1 s -> 11.7, 15.7/s; 0.25 s -> 18, 18.9/s; 0.3 s with batches of 64 -> 25.6, 19.6/s.
-    # Answers come back a batch at a time, so the next requests arrive in a wave that a short
-    # wait splits into small batches.
+    # Rows per decode step: the sweep keeps 64 generation requests (128 judge requests) in flight.
     max_batch_size: int = 64
-    batch_wait_s: float = 0.25
     max_models_per_replica: int = 32
 
 

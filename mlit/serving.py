@@ -35,6 +35,7 @@ from mlit import chat, engine
 from mlit.gateway import Gateway, hash_key
 from mlit.integrity import verify_dir
 from mlit.run_folder import RunFolder
+from mlit.scheduler import Request, Scheduler
 from mlit.store import local_copy
 
 APP_NAME = "mlit"
@@ -48,8 +49,9 @@ class ServeConfig:
     port: int = 8000
     api_key_sha256: str | None = None
     max_models_per_replica: int = 4
-    max_batch_size: int = 16
-    batch_wait_s: float = 0.02
+    # Rows per decode step of one model (continuous batching: requests join between steps).
+    max_batch_size: int = 64
+    max_body_bytes: int = 2 * 1024 * 1024
     replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -88,18 +90,23 @@ def _local_dir(path: str) -> str:
 
 @serve.deployment(max_ongoing_requests=256)
 class ModelServer:
-    def __init__(self, models: dict[str, str], max_models: int, max_batch: int, wait_s: float):
+    """Loads models (an LRU per replica) and hands requests to the continuous-batching scheduler.
+
+    Everything that depends on one request (templating, tokenizing, its sampling settings, its
+    context length) is checked here, off the event loop, before it joins a batch: it fails that
+    request alone with a 400. The batch itself only fails on a bug, with a generic 500.
+    """
+
+    def __init__(self, models: dict[str, str], max_models: int, max_batch: int):
         self._paths = dict(models)
         self.loads: Counter[str] = Counter()
-        self.batches: list[int] = []
+        self.scheduler = Scheduler(max_batch)
 
         async def load(model_id: str):
             return await asyncio.to_thread(self._load, model_id)
 
         # Built here, not as a decorator, so the LRU size is a deployment argument.
         self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
-        self.generate_batch.set_max_batch_size(max_batch)
-        self.generate_batch.set_batch_wait_timeout_s(wait_s)
 
     def _load(self, name: str):
         import torch
@@ -124,80 +131,106 @@ class ModelServer:
         return model, tokenizer
 
     async def complete(self, item: dict) -> dict:
-        """One request: ``{"kind": "chat"|"text", "messages"|"prompt", "sampling": {...}}``."""
-        return await self.generate_batch((serve.get_multiplexed_model_id(), item))
+        """One request, answered whole: ``{"ok": completion}`` or ``{"error": ...}``."""
+        async for event in self._events(dict(item, stream=False)):
+            if "delta" not in event:
+                return event
+        return _internal_error("the answer ended without a result")
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
-    async def generate_batch(self, items: list[tuple[str, dict]]) -> list[dict]:
-        self.batches.append(len(items))
-        results: list[dict | None] = [None] * len(items)
-        by_model: dict[str, list[int]] = {}
-        for i, (model_id, _) in enumerate(items):
-            by_model.setdefault(model_id, []).append(i)
-        for model_id, idx in by_model.items():
-            try:
-                model, tok = await self._get_model(model_id)
-            except Exception:  # a broken model folder must not take the replica down
-                failed = _internal_error(f"model {model_id!r} failed to load")
-                for i in idx:
-                    results[i] = failed
-                continue
-            ready, prompts, samplings = [], [], []
-            limit = engine.context_length(model)
-            for i in idx:
-                item = items[i][1]
-                # Everything that can fail because of one request fails that request alone
-                # (a 400), never its batch: templating, tokenizing, the sampling settings.
-                try:
-                    prompt = (
-                        chat.format_messages(tok, item["messages"])
-                        if item["kind"] == "chat"
-                        else item["prompt"]
-                    )
-                    sampling = engine.Sampling(**item["sampling"])
-                    n_prompt = len(engine.encode_prompt(tok, prompt))
-                except (ValueError, TypeError, UnicodeError, KeyError) as err:
-                    results[i] = _error(400, f"this request cannot be run: {err}")
-                    continue
-                if limit is not None and n_prompt + sampling.max_new_tokens > limit:
-                    results[i] = _error(
-                        400,
-                        f"the prompt has {n_prompt} tokens and max_tokens is "
-                        f"{sampling.max_new_tokens}: {n_prompt + sampling.max_new_tokens} tokens "
-                        f"exceed the model's context of {limit}",
-                    )
-                    continue
-                ready.append(i)
-                prompts.append(prompt)
-                samplings.append(sampling)
-            if not ready:
-                continue
-            try:
-                outs = [
-                    {"ok": out}
-                    for out in await asyncio.to_thread(
-                        engine.generate, model, tok, prompts, samplings
-                    )
-                ]
-            except Exception:
-                # One request broke the batch: run each alone, so only that one fails.
-                outs = [
-                    await self._alone(model, tok, prompt, sampling)
-                    for prompt, sampling in zip(prompts, samplings, strict=True)
-                ]
-            for i, out in zip(ready, outs, strict=True):
-                results[i] = out if "error" in out else {"ok": _completion_dict(out["ok"])}
-        return results
+    async def stream(self, item: dict):
+        """One request, streamed: ``{"delta": text}`` as tokens are sampled, then the result."""
+        async for event in self._events(dict(item, stream=True)):
+            yield event
 
-    async def _alone(self, model, tok, prompt, sampling) -> dict:
+    async def _events(self, item: dict):
+        model_id = serve.get_multiplexed_model_id()
         try:
-            [out] = await asyncio.to_thread(engine.generate, model, tok, [prompt], [sampling])
-            return {"ok": out}
-        except Exception:
-            return _internal_error("internal error while generating")
+            model, tok = await self._get_model(model_id)
+        except Exception:  # a broken model folder must not take the replica down
+            yield _internal_error(f"model {model_id!r} failed to load")
+            return
+        try:  # tokenizing a long prompt must not stall the replica's other requests
+            job = await asyncio.to_thread(_prepare, model, tok, item)
+        except (ValueError, TypeError, UnicodeError, KeyError, IndexError) as err:
+            yield _error(400, f"this request cannot be run: {err}")
+            return
+        echo = job.echo_text if item.get("echo") else ""
+        if item.get("stream") and echo:
+            yield {"delta": echo}
+        if job.sampling is None:  # max_tokens=0 with echo: the prompt's log-likelihoods only
+            yield {"ok": _completion_dict(job.prompt_only, echo, job.prompt_lps)}
+            return
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        request = Request(
+            job.ids,
+            job.sampling,
+            sink=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            stream=bool(item.get("stream")),
+        )
+        self.scheduler.submit(model, tok, request)
+        try:
+            while True:
+                kind, value = await events.get()
+                if kind == "token":
+                    yield {"delta": value}
+                elif kind == "done":
+                    yield {"ok": _completion_dict(value, echo, job.prompt_lps)}
+                    return
+                else:
+                    yield _error(500, f"{value} (see the server log)")
+                    return
+        finally:
+            request.cancelled = True  # the client went away: stop spending steps on it
 
     def stats(self) -> dict:
-        return {"loads": dict(self.loads), "batch_sizes": list(self.batches[-1000:])}
+        return {"loads": dict(self.loads), "batch_sizes": list(self.scheduler.steps[-1000:])}
+
+
+@dataclass(frozen=True)
+class _Job:
+    ids: list[int]
+    sampling: engine.Sampling | None  # None: nothing to generate (max_tokens=0 with echo)
+    echo_text: str = ""
+    prompt_lps: list | None = None
+    prompt_only: engine.Completion | None = None
+
+
+def _prepare(model, tok, item: dict) -> _Job:
+    """A request as token ids and sampling settings; raises ValueError for what is wrong with it."""
+    if item["kind"] == "chat":
+        prompt = chat.format_messages(tok, item["messages"])
+        ids = engine.encode_prompt(tok, prompt)
+    elif isinstance(item["prompt"], list):  # token ids, as evaluation harnesses send them
+        ids = [int(t) for t in item["prompt"]]
+        vocab = model.get_input_embeddings().num_embeddings
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+        prompt = tok.decode(ids)
+    else:
+        prompt = item["prompt"]
+        ids = engine.encode_prompt(tok, prompt)
+    if not ids:
+        raise ValueError("the prompt is empty (no tokens); send at least one token")
+    params = dict(item["sampling"])
+    max_new = params["max_new_tokens"]
+    limit = engine.context_length(model)
+    if limit is not None and len(ids) + max_new > limit:
+        raise ValueError(
+            f"the prompt has {len(ids)} tokens and max_tokens is {max_new}: "
+            f"{len(ids) + max_new} tokens exceed the model's context of {limit}"
+        )
+    prompt_lps = None
+    k = params.get("top_logprobs")
+    if item.get("echo") and k is not None:
+        prompt_lps = engine.prompt_logprobs(model, tok, ids, k)
+    if max_new == 0:
+        if not item.get("echo"):
+            raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
+        done = engine.Completion("", "length", len(ids), 0, () if k is not None else None)
+        return _Job(ids, None, prompt, prompt_lps, done)
+    return _Job(ids, engine.Sampling(**params), prompt, prompt_lps)
 
 
 def _error(status: int, message: str) -> dict:
@@ -212,15 +245,19 @@ def _internal_error(what: str) -> dict:
     return _error(500, f"{what} (request {ref})")
 
 
-def _completion_dict(c: engine.Completion) -> dict:
+def _completion_dict(c: engine.Completion, echo: str = "", prompt_lps=None) -> dict:
+    """A completion as plain data for the gateway; with echo, the prompt (and its token
+    log-likelihoods) come first, as OpenAI's completions API returns them."""
+    logprobs = None
+    if c.logprobs is not None:
+        logprobs = [*(prompt_lps or ()), *c.logprobs]
+        logprobs = [[t.token, t.logprob, [list(p) for p in t.top]] for t in logprobs]
     return {
-        "text": c.text,
+        "text": echo + c.text,
         "finish_reason": c.finish_reason,
         "prompt_tokens": c.prompt_tokens,
         "completion_tokens": c.completion_tokens,
-        "logprobs": None
-        if c.logprobs is None
-        else [[t.token, t.logprob, [list(p) for p in t.top]] for t in c.logprobs],
+        "logprobs": logprobs,
     }
 
 
@@ -247,11 +284,11 @@ def build_app(cfg: ServeConfig):
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     server_options["logging_config"] = quiet
     server = ModelServer.options(**server_options).bind(
-        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size, cfg.batch_wait_s
+        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size
     )
     contexts = {name: model_context(_local_dir(path)) for name, path in cfg.models.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
-        server, contexts, cfg.api_key_sha256, cfg.default_max_tokens
+        server, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
     )
 
 
@@ -289,8 +326,8 @@ def app_builder(args: dict):
         models=models,
         api_key_sha256=hash_key(key) if key else None,
         max_models_per_replica=int(args.get("max_models_per_replica", 4)),
-        max_batch_size=int(args.get("max_batch_size", 16)),
-        batch_wait_s=float(args.get("batch_wait_s", 0.02)),
+        max_batch_size=int(args.get("max_batch_size", ServeConfig.max_batch_size)),
+        max_body_bytes=int(args.get("max_body_bytes", ServeConfig.max_body_bytes)),
         num_cpus=float(args.get("num_cpus", 1)),
         num_gpus=float(args.get("num_gpus", 0)),
     )

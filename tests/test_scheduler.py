@@ -1,0 +1,174 @@
+"""Continuous batching (`mlit.scheduler`) against the static engine, without Ray."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+
+from mlit import engine
+from mlit.scheduler import Request, Scheduler
+
+
+@pytest.fixture(scope="module")
+def model(tiny_base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), tok
+
+
+def _submit(sched, model, tok, prompt, sampling, stream=False):
+    events: queue.Queue = queue.Queue()
+    req = Request(engine.encode_prompt(tok, prompt), sampling, events.put, stream=stream)
+    sched.submit(model, tok, req)
+    return req, events
+
+
+def _result(events: queue.Queue, timeout: float = 120):
+    pieces = []
+    while True:
+        kind, value = events.get(timeout=timeout)
+        if kind == "token":
+            pieces.append(value)
+        elif kind == "done":
+            return value, pieces
+        else:
+            raise AssertionError(value)
+
+
+PROMPTS = [
+    "Write a short note about rivers.",
+    "Hola, ¿cómo estás hoy?",
+    "Name three colours",
+    "Translate: the cat sleeps on the mat, and the dog watches the door all day long.",
+]
+
+
+def test_requests_joining_a_running_batch_get_the_answers_they_get_alone(model):
+    """Rows admitted mid-flight (different prompt lengths, so the cache is re-padded) and rows that
+    finish early (so the cache shrinks) must not change anyone's tokens: greedy and seeded
+    sampling give what the static engine gives for each request alone."""
+    m, tok = model
+    settings = [
+        engine.Sampling(max_new_tokens=60, temperature=0.0, ignore_eos=True),
+        engine.Sampling(max_new_tokens=6, temperature=0.7, top_p=0.9, seed=7, ignore_eos=True),
+        engine.Sampling(max_new_tokens=17, temperature=1.0, seed=3, ignore_eos=True),
+        engine.Sampling(max_new_tokens=11, temperature=0.0, ignore_eos=True),
+    ]
+    alone = [engine.generate(m, tok, [p], [s])[0] for p, s in zip(PROMPTS, settings, strict=True)]
+    sched = Scheduler(max_batch=8)
+    head, first = _submit(sched, m, tok, PROMPTS[0], settings[0])
+    waiting = [first]
+    for n, (prompt, sampling) in enumerate(zip(PROMPTS[1:], settings[1:], strict=True)):
+        while len(head.out) < 5 * (n + 1):  # the first request is mid-answer when each joins
+            time.sleep(0.001)
+        waiting.append(_submit(sched, m, tok, prompt, sampling)[1])
+    got = [_result(q)[0] for q in waiting]
+    for a, b in zip(alone, got, strict=True):
+        assert b.text == a.text
+        assert b.completion_tokens == a.completion_tokens
+    assert max(sched.steps) >= 2  # they did share decode steps
+
+
+def test_streamed_pieces_join_to_the_answer_and_the_first_comes_early(model):
+    m, tok = model
+    sched = Scheduler()
+    sampling = engine.Sampling(max_new_tokens=48, temperature=0.7, seed=11, ignore_eos=True)
+    start = time.perf_counter()
+    _, events = _submit(sched, m, tok, PROMPTS[1], sampling, stream=True)
+    kind, first = events.get(timeout=60)
+    first_at = time.perf_counter() - start
+    assert kind == "token" and first
+    done, rest = _result(events)
+    total = time.perf_counter() - start
+    assert first + "".join(rest) == done.text
+    assert first_at < total / 2
+    [plain] = engine.generate(m, tok, [PROMPTS[1]], [sampling])
+    assert done.text == plain.text  # streaming changes nothing for the same seed
+
+
+def test_stop_strings_are_never_streamed_past(model):
+    m, tok = model
+    sampling = engine.Sampling(40, temperature=1.0, seed=2, ignore_eos=True)
+    [free] = engine.generate(m, tok, [PROMPTS[0]], [sampling])
+    words = free.text.split()
+    assert len(words) > 3, free.text
+    stop = words[2][:3]
+    sched = Scheduler()
+    sampling = engine.Sampling(40, temperature=1.0, seed=2, stop=(stop,), ignore_eos=True)
+    _, events = _submit(sched, m, tok, PROMPTS[0], sampling, stream=True)
+    done, pieces = _result(events)
+    assert done.finish_reason == "stop"
+    assert "".join(pieces) == done.text == free.text[: free.text.find(stop)]
+
+
+def test_cancelled_requests_leave_the_batch_and_the_others_finish(model):
+    m, tok = model
+    sched = Scheduler()
+    long = engine.Sampling(max_new_tokens=200, ignore_eos=True)
+    gone, gone_events = _submit(sched, m, tok, PROMPTS[0], long)
+    _, events = _submit(sched, m, tok, PROMPTS[2], engine.Sampling(20, ignore_eos=True))
+    gone.cancelled = True
+    done, _ = _result(events)
+    assert done.completion_tokens == 20
+    deadline = time.time() + 30
+    while sched.busy() and time.time() < deadline:
+        time.sleep(0.05)
+    assert sched.busy() == 0
+    assert gone_events.empty()  # a cancelled request gets nothing more
+
+
+def test_logprob_tokens_concatenate_to_the_text_for_any_script(model):
+    """Token strings are what each token adds to the text: a character split over two tokens is
+    not two U+FFFD, and text offsets built from them index the text."""
+    m, tok = model
+    sampling = engine.Sampling(40, temperature=1.0, seed=5, top_logprobs=2, ignore_eos=True)
+    sched = Scheduler()
+    _, events = _submit(sched, m, tok, "こんにちは。Привет! ¿Qué tal?", sampling)
+    done, _ = _result(events)
+    assert "".join(t.token for t in done.logprobs) == done.text.rstrip("\ufffd")
+    # Text the tokenizer splits inside characters (byte fallback): no token is half a character.
+    text = "こんにちは。Привет! ¿Qué tal? 🙂"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())
+    lps = engine.prompt_logprobs(m, tok, ids, 0)
+    assert "".join(t.token for t in lps) == tok.decode(ids) == text
+    assert all("\ufffd" not in t.token for t in lps)
+
+
+def test_prompt_logprobs_match_a_plain_forward(model):
+    import torch
+
+    m, tok = model
+    ids = engine.encode_prompt(tok, PROMPTS[3])
+    lps = engine.prompt_logprobs(m, tok, ids, 1)
+    with torch.no_grad():
+        logp = torch.log_softmax(m(torch.tensor([ids])).logits[0].float(), -1)
+    assert lps[0].logprob is None
+    for i in range(1, len(ids)):
+        assert abs(lps[i].logprob - float(logp[i - 1, ids[i]])) < 1e-5
+    assert len(lps[5].top) == 1
+
+
+def test_many_concurrent_submitters(model):
+    m, tok = model
+    sched = Scheduler(max_batch=16)
+    results: list = []
+
+    def client(i):
+        s = engine.Sampling(8 + i % 5, temperature=0.7, seed=i, ignore_eos=True)
+        results.append(_result(_submit(sched, m, tok, PROMPTS[i % 4], s)[1])[0])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 40
+    assert max(sched.steps) > 4
+    assert max(sched.steps) <= 16
