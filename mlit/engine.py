@@ -1,7 +1,8 @@
 """Batched text generation for HF causal LMs, with per-request sampling parameters and seeds.
 
-Used by training (dev-set ROUGE-L, greedy), by the Serve deployment (dynamic batches where every
-request keeps its own temperature, top-p, seed, stop strings and logprobs) and by GPU benchmarks.
+Used by training (dev-set ROUGE-L, greedy) and by GPU benchmarks as a static batch; the Serve
+deployment's continuous batching (`mlit.scheduler`) reuses its sampling, stop and logprob rules, so
+every request keeps its own temperature, top-p, seed, stop strings and logprobs either way.
 It imports no Ray, so it runs standalone anywhere torch does.
 
 Why a loop of our own instead of ``model.generate``: ``generate`` takes one set of sampling

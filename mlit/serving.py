@@ -10,8 +10,12 @@ Two deployments:
   (`mlit.openai_api`), answers client mistakes with 4xx OpenAI-style errors, and forwards each
   request to ``ModelServer`` with the request's ``model`` as the multiplexed model id.
 - ``ModelServer``: loads models per replica with ``@serve.multiplexed`` (an LRU of
-  ``max_models_per_replica``) and batches requests dynamically with ``@serve.batch``. A batch is
-  split by model; each request keeps its own sampling parameters and seed (`mlit.engine`).
+  ``max_models_per_replica``) and hands each request to the replica's continuous-batching
+  scheduler (`mlit.scheduler`): one batch per model, requests join and leave it between decode
+  steps, tokens stream out as they are sampled, and each request keeps its own sampling
+  parameters and seed (`mlit.engine`). It replaced ``@serve.batch``: static batches stayed small
+  under load (answers came back a batch at a time, so the next requests arrived in waves that a
+  batch wait split), a batch mixing models generated them in turn, and nothing could stream.
 
 It binds to 127.0.0.1 unless told otherwise. The API key is never stored or logged: the gateway
 keeps only its SHA-256.
