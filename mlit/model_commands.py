@@ -53,6 +53,11 @@ def serve_cmd(
     max_batch_size: int = typer.Option(
         64, help="Most requests decoded together per model (1 turns batching off)."
     ),
+    engine: str = typer.Option(
+        "hf",
+        help="hf (continuous batching of our own), vllm (needs `make vllm-env`), or auto "
+        "(vllm where it is installed and replicas have a GPU).",
+    ),
     replicas: int = typer.Option(1, help="Model-server replicas."),
     num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
     num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),
@@ -77,10 +82,12 @@ def serve_cmd(
             api_key_sha256=serving.hash_key(key) if key else None,
             max_models_per_replica=max_models_per_replica,
             max_batch_size=max_batch_size,
+            engine=engine,
             replicas=replicas,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
         )
+        serving.vllm_engine.resolve(engine, num_gpus)  # no vLLM anywhere: say so before Ray starts
     except ValueError as err:
         console.fail(str(err))
     url = serving.start(cfg)

@@ -189,7 +189,8 @@ class Serving:
                 models=self.models,
                 port=spec.port or free_port(),
                 max_batch_size=spec.max_batch_size,
-                max_models_per_replica=spec.max_models_per_replica,
+                max_models_per_replica=spec.models_at_once,
+                engine=spec.engine,
             )
             start = time.time()
             self._url = serving.start(cfg)
@@ -232,13 +233,14 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     """Every answer of the plan: from the store, or asked of the served models."""
     phase = Phase()
     tasks = plan.generation_tasks()
+    engine = plan.serving.engine
     pending = [
         t
         for t in tasks
-        if store.get("generations", generate.generation_key(t, plan.sampling)) is None
+        if store.get("generations", generate.generation_key(t, plan.sampling, engine)) is None
     ]
     url = serve.url() if pending else "http://unused"
-    client = generate.Client(url, concurrency=plan.config.generation_concurrency)
+    client = generate.Client(url, concurrency=plan.config.generation_concurrency, engine=engine)
     gens = generate.generate(tasks, client, store, plan.sampling, run.file("generations.parquet"))
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())

@@ -68,6 +68,13 @@ class ServingSpec:
     # Rows per decode step: the sweep keeps 64 generation requests (128 judge requests) in flight.
     max_batch_size: int = 64
     max_models_per_replica: int = 32
+    engine: str = "hf"
+
+    @property
+    def models_at_once(self) -> int:
+        """Models loaded per replica. A vLLM engine holds its KV cache and worker processes, so
+        generation (one model after another) keeps two: the one answering and the next."""
+        return 2 if self.engine == "vllm" else self.max_models_per_replica
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,14 @@ def prepare(cfg: SweepConfig) -> Plan:
         comp,
         cfg.sampling_params(),
         judge,
-        ServingSpec(cfg.serve_port),
+        ServingSpec(cfg.serve_port, engine=_engine(cfg)),
         jobs,
     )
+
+
+def _engine(cfg) -> str:
+    """The serving engine, resolved before anything runs (a missing vLLM is an error now, not
+    after training). ``auto`` takes vLLM where it is installed and training uses GPUs."""
+    from mlit import vllm_engine
+
+    return vllm_engine.resolve(cfg.engine, cfg.gpus_per_worker)

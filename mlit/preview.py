@@ -20,7 +20,7 @@ def cached(plan: Plan, store: Store) -> tuple[int, int]:
         return 0, 0
     answers = {}
     for task in plan.generation_tasks():
-        hit = store.get("generations", generation_key(task, plan.sampling))
+        hit = store.get("generations", generation_key(task, plan.sampling, plan.serving.engine))
         if hit is not None:
             answers[(task.model, task.lang, task.example_id)] = hit["response"]
     spec = plan.judge

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ray import serve
 
-from mlit import chat, engine
+from mlit import engine, jobs, vllm_engine
 from mlit.gateway import Gateway, hash_key
 from mlit.integrity import verify_dir
 from mlit.run_folder import RunFolder
@@ -56,6 +56,7 @@ class ServeConfig:
     # Rows per decode step of one model (continuous batching: requests join between steps).
     max_batch_size: int = 64
     max_body_bytes: int = 2 * 1024 * 1024
+    engine: str = "hf"  # hf (ours), vllm, or auto: vllm where it is installed and there is a GPU
     replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -68,6 +69,8 @@ class ServeConfig:
         for name in self.models:
             if not re.fullmatch(r"[A-Za-z0-9._:@/-]+", name):
                 raise ValueError(f"invalid model name {name!r}: use letters, digits and ._:@/-")
+        if self.engine not in vllm_engine.ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}: use one of hf, vllm, auto")
 
 
 def model_context(path: str) -> int | None:
@@ -94,16 +97,24 @@ def _local_dir(path: str) -> str:
 
 @serve.deployment(max_ongoing_requests=256)
 class ModelServer:
-    """Loads models (an LRU per replica) and hands requests to the continuous-batching scheduler.
+    """Loads models (an LRU per replica) and hands each request to its engine: ``hf``, our
+    continuous batching (`mlit.scheduler`), or ``vllm`` (`mlit.vllm_engine`).
 
     Everything that depends on one request (templating, tokenizing, its sampling settings, its
-    context length) is checked here, off the event loop, before it joins a batch: it fails that
-    request alone with a 400. The batch itself only fails on a bug, with a generic 500.
+    context length) is checked first, off the event loop (`mlit.jobs`): it fails that request
+    alone with a 400. A batch only fails on a bug, with a generic 500.
     """
 
-    def __init__(self, models: dict[str, str], max_models: int, max_batch: int):
+    def __init__(self, models: dict[str, str], max_models: int, max_batch: int, kind="hf"):
         self._paths = dict(models)
+        self.engine = kind
         self.loads: Counter[str] = Counter()
+        if kind == "vllm":
+            from mlit.vllm_engine import VllmModels
+
+            self._vllm = VllmModels(max_models)
+            self.loads = self._vllm.loads
+            return
         self.scheduler = Scheduler(max_batch)
 
         async def load(model_id: str):
@@ -112,10 +123,7 @@ class ModelServer:
         # Built here, not as a decorator, so the LRU size is a deployment argument.
         self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
 
-    def _load(self, name: str):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    def _checked_dir(self, name: str) -> str:
         path = _local_dir(self._paths[name])
         problem = verify_dir(path)  # a model is checked against its sha256s when it is loaded
         if problem:
@@ -123,6 +131,13 @@ class ModelServer:
                 f"model {name!r} at {path} is damaged: {problem}; rerun the sweep "
                 "to train it again (or `mlit store verify --repair`)"
             )
+        return path
+
+    def _load(self, name: str):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = self._checked_dir(name)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -149,28 +164,54 @@ class ModelServer:
     async def _events(self, item: dict):
         model_id = serve.get_multiplexed_model_id()
         try:
-            model, tok = await self._get_model(model_id)
+            if self.engine == "vllm":
+                path = await asyncio.to_thread(self._checked_dir, model_id)
+                llm, tok, vocab, limit = await self._vllm.get(model_id, path)
+            else:
+                model, tok = await self._get_model(model_id)
+                vocab = model.get_input_embeddings().num_embeddings
+                limit = engine.context_length(model)
         except Exception:  # a broken model folder must not take the replica down
             yield _internal_error(f"model {model_id!r} failed to load")
             return
         try:  # tokenizing a long prompt must not stall the replica's other requests
-            job = await asyncio.to_thread(_prepare, model, tok, item)
+            job = await asyncio.to_thread(jobs.prepare, tok, item, vocab, limit)
         except (ValueError, TypeError, UnicodeError, KeyError, IndexError) as err:
             yield _error(400, f"this request cannot be run: {err}")
             return
-        echo = job.echo_text if item.get("echo") else ""
-        if item.get("stream") and echo:
-            yield {"delta": echo}
-        if job.sampling is None:  # max_tokens=0 with echo: the prompt's log-likelihoods only
-            yield {"ok": _completion_dict(job.prompt_only, echo, job.prompt_lps)}
+        stream = bool(item.get("stream"))
+        if stream and job.echo:
+            yield {"delta": job.echo_text}
+        if self.engine == "vllm":
+            from mlit import vllm_engine
+
+            try:
+                async for event in vllm_engine.events(llm, tok, job, stream):
+                    yield event
+            except Exception:
+                yield _internal_error("internal error while generating")
+            return
+        async for event in self._hf_events(model, tok, job, stream):
+            yield event
+
+    async def _hf_events(self, model, tok, job: jobs.Job, stream: bool):
+        prompt_lps = None
+        if job.echo and job.top_logprobs is not None:
+            prompt_lps = await asyncio.to_thread(
+                engine.prompt_logprobs, model, tok, job.ids, job.top_logprobs
+            )
+        if not job.generates:  # max_tokens=0 with echo: the prompt's log-likelihoods only
+            lps = () if job.top_logprobs is not None else None
+            done = engine.Completion("", "length", len(job.ids), 0, lps)
+            yield {"ok": jobs.completion_dict(done, job.echo_text, prompt_lps)}
             return
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         request = Request(
             job.ids,
-            job.sampling,
+            engine.Sampling(**job.params),
             sink=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-            stream=bool(item.get("stream")),
+            stream=stream,
         )
         self.scheduler.submit(model, tok, request)
         try:
@@ -179,7 +220,7 @@ class ModelServer:
                 if kind == "token":
                     yield {"delta": value}
                 elif kind == "done":
-                    yield {"ok": _completion_dict(value, echo, job.prompt_lps)}
+                    yield {"ok": jobs.completion_dict(value, job.echo_text, prompt_lps)}
                     return
                 else:
                     yield _error(500, f"{value} (see the server log)")
@@ -188,53 +229,8 @@ class ModelServer:
             request.cancelled = True  # the client went away: stop spending steps on it
 
     def stats(self) -> dict:
-        return {"loads": dict(self.loads), "batch_sizes": list(self.scheduler.steps[-1000:])}
-
-
-@dataclass(frozen=True)
-class _Job:
-    ids: list[int]
-    sampling: engine.Sampling | None  # None: nothing to generate (max_tokens=0 with echo)
-    echo_text: str = ""
-    prompt_lps: list | None = None
-    prompt_only: engine.Completion | None = None
-
-
-def _prepare(model, tok, item: dict) -> _Job:
-    """A request as token ids and sampling settings; raises ValueError for what is wrong with it."""
-    if item["kind"] == "chat":
-        prompt = chat.format_messages(tok, item["messages"])
-        ids = engine.encode_prompt(tok, prompt)
-    elif isinstance(item["prompt"], list):  # token ids, as evaluation harnesses send them
-        ids = [int(t) for t in item["prompt"]]
-        vocab = model.get_input_embeddings().num_embeddings
-        bad = [t for t in ids if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
-        prompt = tok.decode(ids)
-    else:
-        prompt = item["prompt"]
-        ids = engine.encode_prompt(tok, prompt)
-    if not ids:
-        raise ValueError("the prompt is empty (no tokens); send at least one token")
-    params = dict(item["sampling"])
-    max_new = params["max_new_tokens"]
-    limit = engine.context_length(model)
-    if limit is not None and len(ids) + max_new > limit:
-        raise ValueError(
-            f"the prompt has {len(ids)} tokens and max_tokens is {max_new}: "
-            f"{len(ids) + max_new} tokens exceed the model's context of {limit}"
-        )
-    prompt_lps = None
-    k = params.get("top_logprobs")
-    if item.get("echo") and k is not None:
-        prompt_lps = engine.prompt_logprobs(model, tok, ids, k)
-    if max_new == 0:
-        if not item.get("echo"):
-            raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
-        done = engine.Completion("", "length", len(ids), 0, () if k is not None else None)
-        return _Job(ids, None, prompt, prompt_lps, done)
-    return _Job(ids, engine.Sampling(**params), prompt, prompt_lps)
+        steps = [] if self.engine == "vllm" else self.scheduler.steps[-1000:]
+        return {"engine": self.engine, "loads": dict(self.loads), "batch_sizes": list(steps)}
 
 
 def _error(status: int, message: str) -> dict:
@@ -249,22 +245,6 @@ def _internal_error(what: str) -> dict:
     return _error(500, f"{what} (request {ref})")
 
 
-def _completion_dict(c: engine.Completion, echo: str = "", prompt_lps=None) -> dict:
-    """A completion as plain data for the gateway; with echo, the prompt (and its token
-    log-likelihoods) come first, as OpenAI's completions API returns them."""
-    logprobs = None
-    if c.logprobs is not None:
-        logprobs = [*(prompt_lps or ()), *c.logprobs]
-        logprobs = [[t.token, t.logprob, [list(p) for p in t.top]] for t in logprobs]
-    return {
-        "text": echo + c.text,
-        "finish_reason": c.finish_reason,
-        "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens,
-        "logprobs": logprobs,
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Building and starting the app
 
@@ -273,12 +253,15 @@ def build_app(cfg: ServeConfig):
     # Replicas read models on object storage with the caller's credentials and endpoint (a
     # MinIO or moto server): the driver's environment is not a replica's.
     storage_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    kind = vllm_engine.resolve(cfg.engine, cfg.num_gpus)
+    runtime_env = vllm_engine.runtime_env() if kind == "vllm" else {"env_vars": {}}
+    runtime_env["env_vars"].update(storage_env)
     server_options: dict = {
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         "max_ongoing_requests": max(64, 4 * cfg.max_batch_size),
     }
-    if storage_env:
-        server_options["ray_actor_options"]["runtime_env"] = {"env_vars": storage_env}
+    if runtime_env["env_vars"] or len(runtime_env) > 1:
+        server_options["ray_actor_options"]["runtime_env"] = runtime_env
     if cfg.autoscaling:
         server_options["autoscaling_config"] = cfg.autoscaling
     else:
@@ -288,7 +271,7 @@ def build_app(cfg: ServeConfig):
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     server_options["logging_config"] = quiet
     server = ModelServer.options(**server_options).bind(
-        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size
+        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size, kind
     )
     contexts = {name: model_context(_local_dir(path)) for name, path in cfg.models.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
@@ -332,6 +315,7 @@ def app_builder(args: dict):
         max_models_per_replica=int(args.get("max_models_per_replica", 4)),
         max_batch_size=int(args.get("max_batch_size", ServeConfig.max_batch_size)),
         max_body_bytes=int(args.get("max_body_bytes", ServeConfig.max_body_bytes)),
+        engine=str(args.get("engine", ServeConfig.engine)),
         num_cpus=float(args.get("num_cpus", 1)),
         num_gpus=float(args.get("num_gpus", 0)),
     )

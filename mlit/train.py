@@ -33,7 +33,6 @@ from pathlib import Path
 
 from mlit import chat, engine, rouge
 from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
-from mlit.run_folder import versions
 from mlit.store import atomic_dir
 
 Example = tuple[str, str]  # (instruction, response)
@@ -188,44 +187,14 @@ def _device(model):
 Report = Callable[[dict], None]
 
 
-def train_model(
-    base_model: str,
-    train: Sequence[Example],
-    dev: Sequence[Example],
-    cfg: TrainConfig,
-    output_dir: str | Path,
-    metadata: dict | None = None,
-    report: Report | None = None,
-) -> TrainResult:
-    """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L."""
-    if not train:
-        raise TrainError("no training examples")
-    if not dev:
-        raise TrainError("no dev examples: checkpoint selection needs a dev set")
-    _prepare_distributed_env()
+def training_arguments(cfg: TrainConfig, work: Path, world: int, on_gpu: bool):
+    """The HF ``TrainingArguments`` of a training run, DeepSpeed config included (also what
+    `benchmarks/gpu.py` times, so its figures are this step's)."""
     import torch
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        PrinterCallback,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+    from transformers import TrainingArguments
 
-    start = time.time()
-    output_dir = Path(output_dir)
-    work = output_dir.with_name(f".{output_dir.name}.work")
-    model, tokenizer = load_model_and_tokenizer(base_model, cfg)
-    # Which of the base model's dropout settings the paper's dropout reached (recorded with the
-    # model; an empty list means the architecture has none and dropout is not applied).
-    metadata = {**(metadata or {}), "dropout_settings": dropout_settings(model.config)}
-    if cfg.lora_rank:
-        model = _with_lora(model, cfg)
-    on_gpu = torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    encoded = [encode_example(tokenizer, i, r, cfg) for i, r in train]
     bf16 = (on_gpu and torch.cuda.is_bf16_supported()) if cfg.bf16 is None else cfg.bf16
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(work / "trainer"),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -249,6 +218,44 @@ def train_model(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def train_model(
+    base_model: str,
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    metadata: dict | None = None,
+    report: Report | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L."""
+    if not train:
+        raise TrainError("no training examples")
+    if not dev:
+        raise TrainError("no dev examples: checkpoint selection needs a dev set")
+    _prepare_distributed_env()
+    import torch
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+    )
+
+    start = time.time()
+    output_dir = Path(output_dir)
+    work = output_dir.with_name(f".{output_dir.name}.work")
+    model, tokenizer = load_model_and_tokenizer(base_model, cfg)
+    # Which of the base model's dropout settings the paper's dropout reached (recorded with the
+    # model; an empty list means the architecture has none and dropout is not applied).
+    metadata = {**(metadata or {}), "dropout_settings": dropout_settings(model.config)}
+    if cfg.lora_rank:
+        model = _with_lora(model, cfg)
+    on_gpu = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    encoded = [encode_example(tokenizer, i, r, cfg) for i, r in train]
+    args = training_arguments(cfg, work, world, on_gpu)
     state = {"best": -1.0, "best_step": 0, "curve": [], "losses": []}
     best_dir = work / "best"
 
@@ -327,6 +334,8 @@ def _with_lora(model, cfg: TrainConfig):
 
 
 def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metadata) -> None:
+    from mlit.run_folder import versions  # Polars: not needed to train (a bare GPU box has none)
+
     """Write the best checkpoint as a plain HF model directory, atomically."""
     meta = {
         **metadata,

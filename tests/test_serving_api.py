@@ -1,6 +1,7 @@
 """The OpenAI API as real clients use it, against the Serve app on loopback: token streaming,
 log-likelihoods (lm-evaluation-harness), several choices, newer message shapes, request limits
-and a schemathesis run over the served schema."""
+and a schemathesis run over the served schema. Each test runs against both engines: ``hf`` in the
+default suite, ``vllm`` with `make test-vllm` (it needs `make vllm-env`)."""
 
 import asyncio
 import json
@@ -26,15 +27,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(ray_session, tiny_base):
+@pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def server(request, ray_session, tiny_base):
+    """The same app on each engine: every test below is the API contract for both."""
     from ray import serve
+
+    from mlit import vllm_engine
+
+    if request.param == "vllm":
+        try:
+            vllm_engine.python()
+        except ValueError as err:
+            pytest.skip(str(err))
 
     cfg = serving.ServeConfig(
         models={"tiny-a": str(tiny_base), "tiny-b": str(tiny_base)},
         port=_free_port(),
         api_key_sha256=serving.hash_key(KEY),
         num_cpus=1,
+        engine=request.param,
     )
     url = serving.start(cfg)
     yield url

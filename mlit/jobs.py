@@ -1,0 +1,77 @@
+"""A request to the model server as a generation job: token ids, sampling settings, what to echo.
+
+Both engines behind `mlit.serving.ModelServer` (our continuous batching, `mlit.scheduler`, and
+vLLM, `mlit.vllm_engine`) take the same job, so templating, token-id prompts, context checks and
+the 400s for what one request got wrong are the same whichever engine answers. Plain functions, no
+Ray, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlit import chat, engine
+
+
+@dataclass(frozen=True)
+class Job:
+    ids: list[int]
+    params: dict  # `mlit.engine.Sampling`'s fields; max_new_tokens 0 only with echo
+    echo: bool = False
+    echo_text: str = ""  # the prompt as text, returned first when echo is set
+
+    @property
+    def generates(self) -> bool:
+        return self.params["max_new_tokens"] > 0
+
+    @property
+    def top_logprobs(self) -> int | None:
+        return self.params.get("top_logprobs")
+
+
+def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
+    """A request as a job; raises ValueError (a 400 for that request alone) for what is wrong."""
+    if item["kind"] == "chat":
+        prompt = chat.format_messages(tok, item["messages"])
+        ids = engine.encode_prompt(tok, prompt)
+    elif isinstance(item["prompt"], list):  # token ids, as evaluation harnesses send them
+        ids = [int(t) for t in item["prompt"]]
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+        prompt = tok.decode(ids, skip_special_tokens=True)  # as the logprob tokens read
+    else:
+        prompt = item["prompt"]
+        ids = engine.encode_prompt(tok, prompt)
+    if not ids:
+        raise ValueError("the prompt is empty (no tokens); send at least one token")
+    params = dict(item["sampling"])
+    params["stop"] = tuple(params.get("stop") or ())
+    max_new = params["max_new_tokens"]
+    if limit is not None and len(ids) + max_new > limit:
+        raise ValueError(
+            f"the prompt has {len(ids)} tokens and max_tokens is {max_new}: "
+            f"{len(ids) + max_new} tokens exceed the model's context of {limit}"
+        )
+    echo = bool(item.get("echo"))
+    if max_new == 0 and not echo:
+        raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
+    if max_new:
+        engine.Sampling(**params)  # its own checks, for this request alone
+    return Job(ids, params, echo, prompt if echo else "")
+
+
+def completion_dict(c: engine.Completion, echo: str = "", prompt_lps=None) -> dict:
+    """A completion as plain data for the gateway; with echo, the prompt (and its token
+    log-likelihoods) come first, as OpenAI's completions API returns them."""
+    logprobs = None
+    if c.logprobs is not None:
+        logprobs = [*(prompt_lps or ()), *c.logprobs]
+        logprobs = [[t.token, t.logprob, [list(p) for p in t.top]] for t in logprobs]
+    return {
+        "text": echo + c.text,
+        "finish_reason": c.finish_reason,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "logprobs": logprobs,
+    }
