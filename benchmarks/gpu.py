@@ -140,7 +140,7 @@ def make_model(torch, shape: dict, device: str, dtype):
 
 def train_step(torch, shape: dict, sizes: dict, device: str, peak: float) -> dict:
     """Steps of `mlit.train`'s Trainer + DeepSpeed ZeRO-2 on random sequences of full length."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback
 
     from mlit import train
     from mlit.hyperparameters import TrainConfig
@@ -187,6 +187,7 @@ def train_step(torch, shape: dict, sizes: dict, device: str, peak: float) -> dic
             data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
             callbacks=[Clock()],
         )
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
         if not trainer.is_deepspeed_enabled:
             raise RuntimeError("the Trainer did not start DeepSpeed")
@@ -238,7 +239,8 @@ def generate_hf(torch, shape: dict, sizes: dict, device: str, limits: dict) -> l
         wall = time.perf_counter() - start
         tokens = sum(c.completion_tokens for c in done)
         context = sizes["prompt"] + sizes["new"] // 2
-        limit = decode_limit(shape, params, batch, context, limits["bandwidth_bytes_s"], 2)
+        nbytes = 2 if device == "cuda" else 4  # bf16 on a GPU, float32 on CPU
+        limit = decode_limit(shape, params, batch, context, limits["bandwidth_bytes_s"], nbytes)
         out.append(
             {
                 "batch": batch,

@@ -246,8 +246,13 @@ def estimate_cmd(
     params: float = typer.Option(1.5e9, help="Base-model parameters."),
     gpu: str = typer.Option("h100", help="GPU type: h100, h200, a100, l40s, a10g."),
     gpus: int = typer.Option(8, help="GPUs in the cluster."),
-    train_mfu: float = typer.Option(0.40, help="Model FLOPs utilisation when training."),
-    generation_mfu: float = typer.Option(0.05, help="MFU when decoding (memory-bound)."),
+    train_mfu: float = typer.Option(
+        None, help="Training MFU (default: measured by benchmarks/gpu.py for this GPU, else 0.40)."
+    ),
+    generation_mfu: float = typer.Option(0.05, help="MFU when decoding, if nothing is measured."),
+    results: Path = typer.Option(
+        None, help="Folder of benchmarks/gpu.py results (default: benchmarks/results)."
+    ),
     judge_input_price: float = typer.Option(2.50, help="Judge $ per million input tokens."),
     judge_output_price: float = typer.Option(10.00, help="Judge $ per million output tokens."),
 ) -> None:
@@ -258,12 +263,17 @@ def estimate_cmd(
     try:
         for name in names:
             experiments.get(name)
+        found = estimate.measured(gpu, params, results or estimate.RESULTS) or {}
+        if train_mfu is not None:  # the user's own figure wins over a measurement
+            found["train_mfu"] = train_mfu
         a = estimate.Assumptions(
             params=params,
             gpu=gpu,
             gpus=gpus,
-            train_mfu=train_mfu,
+            train_mfu=found.get("train_mfu", 0.40),
             generation_mfu=generation_mfu,
+            generation_tokens_per_s=found.get("generation_tokens_per_s"),
+            measured_from=found.get("measured_from"),
             judge_input_price=judge_input_price,
             judge_output_price=judge_output_price,
         )

@@ -11,6 +11,10 @@ Every number comes from stated assumptions, printed with the result:
 - generation FLOPs = 2 x parameters x (prompt + new tokens) per answer;
 - GPU-hours = FLOPs / (peak FLOP/s x MFU) / 3600, at separate MFUs for training and decoding
   (decoding is memory-bound, so its MFU is much lower); wall time = GPU-hours / GPUs;
+- where `benchmarks/gpu.py` has recorded a result for the GPU type (``benchmarks/results/gpu-*.json``,
+  or ``--results DIR``), the training MFU is the measured one and generation takes the measured
+  tokens/s per GPU (the best batch, of vLLM where it ran, scaled by the parameter ratio from the
+  nearest measured shape) instead of an MFU; the output says which numbers were measured;
 - judge calls = 2 per judged pair (both orders); tokens = template + instruction + two answers in,
   one digit out; dollars at the given price per million tokens;
 - the store's saving = models that would be trained once per experiment minus distinct models.
@@ -18,7 +22,10 @@ Every number comes from stated assumptions, printed with the result:
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from mlit import data, mixtures
 from mlit.hyperparameters import TrainConfig
@@ -47,6 +54,9 @@ class Assumptions:
     judge_template_tokens: int = 120
     judge_input_price: float = 2.50  # dollars per million input tokens
     judge_output_price: float = 10.00  # dollars per million output tokens
+    # Measured generation throughput per GPU (new tokens/s); None: from generation_mfu.
+    generation_tokens_per_s: float | None = None
+    measured_from: str | None = None  # the benchmark result the measured numbers come from
 
     def __post_init__(self) -> None:
         if self.gpu not in GPU_PEAK:
@@ -111,7 +121,10 @@ def estimate(names: list[str], a: Assumptions, preset: str = "paper") -> Estimat
     per_model_gpu_h = per_model_flops / (peak * a.train_mfu) / 3600
     generations = gen_units * a.eval_instructions
     gen_tokens = generations * (a.input_tokens + a.new_tokens)
-    gen_gpu_h = 2 * a.params * gen_tokens / (peak * a.generation_mfu) / 3600
+    if a.generation_tokens_per_s:  # decoding at the measured speed (prefill is small beside it)
+        gen_gpu_h = generations * a.new_tokens / a.generation_tokens_per_s / 3600
+    else:
+        gen_gpu_h = 2 * a.params * gen_tokens / (peak * a.generation_mfu) / 3600
     calls = call_units * a.eval_instructions
     judge_in = calls * (a.judge_template_tokens + a.input_tokens + 2 * a.new_tokens)
     dollars = judge_in / 1e6 * a.judge_input_price + calls / 1e6 * a.judge_output_price
@@ -142,10 +155,45 @@ def render(e: Estimate, a: Assumptions) -> str:
         f"{e.store_saves_models} models = {e.store_saves_gpu_hours:,.1f} GPU-h), "
         f"{e.train_tokens:,.0f} tokens, {e.train_gpu_hours:,.1f} GPU-h at {a.train_mfu:.0%} MFU",
         f"  generation: {e.generations:,} answers, {e.generation_tokens:,.0f} tokens, "
-        f"{e.generation_gpu_hours:,.1f} GPU-h at {a.generation_mfu:.0%} MFU",
+        f"{e.generation_gpu_hours:,.1f} GPU-h at "
+        + (
+            f"{a.generation_tokens_per_s:,.0f} new tokens/s per GPU (measured)"
+            if a.generation_tokens_per_s
+            else f"{a.generation_mfu:.0%} MFU"
+        ),
         f"  judge:      {e.judge_calls:,} calls, {e.judge_input_tokens:,.0f} input tokens, "
         f"${e.judge_dollars:,.0f} at ${a.judge_input_price}/M in, ${a.judge_output_price}/M out",
         f"  wall time:  {e.wall_hours:,.1f} h (GPU-hours / GPUs, phases back to back)",
         "assumptions: " + ", ".join(f"{k}={v}" for k, v in asdict(a).items()),
+        f"measured: training MFU and generation speed from {a.measured_from}"
+        if a.measured_from
+        else "measured: nothing for this GPU (run benchmarks/gpu.py on one to replace the "
+        "assumed MFUs)",
     ]
     return "\n".join(lines)
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def measured(gpu: str, params: float, results: Path = RESULTS) -> dict | None:
+    """Training MFU and generation tokens/s per GPU from the newest `benchmarks/gpu.py` result
+    for this GPU type, scaled from the measured shape nearest in size; None when there is none."""
+    files = sorted(Path(results).glob("gpu-*.json"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for path in files:
+        result = json.loads(path.read_text())
+        if result.get("smoke") or result.get("device") != "cuda":
+            continue
+        if gpu not in result.get("card", "").lower():
+            continue
+        rows = list(result["models"].values())
+        row = min(rows, key=lambda r: abs(math.log(r["train"]["parameters"] / params)))
+        engine = "vllm" if isinstance(row.get("generate_vllm"), list) else "hf"
+        best = max(g["tokens_per_s"] for g in row[f"generate_{engine}"])
+        return {
+            "train_mfu": row["train"]["mfu"],
+            # Decoding is bound by reading the weights: speed goes as 1 / parameters.
+            "generation_tokens_per_s": best * row["train"]["parameters"] / params,
+            "measured_from": f"{path.name} ({result['card']}, {engine} engine)",
+        }
+    return None
