@@ -47,7 +47,7 @@ class DemoModelConfig:
     hidden_size: int = 64
     intermediate_size: int = 176
     num_layers: int = 4
-    num_heads: int = 4
+    num_heads: int = 2  # head size 32: the smallest vLLM's CPU attention runs (16 does not)
     context: int = 768
     pretrain_steps: int = 400
     batch_size: int = 16

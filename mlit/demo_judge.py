@@ -129,7 +129,18 @@ def is_built(out_dir: Path, base_dir: Path, cfg: DemoJudgeConfig) -> bool:
     if not marker.exists():
         return False
     meta = json.loads(marker.read_text())
-    return meta.get("config") == asdict(cfg) and meta.get("base") == str(base_dir)
+    return (
+        meta.get("config") == asdict(cfg)
+        and meta.get("base") == str(base_dir)
+        and meta.get("base_recipe") == _base_recipe(base_dir)
+    )
+
+
+def _base_recipe(base_dir: Path) -> str | None:
+    """The recipe of the base the judge was tuned from: a base rebuilt in the same folder with
+    other settings (another head size, say) must not keep a judge tuned from the old one."""
+    marker = Path(base_dir) / "mlit_demo.json"  # `mlit.demo.MARKER`, without importing torch
+    return json.loads(marker.read_text()).get("recipe_hash") if marker.exists() else None
 
 
 def build_demo_judge(
@@ -213,6 +224,7 @@ def build_demo_judge(
     meta = {
         "config": asdict(cfg),
         "base": str(base),
+        "base_recipe": _base_recipe(base),
         "train_pairs": len(train_pairs),
         "held_out": held_out,
         "chance": 0.5,

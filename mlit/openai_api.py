@@ -28,7 +28,7 @@ class APIError(Exception):
 
     def body(self) -> dict:
         kind = {401: "authentication_error", 404: "not_found_error"}.get(
-            self.status, "invalid_request_error"
+            self.status, "server_error" if self.status >= 500 else "invalid_request_error"
         )
         return {
             "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}

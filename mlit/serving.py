@@ -254,6 +254,9 @@ def build_app(cfg: ServeConfig):
     # MinIO or moto server): the driver's environment is not a replica's.
     storage_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     kind = vllm_engine.resolve(cfg.engine, cfg.num_gpus)
+    if kind == "vllm" and not cfg.num_gpus:
+        for name, path in cfg.models.items():
+            vllm_engine.check_cpu_model(name, path)
     runtime_env = vllm_engine.runtime_env() if kind == "vllm" else {"env_vars": {}}
     runtime_env["env_vars"].update(storage_env)
     server_options: dict = {

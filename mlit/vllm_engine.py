@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import os
 import uuid
@@ -161,6 +162,25 @@ def python() -> str | None:
         "engine 'vllm' needs vLLM: run `make vllm-env` (its own environment, .venv-vllm), or "
         "set MLIT_VLLM_PYTHON to a Python that has vLLM and this Ray version"
     )
+
+
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM 0.32's CPU attention
+
+
+def check_cpu_model(name: str, path: str) -> None:
+    """vLLM on CPU runs only some attention head sizes: say so before an engine dies on it."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    cfg = json.loads(config.read_text())
+    heads = cfg.get("num_attention_heads")
+    size = cfg.get("head_dim") or (cfg.get("hidden_size", 0) // heads if heads else None)
+    if size and size not in CPU_HEAD_SIZES:
+        raise ValueError(
+            f"model {name!r} has attention heads of size {size}, which vLLM's CPU backend does "
+            f"not run (it runs {', '.join(map(str, CPU_HEAD_SIZES))}): serve it with --engine hf, "
+            "or on a GPU"
+        )
 
 
 def resolve(kind: str, gpus: float) -> str:
