@@ -1,7 +1,7 @@
 """Training and generation at real model sizes on one GPU: tokens/s, MFU and the decode limit.
 
     # on a GPU machine with torch, transformers and accelerate (no Ray, no hub, no vLLM needed):
-    pip install deepspeed==0.18.9              # or the wheel carried along: pip install deepspeed-*.whl
+    pip install deepspeed==0.19.8              # as in constraints.txt, or its wheel carried along
     python benchmarks/gpu.py                   # < 8 min on an H100; writes benchmarks/results/gpu-<card>.json
     python benchmarks/gpu.py --smoke           # tiny shapes, CPU or GPU, under a minute (the tests run it)
 

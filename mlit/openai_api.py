@@ -248,30 +248,21 @@ def chat_chunk(
     rid: str, created: int, model: str, delta: dict, finish: str | None, usage=None
 ) -> dict:
     """One server-sent event of a streamed chat answer."""
-    body = {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return _chunk("chat.completion.chunk", rid, created, model, choice, usage)
 
 
 def text_chunk(
     rid: str, created: int, model: str, text: str, finish: str | None, usage=None
 ) -> dict:
     """One server-sent event of a streamed completion."""
-    body = {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-    }
-    if usage is not None:
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _chunk("text_completion", rid, created, model, choice, usage)
+
+
+def _chunk(kind: str, rid: str, created: int, model: str, choice: dict, usage) -> dict:
+    body = {"id": rid, "object": kind, "created": created, "model": model, "choices": [choice]}
+    if usage is not None:  # the last chunk, as OpenAI sends it with stream_options.include_usage
         body["usage"] = usage
     return body
 
