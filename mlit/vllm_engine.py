@@ -47,13 +47,15 @@ class VllmModels:
             while len(self._engines) >= self._max:  # the least recently used engine makes room
                 _, (old, *_) = self._engines.popitem(last=False)
                 old.shutdown()
-            entry = await asyncio.to_thread(_start, path)
+            entry = await asyncio.to_thread(_start, path, self._max)
             self._engines[name] = entry
             self.loads[name] += 1
             return entry
 
 
-def _start(path: str):
+def _start(path: str, engines: int):
+    """One engine. On a GPU the engines of a replica share its memory: each takes its part of
+    vLLM's usual 90% (two engines at 90% each would not fit)."""
     import torch
     from transformers import AutoTokenizer
     from vllm import AsyncEngineArgs
@@ -65,6 +67,7 @@ def _start(path: str):
         disable_log_stats=True,
         max_logprobs=20,
         enforce_eager=not torch.cuda.is_available(),  # no graphs to capture on CPU
+        gpu_memory_utilization=0.9 / engines,
     )
     engine = AsyncLLM.from_engine_args(args)
     tokenizer = AutoTokenizer.from_pretrained(path)
