@@ -1,4 +1,4 @@
-"""The gateway of the Serve app: a FastAPI ingress of our own in front of `mlit.serving.ModelServer`.
+"""The gateway of the Serve app: a FastAPI ingress of our own in front of `mlit.model_server.ModelServer`.
 
 It checks the bearer token, validates requests (`mlit.openai_api`), answers client mistakes with 4xx
 OpenAI-style errors, and forwards each request to the model server with the request's ``model`` as

@@ -1,6 +1,6 @@
 """A request to the model server as a generation job: token ids, sampling settings, what to echo.
 
-Both engines behind `mlit.serving.ModelServer` (our continuous batching, `mlit.scheduler`, and
+Both engines behind `mlit.model_server.ModelServer` (our continuous batching, `mlit.scheduler`, and
 vLLM, `mlit.vllm_engine`) take the same job, so templating, token-id prompts, context checks and
 the 400s for what one request got wrong are the same whichever engine answers. Plain functions, no
 Ray, no torch.

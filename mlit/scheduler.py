@@ -61,6 +61,10 @@ class _Batch:
     attention: object = None  # batch x positions, 0 on left padding
     position: object = None  # batch x 1, position id of each row's last token
     next_tokens: list[int] = field(default_factory=list)
+    eos: set = field(default_factory=set)  # the model's end-of-sequence ids, read once
+
+    def __post_init__(self) -> None:
+        self.eos = engine.eos_ids(self.model, self.tokenizer)
 
 
 class Scheduler:
@@ -195,9 +199,7 @@ class Scheduler:
         req.out.append(token)
         if lp is not None:
             req.logprobs.append(lp)
-        req.finish = engine.finished(
-            tok, req.out, token, engine.eos_ids(batch.model, tok), req.sampling
-        )
+        req.finish = engine.finished(tok, req.out, token, batch.eos, req.sampling)
         if req.finish is None:
             if req.stream:
                 piece = engine.stream_piece(tok, req.out, req.sampling, req.sent)

@@ -1,6 +1,6 @@
 """vLLM behind the same model server: one ``AsyncLLM`` per model, tokens streamed as vLLM samples.
 
-`mlit.serving.ModelServer` runs this instead of `mlit.scheduler` when it is built with
+`mlit.model_server.ModelServer` runs this instead of `mlit.scheduler` when it is built with
 ``engine="vllm"``. Clients see no difference: the requests are prepared by the same code (templating,
 token ids, context checks, 400s for what one request got wrong), and the answers come back as the
 same events, so the gateway's routes, auth, errors, streaming, logprobs and seeds are unchanged.
@@ -38,8 +38,9 @@ class VllmModels:
         self._lock = asyncio.Lock()
         self.loads: Counter[str] = Counter()
 
-    async def get(self, name: str, path: str):
-        """(engine, tokenizer, vocabulary size, context length) of a model, started on first use."""
+    async def get(self, name: str, checked_dir):
+        """(engine, tokenizer, vocabulary size, context length) of a model, started on first use;
+        ``checked_dir()`` gives its verified directory, and is called only then."""
         async with self._lock:
             if name in self._engines:
                 self._engines.move_to_end(name)
@@ -47,6 +48,7 @@ class VllmModels:
             while len(self._engines) >= self._max:  # the least recently used engine makes room
                 _, (old, *_) = self._engines.popitem(last=False)
                 old.shutdown()
+            path = await asyncio.to_thread(checked_dir)
             entry = await asyncio.to_thread(_start, path, self._max)
             self._engines[name] = entry
             self.loads[name] += 1
