@@ -156,13 +156,15 @@ async def _relay(first: dict, rest, chunk, done):
 class Gateway:
     def __init__(
         self,
-        server,
+        servers: list,
+        shard: dict[str, int],
         contexts: dict[str, int | None],
         api_key_sha256: str | None,
         default_max_tokens: int = 256,
         max_body_bytes: int = MAX_BODY_BYTES,
     ):
-        self.server = server
+        self.servers = list(servers)  # one model-server deployment per shard of the models
+        self.shard = dict(shard)
         self.contexts = dict(contexts)
         self.key_hash = api_key_sha256
         self.default_max_tokens = default_max_tokens
@@ -211,7 +213,8 @@ class Gateway:
         return self.contexts[name]
 
     async def _run(self, name: str, item: dict) -> engine.Completion:
-        result = await self.server.options(multiplexed_model_id=name).complete.remote(item)
+        server = self.servers[self.shard[name]]
+        result = await server.options(multiplexed_model_id=name).complete.remote(item)
         if "error" in result:
             raise APIError(result["error"]["status"], result["error"]["message"])
         return _completion_from(result["ok"])
@@ -221,7 +224,8 @@ class Gateway:
         return list(await asyncio.gather(*(self._run(name, item) for item in items)))
 
     async def _stream(self, name: str, item: dict, chunk, done) -> StreamingResponse:
-        events = self.server.options(multiplexed_model_id=name, stream=True).stream.remote(item)
+        server = self.servers[self.shard[name]]
+        events = server.options(multiplexed_model_id=name, stream=True).stream.remote(item)
         first = (
             await events.__anext__()
         )  # a request the model server refuses is a 4xx, not a stream
@@ -258,10 +262,24 @@ class Gateway:
 
     @api.get("/v1/stats")
     async def stats(self, request: Request):
-        """mlit extension: request counts at this gateway replica and model loads per replica."""
+        """mlit extension: request counts at this gateway replica, and model loads and decode
+        batch sizes of one replica of each shard."""
         self._auth(request)
-        server = await self.server.stats.remote()
-        return {"requests": dict(self.requests), **server}
+        shards = await asyncio.gather(*(s.stats.remote() for s in self.servers))
+        loads: Counter[str] = Counter()
+        starts: Counter[str] = Counter()
+        for one in shards:
+            loads.update(one["loads"])
+            starts.update(one.get("starts", {}))
+        return {
+            **({"engine_starts": dict(starts)} if starts else {}),
+            "requests": dict(self.requests),
+            "engine": shards[0]["engine"],
+            "shards": len(shards),
+            "loads": dict(loads),
+            "loads_by_shard": [one["loads"] for one in shards],
+            "batch_sizes": [n for one in shards for n in one["batch_sizes"]],
+        }
 
     @api.post("/v1/chat/completions", openapi_extra=_body_schema(ChatCompletionRequest))
     async def chat_completions(self, request: Request):

@@ -13,7 +13,8 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Client:
     retries: int = 4
     backoff_s: float = 0.5
     engine: str = "hf"  # the server's engine: answers of another engine are other answers
+    # Served name -> shard of the Serve app (`mlit.serving.ServeConfig.shard_of`); None: one shard.
+    lanes: Mapping[str, int] | None = None
 
     @property
     def v1(self) -> str:
@@ -166,9 +169,7 @@ async def _generate(
             rows.append({**_base(task, key), **hit, "status": "ok", "cached": True})
         else:
             todo.append((task, key))
-    # One model's requests after another: the requests in flight then share a model, so the
-    # server's batches fill with one model instead of splitting into a small batch per model.
-    todo.sort(key=lambda tk: tk[0].model)
+    todo = in_lanes(todo, client.lanes)
     sem = asyncio.Semaphore(client.concurrency)
     bar = tqdm(
         file=console.bar_stream(),
@@ -209,6 +210,28 @@ async def _generate(
     if out_path is not None:
         write_generations(rows, out_path)
     return frame
+
+
+def in_lanes(todo: list[tuple[Task, str]], lanes: Mapping[str, int] | None) -> list:
+    """The order requests are sent in: one model after another in each shard of the Serve app,
+    the shards' current models in turn. The requests in flight then share one model per shard, so
+    each shard's batches fill with one model (instead of a small batch per model), and every
+    shard (every GPU, in a sweep on GPUs) answers at the same time."""
+    lanes = lanes or {}
+    by_model: dict[str, list] = defaultdict(list)
+    for item in sorted(todo, key=lambda tk: tk[0].model):
+        by_model[item[0].model].append(item)
+    rank: dict[str, int] = {}
+    seen: defaultdict[int, int] = defaultdict(int)
+    for model in by_model:  # sorted: a model's rank is its place in its shard's queue
+        lane = lanes.get(model, 0)
+        rank[model], seen[lane] = seen[lane], seen[lane] + 1
+    order = [
+        ((rank[model], i, lanes.get(model, 0)), item)
+        for model, items in by_model.items()
+        for i, item in enumerate(items)
+    ]
+    return [item for _, item in sorted(order, key=lambda o: o[0])]
 
 
 def _base(task: Task, key: str) -> dict:

@@ -61,6 +61,11 @@ def serve_cmd(
     replicas: int = typer.Option(1, help="Model-server replicas."),
     num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
     num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),
+    shards: int = typer.Option(
+        1,
+        help="Split the models over this many model-server deployments, each with its own "
+        "replicas (e.g. one per GPU: each answers its own models at the same time).",
+    ),
 ) -> None:
     """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C."""
     import signal
@@ -86,6 +91,7 @@ def serve_cmd(
             replicas=replicas,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
+            shards=shards,
         )
         serving.vllm_engine.resolve(engine, num_gpus)  # no vLLM anywhere: say so before Ray starts
     except ValueError as err:

@@ -44,20 +44,36 @@ class ModelServer:
     alone with a 400. A batch only fails on a bug, with a generic 500.
     """
 
-    def __init__(self, models: dict[str, str], max_models: int, max_batch: int, kind="hf"):
+    def __init__(
+        self,
+        models: dict[str, str],
+        max_models: int,
+        max_batch: int,
+        kind: str = "hf",
+        loras: dict | None = None,  # vllm: served name -> `mlit.vllm_engine.Lora`
+    ):
         self._paths = dict(models)
         self.engine = kind
         self.loads: Counter[str] = Counter()
         if kind == "vllm":
-            from mlit.vllm_engine import VllmModels
+            from mlit import vllm_engine
 
-            self._vllm = VllmModels(max_models)
-            self.loads = self._vllm.loads
-            return
-        self.scheduler = Scheduler(max_batch)
+            loras = loras or {}
+            # Engines that can be up at once: LoRA models of one base share one.
+            keys = {loras[n].base if n in loras else n for n in models}
+            self._engines = vllm_engine.Engines(min(max_models, len(keys)), loras)
+
+            def load_sync(model_id: str):
+                loaded = vllm_engine.load(self._engines, model_id, self._checked_dir(model_id))
+                self.loads[model_id] += 1
+                return loaded
+
+        else:
+            self.scheduler = Scheduler(max_batch)
+            load_sync = self._load
 
         async def load(model_id: str):
-            return await asyncio.to_thread(self._load, model_id)
+            return await asyncio.to_thread(load_sync, model_id)
 
         # Built here, not as a decorator, so the LRU size is a deployment argument.
         self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
@@ -104,9 +120,8 @@ class ModelServer:
         model_id = serve.get_multiplexed_model_id()
         try:
             if self.engine == "vllm":
-                llm, tok, vocab, limit = await self._vllm.get(
-                    model_id, lambda: self._checked_dir(model_id)
-                )
+                loaded = await self._get_model(model_id)
+                tok, vocab, limit = loaded.tokenizer, loaded.vocab, loaded.context
             else:
                 model, tok = await self._get_model(model_id)
                 vocab = model.get_input_embeddings().num_embeddings
@@ -126,7 +141,7 @@ class ModelServer:
             from mlit import vllm_engine
 
             try:
-                async for event in vllm_engine.events(llm, tok, job, stream):
+                async for event in vllm_engine.events(loaded, job, stream):
                     yield event
             except Exception:
                 yield _internal_error("internal error while generating")
@@ -169,7 +184,15 @@ class ModelServer:
             request.cancelled = True  # the client went away: stop spending steps on it
 
     def stats(self) -> dict:
-        steps = [] if self.engine == "vllm" else self.scheduler.steps[-1000:]
+        if self.engine == "vllm":  # vLLM schedules its own batches; engine starts say more
+            starts = dict(self._engines.starts)
+            return {
+                "engine": "vllm",
+                "loads": dict(self.loads),
+                "batch_sizes": [],
+                "starts": starts,
+            }
+        steps = self.scheduler.steps[-1000:]
         return {"engine": self.engine, "loads": dict(self.loads), "batch_sizes": list(steps)}
 
 

@@ -179,23 +179,29 @@ class Serving:
     def __init__(self, plan: Plan, models: dict[str, str]):
         self.plan, self.models, self._url = plan, models, None
         self.start_s = 0.0  # seconds Serve took to start (0: never started)
+        self.shards, self.lanes = 1, None  # model-server shards, and each model's shard
 
     def url(self) -> str:
         if self._url is None:
             from mlit import serving  # deferred: Ray Serve is heavy; a fully cached rerun skips it
 
             spec = self.plan.serving
+            start = time.time()
+            gpus = serving.cluster_gpus() if spec.gpus_per_replica else 0.0
             cfg = serving.ServeConfig(
                 models=self.models,
                 port=spec.port or free_port(),
                 max_batch_size=spec.max_batch_size,
                 max_models_per_replica=spec.models_at_once,
                 engine=spec.engine,
+                num_gpus=spec.gpus_per_replica,
+                shards=serving.shards_for(spec.gpus_per_replica, gpus, len(self.models)),
             )
-            start = time.time()
             self._url = serving.start(cfg)
             self.start_s = round(time.time() - start, 1)
-            console.say(f"[serve] {len(self.models)} models at {self._url}/v1")
+            self.shards, self.lanes = cfg.shards, cfg.shard_of()
+            on = f", {cfg.shards} shards on {cfg.shards:g} GPUs" if cfg.num_gpus else ""
+            console.say(f"[serve] {len(self.models)} models at {self._url}/v1{on}")
         return self._url
 
     def __enter__(self) -> Serving:
@@ -240,7 +246,13 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
         if store.get("generations", generate.generation_key(t, plan.sampling, engine)) is None
     ]
     url = serve.url() if pending else "http://unused"
-    client = generate.Client(url, concurrency=plan.config.generation_concurrency, engine=engine)
+    client = generate.Client(
+        url,
+        # Each shard keeps the concurrency one server gets: all of them answer at once.
+        concurrency=plan.config.generation_concurrency * serve.shards,
+        engine=engine,
+        lanes=serve.lanes,
+    )
     gens = generate.generate(tasks, client, store, plan.sampling, run.file("generations.parquet"))
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())

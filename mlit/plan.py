@@ -69,6 +69,9 @@ class ServingSpec:
     max_batch_size: int = 64
     max_models_per_replica: int = 32
     engine: str = "hf"
+    # A sweep that trains on GPUs serves on them too: one GPU per model-server replica, and one
+    # model-server shard per GPU of the cluster (`mlit.serving.shards_for`).
+    gpus_per_replica: float = 0.0
 
     @property
     def models_at_once(self) -> int:
@@ -268,7 +271,11 @@ def prepare(cfg: SweepConfig) -> Plan:
         comp,
         cfg.sampling_params(),
         judge,
-        ServingSpec(cfg.serve_port, engine=_engine(cfg)),
+        ServingSpec(
+            cfg.serve_port,
+            engine=_engine(cfg),
+            gpus_per_replica=1.0 if cfg.gpus_per_worker > 0 else 0.0,
+        ),
         jobs,
     )
 

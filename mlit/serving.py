@@ -51,6 +51,9 @@ class ServeConfig:
     num_gpus: float = 0.0
     autoscaling: dict | None = field(default=None)  # Serve autoscaling_config; overrides replicas
     default_max_tokens: int = 256
+    # Model-server deployments the models are split over (`shard_of`), each with its own replicas:
+    # a sweep on GPUs runs one per GPU, so every GPU answers its own models at the same time.
+    shards: int = 1
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -60,6 +63,20 @@ class ServeConfig:
                 raise ValueError(f"invalid model name {name!r}: use letters, digits and ._:@/-")
         if self.engine not in vllm_engine.ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}: use one of hf, vllm, auto")
+        if not 1 <= self.shards <= len(self.models):
+            raise ValueError(f"shards must be between 1 and the {len(self.models)} models served")
+
+    def shard_of(self) -> dict[str, int]:
+        """Which model-server deployment serves each model: the models in turn, so that a sweep's
+        models (the judge last) spread evenly. Generation runs one model per shard at a time."""
+        return {name: i % self.shards for i, name in enumerate(self.models)}
+
+
+def shards_for(gpus_per_replica: float, cluster_gpus: float, models: int) -> int:
+    """One model-server deployment per GPU the cluster has (at most one per model); 1 on CPU."""
+    if gpus_per_replica <= 0:
+        return 1
+    return max(1, min(models, int(cluster_gpus // gpus_per_replica)))
 
 
 def model_context(path: str) -> int | None:
@@ -102,12 +119,24 @@ def build_app(cfg: ServeConfig):
     # bearer token is never logged either way).
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     server_options["logging_config"] = quiet
-    server = ModelServer.options(**server_options).bind(
-        cfg.models, cfg.max_models_per_replica, cfg.max_batch_size, kind
-    )
+    shard = cfg.shard_of()
+    loras = vllm_engine.lora_targets(cfg.models, local_dir) if kind == "vllm" else {}
+    servers = []
+    for i in range(cfg.shards):
+        mine = {name: path for name, path in cfg.models.items() if shard[name] == i}
+        name = "ModelServer" if cfg.shards == 1 else f"ModelServer{i}"
+        servers.append(
+            ModelServer.options(name=name, **server_options).bind(
+                mine,
+                cfg.max_models_per_replica,
+                cfg.max_batch_size,
+                kind,
+                {n: lora for n, lora in loras.items() if n in mine},
+            )
+        )
     contexts = {name: model_context(local_dir(path)) for name, path in cfg.models.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
-        server, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
+        servers, shard, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
     )
 
 
@@ -150,6 +179,7 @@ def app_builder(args: dict):
         engine=str(args.get("engine", ServeConfig.engine)),
         num_cpus=float(args.get("num_cpus", 1)),
         num_gpus=float(args.get("num_gpus", 0)),
+        shards=int(args.get("shards", 1)),
     )
     return build_app(cfg)
 
@@ -182,6 +212,15 @@ def collect_models(
 def run_models(run_dir: str | Path) -> dict[str, str]:
     """The models of a run folder: served name -> model directory."""
     return {name: entry["path"] for name, entry in RunFolder(Path(run_dir)).models().items()}
+
+
+def cluster_gpus() -> float:
+    """GPUs of the connected (or a new local) Ray cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    return float(ray.cluster_resources().get("GPU", 0))
 
 
 def start(cfg: ServeConfig) -> str:

@@ -16,7 +16,8 @@ What it does, in order:
    bf16 on GPU; ``DS_ACCELERATOR=cpu`` where there is no CUDA);
 4. every ``eval_every`` steps and at the end, generates greedy answers for the dev set, scores them
    with multi-script ROUGE-L (`mlit.rouge`) and saves the checkpoint when it is the best so far;
-5. exports the best checkpoint in HF format (LoRA adapters merged) with ``mlit_model.json``.
+5. exports the best checkpoint in HF format (LoRA adapters merged, and also kept in ``adapter/``
+   for vLLM's multi-LoRA serving) with ``mlit_model.json``.
 """
 
 from __future__ import annotations
@@ -358,12 +359,23 @@ def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metad
             base, _ = load_model_and_tokenizer(base_model, cfg)
             merged = PeftModel.from_pretrained(base, str(best_dir)).merge_and_unload()
             merged.save_pretrained(tmp)
+            _export_adapter(best_dir, tmp / "adapter", base_model)
         else:
             shutil.copytree(best_dir, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
 
     atomic_dir(write, out)
+
+
+def _export_adapter(best_dir: Path, out: Path, base_model: str) -> None:
+    """The LoRA adapter beside the merged weights: vLLM serves every LoRA model of a sweep as an
+    adapter on one engine of their base (`mlit.vllm_engine.lora_targets`), not an engine each."""
+    out.mkdir()
+    shutil.copy2(best_dir / "adapter_model.safetensors", out)
+    config = json.loads((best_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_model  # the base as the sweep named it
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=1))
 
 
 def _barrier() -> None:

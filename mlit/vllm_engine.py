@@ -1,4 +1,10 @@
-"""vLLM behind the same model server: one ``AsyncLLM`` per model, tokens streamed as vLLM samples.
+"""vLLM behind the same model server: ``AsyncLLM`` engines, tokens streamed as vLLM samples.
+
+A full model runs on an engine of its own. A LoRA model (exported with ``adapter/``, `mlit.train`)
+runs as an adapter on one engine of its base, shared by every LoRA model of that base: vLLM's
+multi-LoRA batches requests for different adapters together, and a sweep's LoRA models start one
+engine instead of one each. Serve's multiplexing LRU holds the served models (so requests for a
+model go to the replica that has it); an engine stops when the last model on it is unloaded.
 
 `mlit.model_server.ModelServer` runs this instead of `mlit.scheduler` when it is built with
 ``engine="vllm"``. Clients see no difference: the requests are prepared by the same code (templating,
@@ -17,52 +23,160 @@ the main install.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import logging
 import os
+import threading
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger("ray.serve")
 
 
-class VllmModels:
-    """An LRU of vLLM engines, one per served model (a full fine-tune is a model of its own)."""
-
-    def __init__(self, max_models: int):
-        self._max = max(1, max_models)
-        self._engines: OrderedDict[str, tuple] = OrderedDict()
-        self._lock = asyncio.Lock()
-        self.loads: Counter[str] = Counter()
-
-    async def get(self, name: str, checked_dir):
-        """(engine, tokenizer, vocabulary size, context length) of a model, started on first use;
-        ``checked_dir()`` gives its verified directory, and is called only then."""
-        async with self._lock:
-            if name in self._engines:
-                self._engines.move_to_end(name)
-                return self._engines[name]
-            while len(self._engines) >= self._max:  # the least recently used engine makes room
-                _, (old, *_) = self._engines.popitem(last=False)
-                old.shutdown()
-            path = await asyncio.to_thread(checked_dir)
-            entry = await asyncio.to_thread(_start, path, self._max)
-            self._engines[name] = entry
-            self.loads[name] += 1
-            return entry
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's max_lora_rank takes
 
 
-def _start(path: str, engines: int):
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA model served as an adapter on its base's engine (vLLM's multi-LoRA): every LoRA
+    model of a sweep shares one engine instead of starting one each."""
+
+    base: str  # the base model vLLM loads: a local directory, an s3:// / gs:// URI or a hub id
+    rank: int
+    slot: int  # vLLM's integer id of the adapter, unique within the app
+
+
+def lora_targets(models: dict[str, str], local_dir) -> dict[str, Lora]:
+    """The served models that run as adapters: those exported with ``adapter/`` beside their
+    merged weights (`mlit.train`, ``--lora-rank``) whose base can be found. Others run as models
+    of their own, from their merged weights."""
+    out: dict[str, Lora] = {}
+    for name, path in sorted(models.items()):
+        here = Path(local_dir(path))
+        meta, adapter = here / "mlit_model.json", here / "adapter" / "adapter_config.json"
+        if not (meta.is_file() and adapter.is_file()):
+            continue
+        base = json.loads(meta.read_text()).get("base_model") or ""
+        if not _reachable(base):
+            logger.warning("%s: its base %r is not here; serving its merged weights", name, base)
+            continue
+        rank = int(json.loads(adapter.read_text())["r"])
+        out[name] = Lora(base, rank, len(out) + 1)
+    # The base itself, when it is served too (a baseline), runs on that engine without an adapter.
+    bases = {str(Path(x.base).resolve()): x.base for x in out.values() if Path(x.base).is_dir()}
+    for name, path in models.items():
+        here = str(Path(local_dir(path)).resolve())
+        if name not in out and here in bases:
+            out[name] = Lora(bases[here], 0, 0)
+    return out
+
+
+def _reachable(base: str) -> bool:
+    """A base vLLM can load here: a URI, a hub id, or a directory that exists on this node."""
+    local_looking = base.startswith(("/", ".", "~")) or base.count("/") > 1
+    return bool(base) and ("://" in base or not local_looking or Path(base).is_dir())
+
+
+class Engines:
+    """The vLLM engines of one replica, shared by the models that run on them and stopped when
+    the last of those is unloaded. A model of its own has its own; LoRA models share their
+    base's. ``slots`` engines fit at once: on a GPU each takes its part of vLLM's usual 90%."""
+
+    def __init__(self, slots: int, loras: dict[str, Lora]):
+        self.slots = max(1, slots)
+        self.loras = loras
+        self._engines: dict[str, list] = {}  # key -> [(engine, vocab size, context), users]
+        self._lock = threading.Lock()
+        self.starts: Counter[str] = Counter()
+
+    def acquire(self, name: str, model_dir: str):
+        """(engine, vocabulary size, context length, LoRA request or None) for a served model,
+        starting its engine if it has none. Blocking: call it off the event loop."""
+        lora = self.loras.get(name)
+        if lora and not _reachable(lora.base):  # a base on the driver's disk, not on this node
+            logger.warning("%s: its base %r is not on this node; merged weights", name, lora.base)
+            lora = None
+        key = f"base:{lora.base}" if lora else f"model:{name}"
+        with self._lock:
+            if key not in self._engines:
+                if lora:
+                    mine = [x for x in self.loras.values() if x.base == lora.base]
+                    entry = _start(_base_dir(lora.base), self.slots, mine)
+                else:
+                    entry = _start(model_dir, self.slots, [])
+                self._engines[key] = [entry, 0]
+                self.starts[key] += 1
+            self._engines[key][1] += 1
+            engine, vocab, context = self._engines[key][0]
+        request = None
+        if lora and lora.slot:
+            from vllm.lora.request import LoRARequest
+
+            request = LoRARequest(name, lora.slot, str(Path(model_dir) / "adapter"))
+        return engine, vocab, context, request, lambda: self._release(key)
+
+    def _release(self, key: str) -> None:
+        with self._lock:
+            entry = self._engines.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._engines[key]
+                entry[0][0].shutdown()
+
+
+class Loaded:
+    """One served model on a replica, as Serve's multiplexing LRU holds it: unloading it (Serve
+    calls ``__del__``) lets go of its engine."""
+
+    def __init__(self, tokenizer, acquired):
+        self.tokenizer = tokenizer
+        self.engine, self.vocab, self.context, self.lora, self._release = acquired
+        self._done = False
+
+    def __del__(self):
+        if not self._done:  # Serve calls it, and the garbage collector may again
+            self._done = True
+            self._release()
+
+
+def load(engines: Engines, name: str, model_dir: str) -> Loaded:
+    from transformers import AutoTokenizer
+
+    # The model's own tokenizer prepares its requests (an adapter's is its base's vocabulary).
+    return Loaded(AutoTokenizer.from_pretrained(model_dir), engines.acquire(name, model_dir))
+
+
+def _base_dir(base: str) -> str:
+    if "://" in base:
+        from mlit.store import local_copy
+
+        return str(local_copy(base))
+    return base  # a directory, or a hub id vLLM loads itself
+
+
+def _start(path: str, engines: int, loras: list[Lora]):
     """One engine. On a GPU the engines of a replica share its memory: each takes its part of
     vLLM's usual 90% (two engines at 90% each would not fit)."""
     import torch
-    from transformers import AutoTokenizer
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    lora: dict = {}
+    loras = [x for x in loras if x.slot]  # the base itself needs no adapter slot
+    if loras:
+        top = max(x.rank for x in loras)
+        lora = {
+            "enable_lora": True,
+            "max_lora_rank": next(r for r in LORA_RANKS if r >= top),
+            # Adapters in one batch; the rest wait in host memory, all of them.
+            "max_loras": min(8, len(loras)),
+            "max_cpu_loras": max(8, len(loras)),
+        }
     args = AsyncEngineArgs(
         model=path,
         dtype="bfloat16" if torch.cuda.is_available() else "float32",
@@ -70,14 +184,14 @@ def _start(path: str, engines: int):
         max_logprobs=20,
         enforce_eager=not torch.cuda.is_available(),  # no graphs to capture on CPU
         gpu_memory_utilization=0.9 / engines,
+        **lora,
     )
     engine = AsyncLLM.from_engine_args(args)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     cfg = engine.model_config
-    return engine, tokenizer, cfg.get_vocab_size(), cfg.max_model_len
+    return engine, cfg.get_vocab_size(), cfg.max_model_len
 
 
-async def events(engine, tok, job, stream: bool):
+async def events(loaded: Loaded, job, stream: bool):
     """The model server's events for one request (`mlit.jobs.Job`): text pieces as vLLM samples
     them when streaming, then the whole answer in the shape `mlit.jobs.completion_dict` gives."""
     from vllm import SamplingParams
@@ -97,9 +211,11 @@ async def events(engine, tok, job, stream: bool):
         output_kind=RequestOutputKind.DELTA,
     )
     text, ids, lps, prompt_lps, finish = "", [], [], None, "length"
-    async for out in engine.generate({"prompt_token_ids": job.ids}, params, uuid.uuid4().hex):
+    request = {"prompt_token_ids": job.ids}
+    rid = uuid.uuid4().hex
+    async for out in loaded.engine.generate(request, params, rid, lora_request=loaded.lora):
         if prompt_lps is None and out.prompt_logprobs is not None:
-            prompt_lps = _prompt_logprobs(tok, job.ids, out.prompt_logprobs, k)
+            prompt_lps = _prompt_logprobs(loaded.tokenizer, job.ids, out.prompt_logprobs, k)
         choice = out.outputs[0]
         if sp["max_new_tokens"] == 0:  # only the echoed prompt was asked for
             break

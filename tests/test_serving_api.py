@@ -262,8 +262,11 @@ def test_schemathesis_finds_no_server_errors(server):
             "not_a_server_error",
             "--max-examples",
             "40",
+            # One worker: with two, hypothesis's threads parse lambda sources at once and crash
+            # it about one run in four (CPython "AST constructor recursion depth mismatch"),
+            # which is no server error; with one worker 5 runs in 5 passed.
             "--workers",
-            "2",
+            "1",
             "--phases",
             "coverage,fuzzing",
         ],

@@ -110,7 +110,7 @@ def test_loss_falls_and_the_exported_checkpoint_is_the_best_evaluated(tiny_base,
     assert again == pytest.approx(result.best_dev_rouge_l, abs=1e-6)
 
 
-def test_lora_exports_merged_weights(tiny_base, tmp_path):
+def test_lora_exports_merged_weights_and_the_adapter(tiny_base, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = TrainConfig.demo(max_steps=6, eval_every=3, lora_rank=4, dev_max_new_tokens=8)
@@ -124,6 +124,21 @@ def test_lora_exports_merged_weights(tiny_base, tmp_path):
         model, tok, [chat.format_prompt(tok, "Name a city.")], engine.Sampling(max_new_tokens=5)
     )
     assert done.completion_tokens >= 1
+    # The adapter is kept beside the merged weights (vLLM serves it on its base's engine): the
+    # base with it gives the merged model's logits.
+    import torch
+    from peft import PeftModel
+
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == str(tiny_base)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    with_adapter = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
+    ids = tok("Name a city.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want, got = model.eval()(ids).logits, with_adapter(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(plain, want, atol=1e-4)  # the adapter learned something
 
 
 def test_demo_model_builds_offline_and_is_cached(tmp_path):
