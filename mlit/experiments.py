@@ -96,8 +96,11 @@ class Experiment:
                 f"experiment {self.name!r} has no mixture or eval language left within "
                 f"{sorted(keep)}; its languages are {sorted(self.all_languages())}"
             )
+        shown = ", ".join(sorted(keep & self.all_languages()))
         return replace(
             self,
+            # The paper's title names its languages; a reduced run says which ones it kept.
+            title=f"{self.title} (this run: {shown} only)",
             recipes=recipes,
             eval_languages=evals,
             references=tuple(r for r in self.references if inside(r)),

@@ -13,7 +13,9 @@ Each experiment writes its own run folder under results/paper/; a model that two
 from mlit.config import SweepConfig
 from mlit.flags import run_paper
 
-CONFIG = SweepConfig(experiment="monolingual", output="results/paper")
+# Every experiment runs; "bilingual" here only lets --pairs through (it chooses that experiment's
+# pairs, and the others get none).
+CONFIG = SweepConfig(experiment="bilingual", output="results/paper")
 
 if __name__ == "__main__":
     run_paper(CONFIG)

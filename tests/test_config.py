@@ -112,3 +112,14 @@ def test_the_estimate_and_the_plan_agree_at_demo_scale(name):
     answers = {(t.model, t.lang, t.example_id): "x" for t in p.generation_tasks()}
     pairs = p.judge_pairs(answers)
     assert 2 * sum(not pair.is_self for pair in pairs) == c.judge_calls
+
+
+def test_a_reduced_run_says_which_languages_it_kept():
+    """The paper's titles name 12 languages; a run over three must not claim them."""
+    full = plan.prepare(SweepConfig(experiment="monolingual", dry_run=True, base_model="x/base"))
+    assert full.experiment.title == "Monolingual tuning in each of 12 languages"
+    cfg = SweepConfig(
+        experiment="monolingual", dry_run=True, base_model="x/base", languages=("fi", "en", "es")
+    )
+    reduced = plan.prepare(cfg)
+    assert reduced.experiment.title.endswith("(this run: en, es, fi only)")
