@@ -58,10 +58,7 @@ class ModelServer:
         if kind == "vllm":
             from mlit import vllm_engine
 
-            loras = loras or {}
-            # Engines that can be up at once: LoRA models of one base share one.
-            keys = {loras[n].base if n in loras else n for n in models}
-            self._engines = vllm_engine.Engines(min(max_models, len(keys)), loras)
+            self._engines = vllm_engine.Engines(list(models), max_models, loras or {})
 
             def load_sync(model_id: str):
                 loaded = vllm_engine.load(self._engines, model_id, self._checked_dir(model_id))

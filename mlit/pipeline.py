@@ -141,16 +141,17 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     return RunResult(run.path, trained, requests, calls, table, time.time() - start)
 
 
-def _pairs_for(name: str, pairs):
-    return pairs if name == "bilingual" else None
-
-
 def run_paper(cfg: SweepConfig) -> list[RunResult]:
     """Every experiment in turn, one run folder each, one store: shared models train once."""
     root = Path(cfg.output or "results/paper")
     configs = [
         # --pairs chooses the bilingual experiment's pairs; the other experiments have none.
-        replace(cfg, experiment=name, output=str(root / name), pairs=_pairs_for(name, cfg.pairs))
+        replace(
+            cfg,
+            experiment=name,
+            output=str(root / name),
+            pairs=cfg.pairs if name == "bilingual" else None,
+        )
         for name in experiments.NAMES
     ]
     if not cfg.dry_run:

@@ -120,7 +120,8 @@ def build_app(cfg: ServeConfig):
     quiet = {"log_level": "WARNING", "enable_access_log": False}
     server_options["logging_config"] = quiet
     shard = cfg.shard_of()
-    loras = vllm_engine.lora_targets(cfg.models, local_dir) if kind == "vllm" else {}
+    dirs = {name: local_dir(path) for name, path in cfg.models.items()}  # downloads once
+    loras = vllm_engine.lora_targets(dirs) if kind == "vllm" else {}
     servers = []
     for i in range(cfg.shards):
         mine = {name: path for name, path in cfg.models.items() if shard[name] == i}
@@ -134,7 +135,7 @@ def build_app(cfg: ServeConfig):
                 {n: lora for n, lora in loras.items() if n in mine},
             )
         )
-    contexts = {name: model_context(local_dir(path)) for name, path in cfg.models.items()}
+    contexts = {name: model_context(here) for name, here in dirs.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
         servers, shard, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
     )

@@ -49,14 +49,14 @@ class Lora:
     slot: int  # vLLM's integer id of the adapter, unique within the app
 
 
-def lora_targets(models: dict[str, str], local_dir) -> dict[str, Lora]:
-    """The served models that run as adapters: those exported with ``adapter/`` beside their
-    merged weights (`mlit.train`, ``--lora-rank``) whose base can be found. Others run as models
-    of their own, from their merged weights."""
+def lora_targets(dirs: dict[str, str]) -> dict[str, Lora]:
+    """The served models (name -> local directory) that run as adapters: those exported with
+    ``adapter/`` beside their merged weights (`mlit.train`, ``--lora-rank``) whose base can be
+    found. Others run as models of their own, from their merged weights."""
     out: dict[str, Lora] = {}
-    for name, path in sorted(models.items()):
-        here = Path(local_dir(path))
-        meta, adapter = here / "mlit_model.json", here / "adapter" / "adapter_config.json"
+    for name, here in sorted(dirs.items()):
+        meta = Path(here) / "mlit_model.json"
+        adapter = Path(here) / "adapter" / "adapter_config.json"
         if not (meta.is_file() and adapter.is_file()):
             continue
         base = json.loads(meta.read_text()).get("base_model") or ""
@@ -67,10 +67,10 @@ def lora_targets(models: dict[str, str], local_dir) -> dict[str, Lora]:
         out[name] = Lora(base, rank, len(out) + 1)
     # The base itself, when it is served too (a baseline), runs on that engine without an adapter.
     bases = {str(Path(x.base).resolve()): x.base for x in out.values() if Path(x.base).is_dir()}
-    for name, path in models.items():
-        here = str(Path(local_dir(path)).resolve())
-        if name not in out and here in bases:
-            out[name] = Lora(bases[here], 0, 0)
+    for name, here in dirs.items():
+        resolved = str(Path(here).resolve())
+        if name not in out and resolved in bases:
+            out[name] = Lora(bases[resolved], 0, 0)
     return out
 
 
@@ -83,11 +83,12 @@ def _reachable(base: str) -> bool:
 class Engines:
     """The vLLM engines of one replica, shared by the models that run on them and stopped when
     the last of those is unloaded. A model of its own has its own; LoRA models share their
-    base's. ``slots`` engines fit at once: on a GPU each takes its part of vLLM's usual 90%."""
+    base's. As many engines fit at once as can be up together (the LRU's size, or fewer distinct
+    engines): on a GPU each takes its part of vLLM's usual 90%."""
 
-    def __init__(self, slots: int, loras: dict[str, Lora]):
-        self.slots = max(1, slots)
+    def __init__(self, models: list[str], max_models: int, loras: dict[str, Lora]):
         self.loras = loras
+        self.slots = max(1, min(max_models, len({self._key(n) for n in models})))
         self._engines: dict[str, list] = {}  # key -> [(engine, vocab size, context), users]
         self._lock = threading.Lock()
         self.starts: Counter[str] = Counter()
@@ -99,12 +100,15 @@ class Engines:
         if lora and not _reachable(lora.base):  # a base on the driver's disk, not on this node
             logger.warning("%s: its base %r is not on this node; merged weights", name, lora.base)
             lora = None
-        key = f"base:{lora.base}" if lora else f"model:{name}"
+        key = self._key(name, lora)
         with self._lock:
             if key not in self._engines:
+                from mlit.store import local_copy
+
                 if lora:
                     mine = [x for x in self.loras.values() if x.base == lora.base]
-                    entry = _start(_base_dir(lora.base), self.slots, mine)
+                    # A URI is copied here once; a directory or a hub id is vLLM's to load.
+                    entry = _start(str(local_copy(lora.base)), self.slots, mine)
                 else:
                     entry = _start(model_dir, self.slots, [])
                 self._engines[key] = [entry, 0]
@@ -117,6 +121,11 @@ class Engines:
 
             request = LoRARequest(name, lora.slot, str(Path(model_dir) / "adapter"))
         return engine, vocab, context, request, lambda: self._release(key)
+
+    def _key(self, name: str, lora: Lora | None = None) -> str:
+        """The engine a model runs on: its base's for an adapter, else its own."""
+        lora = lora if lora is not None else self.loras.get(name)
+        return f"base:{lora.base}" if lora else f"model:{name}"
 
     def _release(self, key: str) -> None:
         with self._lock:
@@ -149,14 +158,6 @@ def load(engines: Engines, name: str, model_dir: str) -> Loaded:
 
     # The model's own tokenizer prepares its requests (an adapter's is its base's vocabulary).
     return Loaded(AutoTokenizer.from_pretrained(model_dir), engines.acquire(name, model_dir))
-
-
-def _base_dir(base: str) -> str:
-    if "://" in base:
-        from mlit.store import local_copy
-
-        return str(local_copy(base))
-    return base  # a directory, or a hub id vLLM loads itself
 
 
 def _start(path: str, engines: int, loras: list[Lora]):

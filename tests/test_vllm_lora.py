@@ -53,7 +53,7 @@ def test_lora_models_share_their_base_engine_and_match_their_merged_weights(
     merged = tmp_path / "a-merged"  # lora-a without its adapter: served from its merged weights
     shutil.copytree(a, merged, ignore=shutil.ignore_patterns("adapter"))
     models = {"lora-a": str(a), "lora-b": str(b), "a-merged": str(merged), "base": str(tiny_base)}
-    loras = vllm_engine.lora_targets(models, str)
+    loras = vllm_engine.lora_targets(models)
     assert {n: (x.base, x.rank) for n, x in loras.items()} == {
         "lora-a": (str(tiny_base), 4),
         "lora-b": (str(tiny_base), 4),
