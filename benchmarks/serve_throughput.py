@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo, serving
+from mlit import demo
+from mlit.serving import app as serving
 
 OUT = Path(__file__).parent / "results" / "serve_throughput.json"
 CONCURRENCY, NEW_TOKENS = 32, 64

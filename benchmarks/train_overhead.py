@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, demo, mixtures, trials
+from mlit import data, demo, identity, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
 
@@ -73,7 +73,7 @@ def on_ray(base: Path, steps: int, work: Path, seed: int) -> dict:
     sample = data.sample()
     m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=seed)
     cfg = TrainConfig.demo(max_steps=steps, eval_every=steps)
-    jobs = trials.plan_jobs(str(base), [m], sample, cfg)
+    jobs = identity.plan_jobs(str(base), [m], sample, cfg)
     store = Store(str(work / "store"))
     start = time.time()
     result = trials.train_phase(

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 from pathlib import Path
 
+from mlit import model_refs
 from mlit.judge import JudgeError
 from mlit.plan import PLACEHOLDER_BASE, Plan
 from mlit.store import Store, content_key
 
-HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 PROBE_PROMPT = "Reply with the single digit 1."
 
 
@@ -30,19 +29,10 @@ def base_model(spec: str, flag: str = "--base-model") -> None:
     """A local model directory (with config.json) or the syntax of a hub name (org/name)."""
     if spec == PLACEHOLDER_BASE:
         return
-    path = Path(spec).expanduser()
-    looks_local = spec.startswith(("/", ".", "~")) or path.exists()
-    if looks_local:
-        if not path.is_dir():
-            raise PreflightError(f"{flag} {spec}: no such directory")
-        if not (path / "config.json").exists():
-            raise PreflightError(
-                f"{flag} {spec}: not a Hugging Face model directory (no config.json)"
-            )
-    elif not HUB_NAME.match(spec):
-        raise PreflightError(
-            f"{flag} {spec!r}: neither a local directory nor a hub name like 'Qwen/Qwen2.5-1.5B'"
-        )
+    try:
+        model_refs.check(spec, flag)
+    except ValueError as err:
+        raise PreflightError(str(err)) from err
 
 
 def judge(plan: Plan, store: Store) -> None:

@@ -1,4 +1,6 @@
-"""The `mlit` command line. Each command is a thin shell over one module's functions."""
+"""The `mlit` command line (click, like the sweep scripts' flags in `mlit.flags`). Each command is a
+thin shell over one module's functions; heavy stacks are imported inside the command that uses them.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +8,40 @@ import json
 import sys
 from pathlib import Path
 
-import typer
+import click
 
-from mlit import console, data, experiments, human_commands, languages, mixtures, model_commands
-
-app = typer.Typer(
-    help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from mlit import (
+    console,
+    data,
+    experiments,
+    flags,
+    human_commands,
+    languages,
+    mixtures,
+    model_commands,
 )
-data_app = typer.Typer(help="Inspect and validate parallel datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(human_commands.human_app, name="human")
-app.command("demo-model")(model_commands.demo_model_cmd)
-app.command("serve")(model_commands.serve_cmd)
-app.command("demo-judge")(model_commands.demo_judge_cmd)
+from mlit.config import SweepConfig
+
+PathArg = click.Path(path_type=Path)
+
+
+@click.group(
+    help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def app() -> None:
+    pass
+
+
+@app.group("data")
+def data_app() -> None:
+    """Inspect and validate parallel datasets."""
+
+
+app.add_command(human_commands.human_app, "human")
+app.add_command(model_commands.demo_model_cmd, "demo-model")
+app.add_command(model_commands.serve_cmd, "serve")
+app.add_command(model_commands.demo_judge_cmd, "demo-judge")
 
 
 def _load(source: str):
@@ -32,42 +52,55 @@ def _load(source: str):
 
 
 @data_app.command("validate")
-def data_validate(
-    path: str = typer.Argument(
-        ..., help="A .jsonl/.parquet file or folder, 'hf:NAME', or 'sample'."
-    ),
-    languages_: str = typer.Option(
-        None, "--languages", help="Languages every example must have (default: all present)."
-    ),
-    limit: int = typer.Option(10, help="How many problems to list per kind."),
-) -> None:
-    """Check a parallel dataset: missing languages, duplicates, empty texts, eval leakage."""
+@click.argument("path")
+@click.option(
+    "--languages", "languages_", help="Languages every example must have (default: all present)."
+)
+@click.option("--limit", default=10, show_default=True, help="How many problems to list per kind.")
+def data_validate(path: str, languages_: str | None, limit: int) -> None:
+    """Check a parallel dataset: missing languages, duplicates, empty texts, eval leakage.
+
+    PATH: a .jsonl/.parquet file or folder, 'hf:NAME', or 'sample'."""
     frame = _load(path)
     try:
         report = data.validate(frame, languages_)
     except (languages.UnknownLanguageError, data.DataError) as err:
         console.fail(str(err))
-    typer.echo(report.summary(limit))
+    click.echo(report.summary(limit))
     if not report.ok:
-        raise typer.Exit(1)
+        sys.exit(1)
 
 
-@app.command("mixtures")
+EXPERIMENTS = f"EXPERIMENT: one of {', '.join(experiments.NAMES)}."
+
+
+@app.command("mixtures", epilog=EXPERIMENTS)
+@click.argument("experiment")
+@click.option(
+    "--budget", type=int, help="Examples per mixture (default: every training example of --data)."
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of the assignment and the dev set."
+)
+@click.option(
+    "--data",
+    "data_source",
+    default="sample",
+    show_default=True,
+    help="Dataset whose training ids are assigned: 'sample', a path, or 'none' for "
+    "placeholder ids (needs --budget; e.g. --budget 4640 for the paper's scale).",
+)
+@click.option("--dev-size", type=int, help="Dev examples held out per mixture.")
+@click.option("--baselines/--no-baselines", help="Also list the baseline models scores need.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def mixtures_cmd(
-    experiment: str = typer.Argument(..., help=f"One of: {', '.join(experiments.NAMES)}."),
-    budget: int = typer.Option(
-        None, help="Examples per mixture (default: every training example of --data)."
-    ),
-    seed: int = typer.Option(0, help="Seed of the assignment and the dev set."),
-    data_source: str = typer.Option(
-        "sample",
-        "--data",
-        help="Dataset whose training ids are assigned: 'sample', a path, or 'none' for "
-        "placeholder ids (needs --budget; e.g. --budget 4640 for the paper's scale).",
-    ),
-    dev_size: int = typer.Option(None, help="Dev examples held out per mixture."),
-    baselines: bool = typer.Option(False, help="Also list the baseline models scores need."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    experiment: str,
+    budget: int | None,
+    seed: int,
+    data_source: str,
+    dev_size: int | None,
+    baselines: bool,
+    as_json: bool,
 ) -> None:
     """Print every mixture of an experiment: counts per language and the assignment hash."""
     try:
@@ -92,15 +125,15 @@ def mixtures_cmd(
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    typer.echo(f"{exp.name} ({exp.section}, {exp.figure}): {exp.title}")
-    typer.echo(f"budget {built[0].budget}, seed {seed}, {len(built)} mixtures")
+    click.echo(f"{exp.name} ({exp.section}, {exp.figure}): {exp.title}")
+    click.echo(f"budget {built[0].budget}, seed {seed}, {len(built)} mixtures")
     width = max(len(m.name) for m in built)
     for m in built:
         counts = " ".join(f"{lang}:{n}" for lang, n in m.counts.items())
-        typer.echo(f"  {m.name:<{width}}  {m.hash}  {counts}")
+        click.echo(f"  {m.name:<{width}}  {m.hash}  {counts}")
     distinct = len({m.hash for m in built})
     if distinct < len(built):
-        typer.echo(f"{distinct} distinct mixtures (identical assignments share one model)")
+        click.echo(f"{distinct} distinct mixtures (identical assignments share one model)")
 
 
 @app.command("languages")
@@ -108,71 +141,69 @@ def languages_cmd() -> None:
     """List the known language codes."""
     for code in languages.known():
         lang = languages.get(code)
-        typer.echo(f"{code:<4} {lang.name:<12} {lang.script:<5} {lang.family}")
+        click.echo(f"{code:<4} {lang.name:<12} {lang.script:<5} {lang.family}")
 
 
-@app.command("train")
-def train_cmd(
-    experiment: str = typer.Argument(..., help=f"One of: {', '.join(experiments.NAMES)}."),
-    base_model: str = typer.Option(None, help="HF hub name or local directory (default: demo)."),
-    data_source: str = typer.Option("sample", "--data", help="'sample', a path, or 'hf:NAME'."),
-    languages_: str = typer.Option(None, "--languages", help="Restrict to these languages."),
-    store_root: str = typer.Option(None, "--store", help="Store folder or URI (s3://, gs://)."),
-    preset: str = typer.Option("demo", help="Training hyperparameters: 'demo' or 'paper'."),
-    budget: int = typer.Option(None, help="Examples per mixture (default: all training ids)."),
-    workers: int = typer.Option(
-        None, help="Ray Train workers per trial (default: demo 1, paper 2)."
-    ),
-    gpus_per_worker: float = typer.Option(0.0, help="GPUs per worker (0: CPU)."),
-    zero_stage: int = typer.Option(2, help="DeepSpeed ZeRO stage, 0-3."),
-    lora_rank: int = typer.Option(0, help="LoRA rank; 0 trains all weights."),
-    max_steps: int = typer.Option(None, help="Override the preset's training steps."),
-    seed: int = typer.Option(0, help="Seed of mixtures and training."),
-) -> None:
-    """Train every model an experiment needs (its mixtures and baselines) that the store lacks:
-    the training phase of a sweep, on the same plan."""
-    from mlit import plan, trials
-    from mlit.config import SweepConfig
+# `mlit train`'s flags are the sweep scripts' own (`mlit.flags`), for the fields training reads.
+TRAIN_FIELDS = (
+    "preset",
+    "base_model",
+    "data",
+    "languages",
+    "store",
+    "budget",
+    "workers",
+    "gpus_per_worker",
+    "zero_stage",
+    "lora_rank",
+    "max_steps",
+    "seed",
+)
+
+
+def _train(experiment: str, **values) -> None:
+    from mlit import trials
+    from mlit.pipeline import plan_sweep
     from mlit.store import Store, default_root
 
     try:
-        cfg = SweepConfig(
-            experiment=experiment,
-            preset=preset,
-            base_model=base_model,
-            data=data_source,
-            languages=tuple(languages_.split(",")) if languages_ else None,
-            store=store_root,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            zero_stage=zero_stage,
-            lora_rank=lora_rank,
-            seed=seed,
-            budget=budget,
-            max_steps=max_steps,
-        )
-        p = plan.prepare(cfg)
+        cfg = flags.apply(SweepConfig(experiment=experiment), flags.given(values))
+        p = plan_sweep(cfg)
         store = Store(cfg.store or default_root())
         result = trials.train_phase(p.jobs, store, p.compute, p.experiment.name)
     except (ValueError, trials.ResourceError) as err:
         console.fail(str(err))
-    typer.echo(result.table())
+    click.echo(result.table())
     if result.failed:
         console.fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)
 
 
+app.add_command(
+    click.Command(
+        "train",
+        callback=_train,
+        params=[
+            click.Argument(["experiment"]),
+            *flags.options(SweepConfig(experiment="monolingual"), TRAIN_FIELDS),
+        ],
+        help="Train every model an experiment needs (its mixtures and baselines) that the store "
+        "lacks: the training phase of a sweep, on the same plan.",
+        epilog=EXPERIMENTS,
+    )
+)
+
+
 @app.command("report")
-def report_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder written by a sweep."),
-    compare_paper: bool = typer.Option(
-        False, "--compare-paper", help="Also set the run beside the paper's published numbers."
-    ),
-    open_page: bool = typer.Option(
-        False, "--open", help="Open the run's report.html in the web browser afterwards."
-    ),
-) -> None:
-    """Rebuild every table, figure and the report.html page of a run from its files, and print
-    the main table."""
+@click.argument("run_dir", type=PathArg)
+@click.option(
+    "--compare-paper", is_flag=True, help="Also set the run beside the paper's published numbers."
+)
+@click.option(
+    "--open", "open_page", is_flag=True, help="Open the run's report.html in the web browser."
+)
+def report_cmd(run_dir: Path, compare_paper: bool, open_page: bool) -> None:
+    """Rebuild every table, figure and the report.html page of a run (RUN_DIR, a run folder
+    written by a sweep) from its files, and print the main table."""
     import webbrowser
 
     from mlit import comparison, report, results_page
@@ -190,73 +221,67 @@ def report_cmd(
         console.fail(f"no web browser found to open {page}; open that file by hand")
 
 
-store_app = typer.Typer(
-    help="Inspect and repair the content-addressed store.", no_args_is_help=True
-)
-app.add_typer(store_app, name="store")
+@app.group("store")
+def store_app() -> None:
+    """Inspect and repair the content-addressed store."""
 
 
 @store_app.command("verify")
-def store_verify(
-    store_root: str = typer.Option(
-        None, "--store", help="Store folder or URI (default: ~/.cache/mlit/store)."
-    ),
-    repair: bool = typer.Option(
-        False, "--repair", help="Delete damaged entries (redone by the next run)."
-    ),
-) -> None:
+@click.option("--store", "store_root", help="Store folder or URI (default: ~/.cache/mlit/store).")
+@click.option("--repair", is_flag=True, help="Delete damaged entries (redone by the next run).")
+def store_verify(store_root: str | None, repair: bool) -> None:
     """Check every model (sha256 of each file) and record (sha256 of its content) in a store."""
     from mlit.store import Store, default_root
 
     root = store_root or default_root()
     if "://" not in str(root) and not Path(root).is_dir():
         console.fail(f"no store at {root}: nothing was stored there (check --store)")
-    store = Store(root)
-    damaged: list[tuple[str, str, str, object]] = []
-    for key in store.model_keys():
-        problem = store.model_problem(key, full=True)
-        if problem:
-            damaged.append(("model", key, problem, lambda k=key: store.delete_model(k)))
-    records = 0
-    for kind in store.record_kinds():
-        for key in store.keys(kind):
-            records += 1
-            problem = store.record_problem(kind, key)
-            if problem:
-                damaged.append(
-                    (kind, key, problem, lambda k=key, c=kind: store.delete_record(c, k))
-                )
-    typer.echo(f"{len(store.model_keys())} models and {records} records checked in {store.root}")
-    for kind, key, problem, delete in damaged:
-        typer.echo(f"  damaged {kind} {key}: {problem}" + ("  -> deleted" if repair else ""))
-        if repair:
-            delete()
-    if damaged and not repair:
+    found = Store(root).verify(repair)
+    click.echo(f"{found.models} models and {found.records} records checked in {root}")
+    for entry in found.damaged:
+        click.echo(f"  damaged {entry}" + ("  -> deleted" if repair else ""))
+    if found.damaged and not repair:
         console.fail(
-            f"{len(damaged)} damaged entries; `mlit store verify --repair` deletes them so "
+            f"{len(found.damaged)} damaged entries; `mlit store verify --repair` deletes them so "
             "the next run redoes them",
             1,
         )
-    typer.echo("all good" if not damaged else f"{len(damaged)} damaged entries deleted")
+    click.echo("all good" if not found.damaged else f"{len(found.damaged)} damaged entries deleted")
 
 
 @app.command("estimate")
+@click.argument("experiment")
+@click.option("--params", default=1.5e9, show_default=True, help="Base-model parameters.")
+@click.option("--gpu", default="h100", show_default=True, help="h100, h200, a100, l40s, a10g.")
+@click.option("--gpus", default=8, show_default=True, help="GPUs in the cluster.")
+@click.option(
+    "--train-mfu",
+    type=float,
+    help="Training MFU (default: measured by benchmarks/gpu.py for this GPU, else 0.40).",
+)
+@click.option(
+    "--generation-mfu", default=0.05, show_default=True, help="Decoding MFU, if none measured."
+)
+@click.option(
+    "--results", type=PathArg, help="benchmarks/gpu.py results (default: benchmarks/results)."
+)
+@click.option("--judge-input-price", default=2.50, show_default=True, help="$ per M input tokens.")
+@click.option(
+    "--judge-output-price", default=10.00, show_default=True, help="$ per M output tokens."
+)
 def estimate_cmd(
-    experiment: str = typer.Argument(..., help="An experiment, or 'paper' for all of them."),
-    params: float = typer.Option(1.5e9, help="Base-model parameters."),
-    gpu: str = typer.Option("h100", help="GPU type: h100, h200, a100, l40s, a10g."),
-    gpus: int = typer.Option(8, help="GPUs in the cluster."),
-    train_mfu: float = typer.Option(
-        None, help="Training MFU (default: measured by benchmarks/gpu.py for this GPU, else 0.40)."
-    ),
-    generation_mfu: float = typer.Option(0.05, help="MFU when decoding, if nothing is measured."),
-    results: Path = typer.Option(
-        None, help="Folder of benchmarks/gpu.py results (default: benchmarks/results)."
-    ),
-    judge_input_price: float = typer.Option(2.50, help="Judge $ per million input tokens."),
-    judge_output_price: float = typer.Option(10.00, help="Judge $ per million output tokens."),
+    experiment: str,
+    params: float,
+    gpu: str,
+    gpus: int,
+    train_mfu: float | None,
+    generation_mfu: float,
+    results: Path | None,
+    judge_input_price: float,
+    judge_output_price: float,
 ) -> None:
-    """Estimate GPU-hours, wall time, judge calls and dollars at the paper's scale, before launch."""
+    """Estimate GPU-hours, wall time, judge calls and dollars at the paper's scale, before launch.
+    EXPERIMENT: an experiment, or 'paper' for all of them."""
     from mlit import estimate
 
     names = list(experiments.NAMES) if experiment == "paper" else [experiment]
@@ -279,22 +304,33 @@ def estimate_cmd(
         )
     except ValueError as err:
         console.fail(str(err))
-    typer.echo(estimate.render(estimate.estimate(names, a), a))
+    click.echo(estimate.render(estimate.estimate(names, a), a))
 
 
 @app.command("translate")
+@click.option("--source", required=True, help="English dataset: a JSONL/Parquet path or 'hf:NAME'.")
+@click.option("--languages", "languages_", required=True, help="Target languages, e.g. 'ar,cs'.")
+@click.option("--translator", required=True, help="litellm model, e.g. openai/gpt-4o-mini.")
+@click.option("--api-base", help="Endpoint (self-hosted translators, our Serve app).")
+@click.option("--api-key-env", help="Environment variable holding the API key.")
+@click.option("--out", type=PathArg, required=True, help="The parallel dataset (.jsonl/.parquet).")
+@click.option("--store", "store_root", help="Store folder or URI (the cache).")
+@click.option("--concurrency", default=8, show_default=True, help="Requests in flight.")
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds a request.")
+@click.option("--strict/--no-strict", help="Fail when any quality check flags a row.")
+@click.option("--dry-run", is_flag=True, help="Estimate calls, tokens and cost only.")
 def translate_cmd(
-    source: str = typer.Option(..., help="English dataset: a JSONL/Parquet path or 'hf:NAME'."),
-    languages_: str = typer.Option(..., "--languages", help="Target languages, e.g. 'ar,cs,fi'."),
-    translator: str = typer.Option(..., help="litellm model string, e.g. openai/gpt-4o-mini."),
-    api_base: str = typer.Option(None, help="Endpoint (self-hosted translators, our Serve app)."),
-    api_key_env: str = typer.Option(None, help="Environment variable holding the API key."),
-    out: Path = typer.Option(..., help="Where to write the parallel dataset (.jsonl/.parquet)."),
-    store_root: str = typer.Option(None, "--store", help="Store folder or URI (the cache)."),
-    concurrency: int = typer.Option(8, help="Requests in flight."),
-    timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds per request."),
-    strict: bool = typer.Option(False, help="Fail when any quality check flags a row."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate calls, tokens and cost only."),
+    source: str,
+    languages_: str,
+    translator: str,
+    api_base: str | None,
+    api_key_env: str | None,
+    out: Path,
+    store_root: str | None,
+    concurrency: int,
+    timeout_s: float,
+    strict: bool,
+    dry_run: bool,
 ) -> None:
     """Translate an English dataset into other languages (cached, resumable, quality-checked)."""
     from mlit import llm, translate
@@ -313,22 +349,22 @@ def translate_cmd(
     if dry_run:
         est = translate.dry_run(frame, langs, t, store)
         price = "unknown price" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
-        typer.echo(
+        click.echo(
             f"{est['calls']} calls, ~{est['prompt_tokens']:,} prompt and "
             f"~{est['completion_tokens']:,} completion tokens, {price}"
         )
         return
     outcome = translate.translate(frame, langs, t, store)
     translate.write(outcome.frame, out)
-    typer.echo(
+    click.echo(
         f"{outcome.calls} translations requested, {outcome.cached} from the store; "
         f"wrote {outcome.frame.height} rows to {out}"
     )
     report = translate.quality_report(outcome.frame)
     if report.height:
-        typer.echo(f"quality checks flagged {report.height} text(s):")
+        click.echo(f"quality checks flagged {report.height} text(s):")
         for r in report.head(50).iter_rows(named=True):
-            typer.echo(
+            click.echo(
                 f"  {r['check']:<16} {r['example_id']} [{r['lang']}] {r['field']}: {r['detail']}"
             )
     if outcome.failures.height:
@@ -346,6 +382,6 @@ def main() -> None:
     """The `mlit` command: expected failures end in one line and exit code 2, bugs in a
     traceback and exit code 1 (`mlit.console.exit_for`)."""
     try:
-        app()
+        app(standalone_mode=True)
     except (Exception, KeyboardInterrupt) as err:
         console.exit_for(err)

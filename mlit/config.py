@@ -17,6 +17,11 @@ from mlit import experiments, languages
 from mlit.generate import SamplingParams
 
 PRESETS = ("demo", "paper")
+# What every output of a demo run (console, figures, results page) says about itself.
+DEMO_NOTE = (
+    "DEMO RUN: tiny models trained on the bundled sample; the numbers show the pipeline at work, "
+    "not the paper's findings."
+)
 
 
 def _opt(default, help: str, **extra):
@@ -79,9 +84,9 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be 'demo' or 'paper', got {self.preset!r}")
-        if self.preset == "paper" and not self.dry_run and not (self.base_model and self.judge):
-            raise ValueError("--preset paper needs --base-model and --judge")
-        experiments.get(self.experiment, self.seed, self.pairs)  # unknown names, bad pairs
+        exp = experiments.get(self.experiment, self.seed, self.pairs)  # unknown names, bad pairs
+        if self.preset == "paper" and not self.dry_run:
+            _paper_requirements(self, exp.table_kind)
         if self.languages is not None:
             object.__setattr__(self, "languages", languages.parse(self.languages))
         _check_ranges(self)
@@ -121,6 +126,18 @@ class SweepConfig:
         if values.get("sampling"):
             values["sampling"] = SamplingParams(**values["sampling"])
         return cls(**values)
+
+
+def _paper_requirements(cfg: SweepConfig, table_kind: str) -> None:
+    """What a real run of the paper preset needs (a dry run plans the paper without them)."""
+    if not (cfg.base_model and cfg.judge):
+        raise ValueError("--preset paper needs --base-model and --judge")
+    if table_kind == "pretraining" and not cfg.pretraining_shares:
+        raise ValueError(
+            "--preset paper correlates with the base model's pretraining data (§4.2): pass "
+            '--pretraining-shares FILE, a JSON object of document shares, e.g. {"ar": 0.011, '
+            "\"cs\": 0.006, ...}; the demo's character-share proxy is not the paper's statistic"
+        )
 
 
 # Numeric fields and their lowest allowed value. Zero is an error, never "the default": a user who

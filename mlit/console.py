@@ -79,10 +79,6 @@ def is_terminal() -> bool:
     return (_out or sys.stdout).isatty()
 
 
-def log_path() -> Path | None:
-    return _log
-
-
 @contextlib.contextmanager
 def quiet(enabled: bool = True):
     """Send file descriptors 1 and 2 to a log file for the duration; mlit's lines still reach the

@@ -312,14 +312,6 @@ def validate(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> Repo
     return Report(frame.height, examples, langs, tuple(problems))
 
 
-def require_valid(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> pl.DataFrame:
-    """Validate and raise a DataError that lists the problems, or return the frame."""
-    report = validate(frame, expected)
-    if not report.ok:
-        raise DataError("dataset has problems:\n" + report.summary())
-    return frame
-
-
 def train_ids(frame: pl.DataFrame) -> list[str]:
     return sorted(split(frame, "train")["example_id"].unique().to_list())
 

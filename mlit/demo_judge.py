@@ -21,7 +21,6 @@ written next to the model in ``mlit_judge.json``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -29,12 +28,12 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import console, data
+from mlit import console, data, judge_host
 from mlit.judge import Judge
 from mlit.store import atomic_dir
 
 MARKER = "mlit_judge.json"
-TEMPLATE = "compact"  # `mlit.judge.TEMPLATES`: short enough for a 1M-parameter judge
+TEMPLATE = judge_host.DEMO_JUDGE_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,7 @@ class DemoJudgeConfig:
     seed: int = 0
 
 
-def default_dir() -> Path:
-    return Path(os.environ.get("MLIT_CACHE", Path.home() / ".cache" / "mlit")) / "demo" / "judge"
+default_dir = judge_host.demo_judge_dir
 
 
 def _negatives(rows: list[dict], by_id_lang: dict, rng: random.Random) -> list[tuple[dict, str]]:
@@ -88,7 +86,7 @@ def evaluate(model, tokenizer, pairs, judge: Judge, batch_size: int = 32) -> dic
     """Accuracy (the likelier of '1'/'2' at the answer position) and order consistency."""
     import torch
 
-    from mlit import chat, engine
+    from mlit import chat, decoding
 
     one = tokenizer("1", add_special_tokens=False)["input_ids"][0]
     two = tokenizer("2", add_special_tokens=False)["input_ids"][0]
@@ -98,7 +96,7 @@ def evaluate(model, tokenizer, pairs, judge: Judge, batch_size: int = 32) -> dic
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i : i + batch_size]
             ids = [
-                engine.encode_prompt(
+                decoding.encode_prompt(
                     tokenizer, chat.format_prompt(tokenizer, judge.prompt(q, a, b))
                 )
                 for q, a, b, _ in chunk
@@ -160,7 +158,7 @@ def build_demo_judge(
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mlit import chat, engine
+    from mlit import chat, decoding
 
     torch.manual_seed(cfg.seed)
     start = time.time()
@@ -175,7 +173,7 @@ def build_demo_judge(
     digit = {d: tokenizer(d, add_special_tokens=False)["input_ids"][0] for d in ("1", "2")}
     encoded = [
         (
-            engine.encode_prompt(
+            decoding.encode_prompt(
                 tokenizer, chat.format_prompt(tokenizer, judge.prompt(short(q), trunc(a), trunc(b)))
             ),
             digit[d],

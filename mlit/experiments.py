@@ -17,6 +17,7 @@ from mlit.mixtures import Recipe
 
 PERCENTS: tuple[int, ...] = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 BASE = "base"  # the served name of the untuned base model (Appendix F's baseline)
+BASELINE_MONOLINGUAL, BASELINE_BASE = "monolingual", "base"  # what `Experiment.baseline` takes
 
 
 def monolingual_name(lang: str) -> str:
@@ -32,7 +33,7 @@ class Experiment:
     figure: str
     recipes: tuple[Recipe, ...]
     eval_languages: tuple[str, ...]
-    baseline: str = "monolingual"  # or "base"
+    baseline: str = BASELINE_MONOLINGUAL  # or BASELINE_BASE
     # Bilingual tuning (§3.4) evaluates each model only on languages it was not tuned on.
     exclude_training_languages: bool = False
     # Models scored as candidates for comparison only (Fig. 6 sets each pair against the two
@@ -41,9 +42,15 @@ class Experiment:
     # Which table (and figure) its scores make: matrix | fraction | count | bilingual | pretraining.
     table_kind: str = "matrix"
 
+    @property
+    def scores_against_base(self) -> bool:
+        """Scores against the untuned base model (App. F), not the monolingual models: the base
+        model is then one more served model, and no baseline is trained."""
+        return self.baseline == BASELINE_BASE
+
     def baseline_for(self, lang: str) -> str:
         """The model an answer in ``lang`` is compared against (the IF score's reference)."""
-        return BASE if self.baseline == "base" else monolingual_name(lang)
+        return BASE if self.scores_against_base else monolingual_name(lang)
 
     def answering(self) -> dict[str, set[str]]:
         """Served name -> the evaluation languages it must answer (candidates and baselines)."""
@@ -73,7 +80,7 @@ class Experiment:
         return out
 
     def baseline_recipes(self) -> tuple[Recipe, ...]:
-        if self.baseline == "base":
+        if self.scores_against_base:
             return ()
         return tuple(mixtures.monolingual(lang) for lang in self.eval_languages)
 
@@ -232,7 +239,7 @@ def _base_model(seed: int) -> Experiment:
         "Fig. 10",
         _mono(PAPER_LANGUAGES),
         PAPER_LANGUAGES,
-        baseline="base",
+        baseline=BASELINE_BASE,
     )
 
 

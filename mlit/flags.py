@@ -1,4 +1,5 @@
-"""The command line of every `sweeps/*.py` script, generated from `SweepConfig`'s fields.
+"""The command line of every `sweeps/*.py` script (and of `mlit train`), generated from
+`SweepConfig`'s fields.
 
 Each field is a flag (``base_model`` -> ``--base-model``; a field may name its flag in its metadata),
 its help is the field's ``metadata["help"]``, and its default is the value the script's ``CONFIG``
@@ -66,11 +67,12 @@ def _shown(value) -> str | None:
     return str(value)
 
 
-def options(config: SweepConfig) -> list[click.Option]:
-    """One click option per config field; its default (shown in --help) is the script's value."""
+def options(config: SweepConfig, only: tuple[str, ...] | None = None) -> list[click.Option]:
+    """One click option per config field (or per field in ``only``); its default (shown in
+    --help) is the script's value."""
     out = []
     for f in fields(SweepConfig):
-        if f.name in FIXED:
+        if f.name in FIXED or (only is not None and f.name not in only):
             continue
         value, help = getattr(config, f.name), f.metadata.get("help")
         kind, _ = _converter(f)
@@ -100,8 +102,9 @@ def apply(config: SweepConfig, given: dict) -> SweepConfig:
     return replace(config, **changes)
 
 
-def _given(ctx: click.Context, values: dict) -> dict:
+def given(values: dict) -> dict:
     """Only what the user typed: a default is the script's own value and must not replace it."""
+    ctx = click.get_current_context()
     source = click.core.ParameterSource.COMMANDLINE
     return {k: v for k, v in values.items() if ctx.get_parameter_source(k) == source}
 
@@ -116,7 +119,7 @@ def command(config: SweepConfig, runner: Callable[[SweepConfig], object]) -> cli
     def main(**values) -> None:
         interrupts.install()
         try:
-            cfg = apply(config, _given(click.get_current_context(), values))
+            cfg = apply(config, given(values))
             # Quiet: library output to a log file, mlit's lines on the console (`--verbose`
             # keeps everything on the console; a dry run starts no library that talks).
             ours = not interrupts.ray_running()  # a Ray this command starts is its to stop

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit import console
-from mlit.engine import PAPER_SAMPLING
+from mlit.decoding import PAPER_SAMPLING
 from mlit.store import Store, content_key, write_parquet
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -55,7 +55,7 @@ class Client:
     retries: int = 4
     backoff_s: float = 0.5
     engine: str = "hf"  # the server's engine: answers of another engine are other answers
-    # Served name -> shard of the Serve app (`mlit.serving.ServeConfig.shard_of`); None: one shard.
+    # Served name -> shard of the Serve app (`mlit.serving.app.ServeConfig.shard_of`); None: one shard.
     lanes: Mapping[str, int] | None = None
 
     @property
@@ -259,17 +259,3 @@ def generate(
     """Answer every task; returns (and writes) the generations table."""
     out = Path(out_path) if out_path else None
     return asyncio.run(_generate(tasks, params, client, store, out, progress))
-
-
-def tasks_for(
-    models: dict[str, str], eval_rows: pl.DataFrame, langs: Sequence[str] | None = None
-) -> list[Task]:
-    """Every (model, eval language, example) task; ``models`` maps served name -> model key."""
-    rows = eval_rows.filter(pl.col("split") == "eval")
-    if langs is not None:
-        rows = rows.filter(pl.col("lang").is_in(list(langs)))
-    out = []
-    for name, key in models.items():
-        for ex, lang, instruction in rows.select("example_id", "lang", "instruction").rows():
-            out.append(Task(name, key, ex, lang, instruction))
-    return out

@@ -8,27 +8,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import polars as pl
-import typer
 
 from mlit import console, languages
 
-human_app = typer.Typer(
-    help="Human validation kits: Fig. 2 ratings, App. D agreement, App. E response language.",
-    no_args_is_help=True,
-)
+
+@click.group("human", short_help="Human validation kits: Fig. 2, App. D and App. E.")
+def human_app() -> None:
+    """Human validation kits: Fig. 2 ratings, App. D agreement, App. E response language."""
+
+
+PathArg = click.Path(path_type=Path)
 
 
 @human_app.command("export")
-def human_export(
-    run_dir: Path = typer.Argument(..., help="A run folder holding the monolingual models."),
-    per_language: int = typer.Option(50, help="Instructions per language (the paper: 50)."),
-    languages_: str = typer.Option("en,es,ru,he", "--languages", help="The paper's four."),
-    out: Path = typer.Option(Path("human_eval.csv"), help="CSV for the raters."),
-    seed: int = typer.Option(0),
-) -> None:
-    """Fig. 2 and App. D kit: each language's monolingual model rated, and set beside a random
-    other monolingual model; a CSV for raters and its key file."""
+@click.argument("run_dir", type=PathArg)
+@click.option("--per-language", default=50, show_default=True, help="Instructions per language.")
+@click.option("--languages", "languages_", default="en,es,ru,he", show_default=True)
+@click.option("--out", type=PathArg, default=Path("human_eval.csv"), show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def human_export(run_dir: Path, per_language: int, languages_: str, out: Path, seed: int) -> None:
+    """Fig. 2 and App. D kit from RUN_DIR (a run holding the monolingual models): each language's
+    monolingual model rated, and set beside a random other monolingual model; a CSV for raters
+    and its key file."""
     from mlit import human
 
     try:
@@ -36,21 +39,22 @@ def human_export(
     except (human.HumanKitError, languages.UnknownLanguageError, FileNotFoundError) as err:
         console.fail(str(err))
     csv, key_path = human.write_kit(frame, key, out)
-    typer.echo(f"{frame.height} items -> {csv} (keep {key_path} away from the raters)")
+    click.echo(f"{frame.height} items -> {csv} (keep {key_path} away from the raters)")
 
 
 @human_app.command("import")
-def human_import(
-    filled: list[Path] = typer.Argument(..., help="Filled CSVs, one per rater."),
-    key: Path = typer.Option(..., help="The key file written by `mlit human export`."),
-    out_dir: Path = typer.Option(Path("human_results"), help="Where to write the two tables."),
-) -> None:
-    """Read filled CSVs: rating distribution per language, judge-human and human-human agreement
-    (beside the paper's Table 3)."""
+@click.argument("filled", nargs=-1, required=True, type=PathArg)
+@click.option("--key", type=PathArg, required=True, help="The key file `mlit human export` wrote.")
+@click.option(
+    "--out-dir", type=PathArg, default=Path("human_results"), show_default=True, help="Tables."
+)
+def human_import(filled: tuple[Path, ...], key: Path, out_dir: Path) -> None:
+    """Read FILLED CSVs (one per rater): rating distribution per language, judge-human and
+    human-human agreement (beside the paper's Table 3)."""
     from mlit import comparison, human, scores
 
     try:
-        frame = human.read_filled(filled)
+        frame = human.read_filled(list(filled))
         ratings = human.rating_distribution(frame)
         agree = human.agreements(frame, json.loads(key.read_text()))
     except human.HumanKitError as err:
@@ -65,18 +69,18 @@ def human_import(
         ),
     )
     scores.write_tables({"fig2_ratings": ratings, "appD_agreement": agree}, out_dir)
-    typer.echo(scores.to_markdown(ratings))
-    typer.echo(scores.to_markdown(agree))
+    click.echo(scores.to_markdown(ratings))
+    click.echo(scores.to_markdown(agree))
 
 
 @human_app.command("language-export")
-def human_language_export(
-    run_dir: Path = typer.Argument(..., help="A run folder holding monolingual models."),
-    per_language: int = typer.Option(20, help="Answers per language (the paper: 20)."),
-    out: Path = typer.Option(Path("response_language.csv"), help="CSV to fill in."),
-    seed: int = typer.Option(0),
-) -> None:
-    """App. E: answers from models tuned on other languages; mark same_language yes or no."""
+@click.argument("run_dir", type=PathArg)
+@click.option("--per-language", default=20, show_default=True, help="Answers per language.")
+@click.option("--out", type=PathArg, default=Path("response_language.csv"), show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def human_language_export(run_dir: Path, per_language: int, out: Path, seed: int) -> None:
+    """App. E: answers from models tuned on other languages (RUN_DIR holds monolingual models);
+    mark same_language yes or no."""
     from mlit import human
 
     try:
@@ -84,26 +88,26 @@ def human_language_export(
     except (human.HumanKitError, FileNotFoundError) as err:
         console.fail(str(err))
     csv, key_path = human.write_kit(frame, key, out)
-    typer.echo(
+    click.echo(
         f"{frame.height} answers -> {csv}: fill same_language with yes or no "
         f"(which model wrote each: {key_path})"
     )
 
 
 @human_app.command("language-import")
-def human_language_import(
-    filled: list[Path] = typer.Argument(..., help="Filled App. E CSVs."),
-) -> None:
-    """App. E: the share of answers in the prompt's language (the paper: 239 of 240)."""
+@click.argument("filled", nargs=-1, required=True, type=PathArg)
+def human_language_import(filled: tuple[Path, ...]) -> None:
+    """App. E: the share of answers in the prompt's language in FILLED CSVs (the paper: 239 of
+    240)."""
     from mlit import human, scores
 
     try:
-        table = human.language_share(filled)
+        table = human.language_share(list(filled))
     except human.HumanKitError as err:
         console.fail(str(err))
-    typer.echo(scores.to_markdown(table))
+    click.echo(scores.to_markdown(table))
     total = table.row(-1, named=True)
-    typer.echo(
+    click.echo(
         f"{total['same_language']} of {total['answers']} answers in the prompt's language "
         "(the paper: 239 of 240)"
     )

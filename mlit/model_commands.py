@@ -10,18 +10,17 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import typer
+import click
 
 from mlit import console
 
 
-def demo_model_cmd(
-    out_dir: Path = typer.Argument(
-        None, help="Where to write it (default: ~/.cache/mlit/demo/base)."
-    ),
-    pretrain_steps: int = typer.Option(None, help="Override the pretraining steps (default 400)."),
-) -> None:
-    """Build the embedded default's tiny base model locally (cached; no download)."""
+@click.command("demo-model")
+@click.argument("out_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--pretrain-steps", type=int, help="Override the pretraining steps (default 400).")
+def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
+    """Build the embedded default's tiny base model locally (cached; no download), in OUT_DIR
+    (default: ~/.cache/mlit/demo/base)."""
     from mlit import demo
 
     cfg = demo.DemoModelConfig()
@@ -32,49 +31,71 @@ def demo_model_cmd(
     path = demo.build_demo_model(target, cfg)
     meta = json.loads((path / demo.MARKER).read_text())
     state = "cached" if cached else f"built in {meta['seconds']} s"
-    typer.echo(
+    click.echo(
         f"demo base model ({meta['parameters']:,} parameters, final pretraining loss "
         f"{meta['loss_last']:.2f}), {state}: {path}"
     )
 
 
+@click.command("serve")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--model", multiple=True, help="NAME=PATH to serve (repeatable); PATH may be 'demo'.")
+@click.option("--store", "store_root", help="Also serve every model in this store.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", default=8000, show_default=True, help="HTTP port.")
+@click.option(
+    "--api-key-env", help="Environment variable holding the API key; requests without it get 401."
+)
+@click.option(
+    "--max-models-per-replica", default=4, show_default=True, help="Models kept loaded (LRU)."
+)
+@click.option(
+    "--max-batch-size",
+    default=64,
+    show_default=True,
+    help="Most requests decoded together per model (1 turns batching off).",
+)
+@click.option(
+    "--engine",
+    default="hf",
+    show_default=True,
+    help="hf (continuous batching of our own), vllm (needs `make vllm-env`), or auto "
+    "(vllm where it is installed and replicas have a GPU).",
+)
+@click.option("--replicas", default=1, show_default=True, help="Model-server replicas.")
+@click.option("--num-cpus", default=1.0, show_default=True, help="CPUs per replica.")
+@click.option("--num-gpus", default=0.0, show_default=True, help="GPUs (or a part) per replica.")
+@click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    help="Split the models over this many model-server deployments, each with its own "
+    "replicas (e.g. one per GPU: each answers its own models at the same time).",
+)
 def serve_cmd(
-    run_dir: Path = typer.Argument(None, help="A run folder: serve every model of the run."),
-    model: list[str] = typer.Option(
-        None, "--model", help="NAME=PATH to serve (repeatable); PATH may be 'demo'."
-    ),
-    store_root: str = typer.Option(None, "--store", help="Also serve every model in this store."),
-    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 exposes it)."),
-    port: int = typer.Option(8000, help="HTTP port."),
-    api_key_env: str = typer.Option(
-        None, help="Environment variable holding the API key; requests without it get 401."
-    ),
-    max_models_per_replica: int = typer.Option(4, help="Models kept loaded per replica (LRU)."),
-    max_batch_size: int = typer.Option(
-        64, help="Most requests decoded together per model (1 turns batching off)."
-    ),
-    engine: str = typer.Option(
-        "hf",
-        help="hf (continuous batching of our own), vllm (needs `make vllm-env`), or auto "
-        "(vllm where it is installed and replicas have a GPU).",
-    ),
-    replicas: int = typer.Option(1, help="Model-server replicas."),
-    num_cpus: float = typer.Option(1.0, help="CPUs per replica."),
-    num_gpus: float = typer.Option(0.0, help="GPUs (or a fraction) per replica."),
-    shards: int = typer.Option(
-        1,
-        help="Split the models over this many model-server deployments, each with its own "
-        "replicas (e.g. one per GPU: each answers its own models at the same time).",
-    ),
+    run_dir: Path | None,
+    model: tuple[str, ...],
+    store_root: str | None,
+    host: str,
+    port: int,
+    api_key_env: str | None,
+    max_models_per_replica: int,
+    max_batch_size: int,
+    engine: str,
+    replicas: int,
+    num_cpus: float,
+    num_gpus: float,
+    shards: int,
 ) -> None:
-    """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C."""
+    """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C: every model of
+    a run folder (RUN_DIR), of a store, or given by --model; the demo base model by default."""
     import signal
     import threading
 
-    from mlit import serving
+    from mlit.serving import app as serving
 
     try:
-        models = serving.collect_models(run_dir, store_root, model or [])
+        models = serving.collect_models(run_dir, store_root, list(model))
         key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -93,28 +114,29 @@ def serve_cmd(
             num_gpus=num_gpus,
             shards=shards,
         )
-        serving.vllm_engine.resolve(engine, num_gpus)  # no vLLM anywhere: say so before Ray starts
+        serving.engine_choice.resolve(
+            engine, num_gpus
+        )  # no vLLM anywhere: say so before Ray starts
     except ValueError as err:
         console.fail(str(err))
     url = serving.start(cfg)
-    typer.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
+    click.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
     for name in sorted(models):
-        typer.echo(f"  {name}")
+        click.echo(f"  {name}")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-    typer.echo("shutting down")
+    click.echo("shutting down")
     serving.stop()
 
 
-def demo_judge_cmd(
-    out_dir: Path = typer.Argument(
-        None, help="Where to write it (default: ~/.cache/mlit/demo/judge)."
-    ),
-    steps: int = typer.Option(None, help="Override the fine-tuning steps."),
-) -> None:
-    """Fine-tune the demo base model into a pairwise judge (cached) and report its accuracy."""
+@click.command("demo-judge")
+@click.argument("out_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--steps", type=int, help="Override the fine-tuning steps.")
+def demo_judge_cmd(out_dir: Path | None, steps: int | None) -> None:
+    """Fine-tune the demo base model into a pairwise judge (cached) and report its accuracy; in
+    OUT_DIR (default: ~/.cache/mlit/demo/judge)."""
     from mlit import demo_judge
 
     cfg = demo_judge.DemoJudgeConfig()
@@ -123,7 +145,7 @@ def demo_judge_cmd(
     path = demo_judge.build_demo_judge(out_dir, cfg=cfg)
     meta = json.loads((path / demo_judge.MARKER).read_text())
     held = meta["held_out"]
-    typer.echo(
+    click.echo(
         f"demo judge: held-out pair accuracy {held['accuracy']:.1%} (chance 50%), order "
         f"consistency {held['order_consistency']:.1%} on {held['pairs']} eval-split pairs: {path}"
     )

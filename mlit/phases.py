@@ -15,13 +15,11 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from mlit import console, generate, judge
+from mlit import console, generate, judge, judge_host
 from mlit.plan import Plan
 from mlit.run_folder import RunFolder
 from mlit.store import Store
 from mlit.trials import train_phase
-
-JUDGE_NAME = "mlit-judge"  # the served name of a self-hosted judge
 
 
 class TrainingFailed(RuntimeError):
@@ -135,7 +133,7 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     # ask costs 3 s, a rerun with every model stored skips it.
     connected = ray is not None and ray.is_initialized()
     if connected and any(not store.valid_model(job.key) for job in plan.jobs):
-        from mlit import serving
+        from mlit.serving import app as serving
 
         if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
             console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
@@ -183,7 +181,9 @@ class Serving:
 
     def url(self) -> str:
         if self._url is None:
-            from mlit import serving  # deferred: Ray Serve is heavy; a fully cached rerun skips it
+            from mlit.serving import (
+                app as serving,  # deferred: Ray Serve is heavy; a fully cached rerun skips it
+            )
 
             spec = self.plan.serving
             start = time.time()
@@ -209,7 +209,7 @@ class Serving:
 
     def __exit__(self, *exc) -> None:
         if self._url is not None:
-            from mlit import serving
+            from mlit.serving import app as serving
 
             serving.stop()
 
@@ -218,16 +218,18 @@ def judge_dir(plan: Plan) -> str | None:
     """The self-hosted judge's weights (built on first use for the demo judge), or None."""
     if not plan.judge.self_hosted:
         return None
+    if plan.judge.model_dir:
+        return plan.judge.model_dir
     from mlit import demo_judge  # deferred: building the demo judge imports torch
 
-    return plan.judge.model_dir or str(demo_judge.build_demo_judge())
+    return str(demo_judge.build_demo_judge())
 
 
 def served_models(plan: Plan, models: dict[str, dict], judge_weights: str | None) -> dict[str, str]:
     need = plan.experiment.answering()
     served = {name: info["path"] for name, info in models.items() if name in need}
     if judge_weights:
-        served[JUDGE_NAME] = judge_weights
+        served[judge_host.JUDGE_NAME] = judge_weights
     return served
 
 

@@ -1,5 +1,6 @@
 """One sweep, end to end, as a list of stages:
 
+    base      the base model ready to train on (the demo's built once)  (mlit.pipeline, mlit.demo)
     plan      config -> mixtures, model keys, jobs, tasks, pairs        (mlit.plan)
     train     Tune trials for the models the store lacks                (mlit.phases, mlit.trials)
     serve     one Ray Serve app for the models and a self-hosted judge  (mlit.phases.Serving)
@@ -22,9 +23,9 @@ from pathlib import Path
 import polars as pl
 
 from mlit import checks, console, experiments, phases, preview, protocol, results_page
-from mlit.config import SweepConfig
-from mlit.plan import Plan, prepare
-from mlit.report import DEMO_NOTE, build, shares_for
+from mlit.config import DEMO_NOTE, SweepConfig
+from mlit.plan import PLACEHOLDER_BASE, Plan, prepare
+from mlit.report import build, shares_for
 from mlit.report import rebuild as report
 from mlit.run_folder import RunFolder
 from mlit.store import Store, default_root
@@ -33,6 +34,7 @@ __all__ = [
     "RunResult",
     "SweepConfig",
     "describe",
+    "plan_sweep",
     "prepare",
     "replace",
     "report",
@@ -55,26 +57,32 @@ class RunResult:
     seconds: float
 
 
-def check_runnable(cfg: SweepConfig) -> None:
-    """What a real run needs beyond a plan (a dry run plans the paper without them)."""
-    if cfg.preset == "paper" and not (cfg.base_model and cfg.judge):
-        raise ValueError("--preset paper needs --base-model and --judge")
-    pretraining = experiments.get(cfg.experiment).table_kind == "pretraining"
-    if cfg.preset == "paper" and pretraining and not cfg.pretraining_shares:
-        raise ValueError(
-            "--preset paper correlates with the base model's pretraining data (§4.2): pass "
-            '--pretraining-shares FILE, a JSON object of document shares, e.g. {"ar": 0.011, '
-            "\"cs\": 0.006, ...}; the demo's character-share proxy is not the paper's statistic"
-        )
+def demo_base(dry_run: bool) -> str:
+    """The preparation stage of a sweep without ``--base-model``: the demo base model, built on
+    first use (minutes, once; cached after). A dry run builds nothing: it plans on the demo model
+    when it is built, else on a placeholder name."""
+    from mlit import demo  # deferred: building it imports torch
+
+    if dry_run and not demo.is_built(demo.default_dir()):
+        return PLACEHOLDER_BASE
+    return str(demo.build_demo_model())
+
+
+def plan_sweep(cfg: SweepConfig) -> Plan:
+    """The plan, on the base model made ready: the data and mixtures are read and checked first,
+    so bad input fails before the demo base model is built."""
+    plan = prepare(cfg)
+    if cfg.base_model:
+        return plan
+    base = demo_base(cfg.dry_run)
+    return plan if base == PLACEHOLDER_BASE else plan.on_base(base)
 
 
 def run_sweep(cfg: SweepConfig) -> RunResult:
     start = time.time()
     store = Store(cfg.store or default_root())
-    if not cfg.dry_run:
-        check_runnable(cfg)
     with phases.heartbeat("plan"):  # may build the demo base model (minutes, once)
-        plan = prepare(cfg)
+        plan = plan_sweep(cfg)
     plan_s = round(time.time() - start, 1)
     if cfg.dry_run:
         console.say(describe(plan, store))
@@ -85,41 +93,42 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     if cfg.is_demo:
         console.say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}
-    meta = run.start(cfg, plan.experiment.name, manifests)
-    meta["phases"]["plan"] = {"seconds": plan_s}  # the demo base model's build included
+    record = run.start(cfg, plan.experiment.name, manifests)
+    record.phase("plan", {"seconds": plan_s})  # the demo base model's build included
     console.attach(run.path / "logs")  # library output (when quiet) from now on in the run
-    meta["protocol"] = protocol.as_json(protocol.items(plan))
-    meta["judge_template"] = plan.judge.build().template_name
+    record.set(
+        protocol=protocol.as_json(protocol.items(plan)),
+        judge_template=plan.judge.build().template_name,
+    )
     if plan.experiment.table_kind == "bilingual":
-        meta["bilingual_pairs"] = ["+".join(r.languages) for r in plan.experiment.recipes]
+        record.set(bilingual_pairs=["+".join(r.languages) for r in plan.experiment.recipes])
 
     with phases.heartbeat("train"):
-        meta["phases"]["train"] = phases.train(plan, store, run)
+        record.phase("train", phases.train(plan, store, run))
     models = plan.model_dirs(store.local_model_dir)
     run.write_models(models)
     t = time.time()
     with phases.heartbeat("judge model"):  # may build the demo judge (minutes, once)
         judge_weights = phases.judge_dir(plan)
-    meta["phases"]["judge_model"] = {"seconds": round(time.time() - t, 1)}
+    record.phase("judge_model", {"seconds": round(time.time() - t, 1)})
     with phases.Serving(plan, phases.served_models(plan, models, judge_weights)) as serve:
         with phases.heartbeat("generate"):
-            gens, meta["phases"]["generate"] = phases.generate_answers(plan, store, run, serve)
+            gens, summary = phases.generate_answers(plan, store, run, serve)
+            record.phase("generate", summary)
         with phases.heartbeat("judge"):
-            judgments, meta["phases"]["judge"] = phases.judge_answers(
-                plan, store, run, serve, gens, judge_weights
-            )
-        meta["phases"]["serve_start"] = {"seconds": serve.start_s}  # inside generate's time
+            judgments, summary = phases.judge_answers(plan, store, run, serve, gens, judge_weights)
+            record.phase("judge", summary)
+        record.phase("serve_start", {"seconds": serve.start_s})  # inside generate's time
 
     t = time.time()
     shares, source = shares_for(cfg, plan.frame)
     run.write_shares(shares, source)
-    meta["pretraining_shares"] = source
+    record.set(pretraining_shares=source)
     table = build(run, plan.experiment, cfg, judgments, gens, shares, source)
-    meta["phases"]["score"] = {"seconds": round(time.time() - t, 1)}
-    meta["phases"]["total_s"] = round(time.time() - start, 1)
-    failed = phases.failures(meta["phases"], cfg.max_error_rate)
-    meta["status"] = "failed" if failed else "ok"
-    run.write_meta(meta)
+    record.phase("score", {"seconds": round(time.time() - t, 1)})
+    record.phase("total_s", round(time.time() - start, 1))
+    failed = phases.failures(record.phases, cfg.max_error_rate)
+    record.finish("failed" if failed else "ok")
     page = results_page.write(run)  # after run.json's last write: the page shows the status
     if failed:
         raise phases.SweepFailed(
@@ -128,11 +137,11 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
             "rerun to ask again for what failed"
         )
 
-    trained = meta["phases"]["train"]["models_trained"]
-    requests = meta["phases"]["generate"]["requests"]
-    calls = meta["phases"]["judge"]["calls"]
+    trained = record.phases["train"]["models_trained"]
+    requests = record.phases["generate"]["requests"]
+    calls = record.phases["judge"]["calls"]
     console.say(
-        f"done in {meta['phases']['total_s']} s: {trained} models trained, {requests} generation "
+        f"done in {record.phases['total_s']} s: {trained} models trained, {requests} generation "
         f"requests, {calls} judge calls; run folder {run.path}"
     )
     console.say(f"results page: {page}")
@@ -154,15 +163,13 @@ def run_paper(cfg: SweepConfig) -> list[RunResult]:
         )
         for name in experiments.NAMES
     ]
-    if not cfg.dry_run:
-        for c in configs:  # every experiment's requirements before the first one starts
-            check_runnable(c)
+    if not cfg.dry_run:  # each config checked its requirements when it was made, above
         return [run_sweep(c) for c in configs]
     store = Store(cfg.store or default_root())
     keys: set[str] = set()
     slots = 0
     for c in configs:
-        plan = prepare(c)
+        plan = plan_sweep(c)
         console.say(describe(plan, store) + "\n")
         keys |= {plan.key_of[m.name] for m in plan.mixtures}
         slots += plan.counts().model_slots

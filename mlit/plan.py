@@ -4,22 +4,28 @@ Everything that can be decided before compute is decided here, in one place, for
 estimate, `mlit train` and the real run alike: the mixtures, the model keys, the training jobs, the
 generation tasks and the judge pairs. Which model answers which language and what is compared with
 what are the experiment's rules (`mlit.experiments.Experiment`); the plan only applies them.
+
+Planning reads the dataset and does nothing else: it builds no model, starts nothing, and imports
+no trainer, Tune, engine or demo builder. The base model comes in ready (`mlit.pipeline`'s
+preparation stage builds the demo's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
-from mlit import data, demo, experiments, mixtures
+from mlit import data, experiments, judge_host, mixtures, model_refs
+from mlit.compute import Compute
 from mlit.config import SweepConfig
 from mlit.experiments import Experiment
 from mlit.generate import SamplingParams, Task
+from mlit.hyperparameters import TrainConfig
+from mlit.identity import ModelJob, model_key, plan_jobs
 from mlit.judge import Judge, Pair
-from mlit.train import TrainConfig
-from mlit.trials import Compute, ModelJob, base_model_id, model_key, plan_jobs
+from mlit.serving import engine_choice
 
 PLACEHOLDER_BASE = "mlit-demo-base"  # planning only: a dry run does not build the demo model
 
@@ -51,14 +57,12 @@ class JudgeSpec:
                 template=self.prompt,
                 concurrency=self.concurrency,
             )
-        from mlit import demo_judge
-
-        weights = judge_dir or self.model_dir or str(demo_judge.default_dir())
+        weights = judge_dir or judge_host.weights(self.model_dir)
         return Judge(
-            "openai/mlit-judge",
-            template=self.prompt or demo_judge.TEMPLATE,
+            f"openai/{judge_host.JUDGE_NAME}",
+            template=self.prompt or judge_host.DEMO_JUDGE_TEMPLATE,
             concurrency=self.concurrency,
-            endpoint_id=f"mlit-serve:{base_model_id(weights)}",
+            endpoint_id=f"mlit-serve:{model_refs.identity(weights)}",
         )
 
 
@@ -70,7 +74,7 @@ class ServingSpec:
     max_models_per_replica: int = 32
     engine: str = "hf"
     # A sweep that trains on GPUs serves on them too: one GPU per model-server replica, and one
-    # model-server shard per GPU of the cluster (`mlit.serving.shards_for`).
+    # model-server shard per GPU of the cluster (`mlit.serving.app.shards_for`).
     gpus_per_replica: float = 0.0
 
     @property
@@ -127,13 +131,18 @@ class Plan:
             }
             for m in self.mixtures
         }
-        if self.experiment.baseline == "base":
+        if self.experiment.scores_against_base:
             models[experiments.BASE] = {
                 "path": self.base_model,
                 "mixture": None,
                 "model_key": self.key_of[experiments.BASE],
             }
         return models
+
+    def on_base(self, base_model: str) -> Plan:
+        """The same plan on another base model: its keys and jobs follow the base's identity."""
+        key_of, jobs = _models(self.experiment, self.mixtures, self.frame, base_model, self.train)
+        return replace(self, key_of=key_of, base_model=base_model, jobs=jobs)
 
     def evals(self) -> pl.DataFrame:
         return self.frame.filter(pl.col("split") == "eval")
@@ -221,16 +230,10 @@ def _load_frame(cfg: SweepConfig, exp: Experiment) -> pl.DataFrame | None:
     return frame
 
 
-def _base_model(cfg: SweepConfig) -> str:
-    if cfg.base_model:
-        return cfg.base_model
-    if cfg.dry_run and not demo.is_built(demo.default_dir()):
-        return PLACEHOLDER_BASE
-    return str(demo.build_demo_model())  # cached: returns at once once built
-
-
-def prepare(cfg: SweepConfig) -> Plan:
-    """Everything that can be decided before any compute: mixtures, jobs, model keys."""
+def prepare(cfg: SweepConfig, base_model: str | None = None) -> Plan:
+    """Everything that can be decided before any compute: mixtures, jobs, model keys.
+    ``base_model``: the model ready to train on (default: ``--base-model``, else a placeholder
+    that names the demo base model before it is built)."""
     exp = experiment(cfg)
     frame = _load_frame(cfg, exp)
     if frame is None:
@@ -239,14 +242,11 @@ def prepare(cfg: SweepConfig) -> Plan:
     else:
         ids, eval_ids = data.train_ids(frame), tuple(data.eval_ids(frame))
     built = tuple(experiments.build_all(exp, ids, cfg.budget, cfg.seed, None, True))
-    base = _base_model(cfg)
+    base = base_model or cfg.base_model or PLACEHOLDER_BASE
     tc = train_config(cfg)
     comp = compute(cfg)
     tc.batch_plan(comp.workers)  # the exact batch on this worker count, or an error naming counts
-    base_id = base_model_id(base)
-    key_of = {m.name: model_key(base_id, m, tc) for m in built}
-    if exp.baseline == "base":
-        key_of[experiments.BASE] = base_id
+    key_of, jobs = _models(exp, built, frame, base, tc)
     judge = JudgeSpec(
         cfg.judge,
         cfg.judge_api_base,
@@ -258,7 +258,6 @@ def prepare(cfg: SweepConfig) -> Plan:
         # fewer at once, for its rate limits.
         cfg.judge_concurrency or (32 if cfg.judge else 128),
     )
-    jobs = tuple(plan_jobs(base, built, frame, tc)) if frame is not None else ()
     return Plan(
         cfg,
         exp,
@@ -280,9 +279,17 @@ def prepare(cfg: SweepConfig) -> Plan:
     )
 
 
+def _models(exp: Experiment, built, frame, base: str, tc: TrainConfig):
+    """(served name -> model key, one job per distinct model) on a base model."""
+    base_id = model_refs.identity(base)
+    key_of = {m.name: model_key(base_id, m, tc) for m in built}
+    if exp.scores_against_base:
+        key_of[experiments.BASE] = base_id
+    jobs = tuple(plan_jobs(base, built, frame, tc)) if frame is not None else ()
+    return key_of, jobs
+
+
 def _engine(cfg) -> str:
     """The serving engine, resolved before anything runs (a missing vLLM is an error now, not
     after training). ``auto`` takes vLLM where it is installed and training uses GPUs."""
-    from mlit import vllm_engine
-
-    return vllm_engine.resolve(cfg.engine, cfg.gpus_per_worker)
+    return engine_choice.resolve(cfg.engine, cfg.gpus_per_worker)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mlit.config import DEMO_NOTE
 from mlit.experiments import Experiment
 
-NOTE_DEMO = "demo run: shows the pipeline at work, not the paper's findings"
+NOTE_DEMO = DEMO_NOTE  # on every figure of a demo run
 
 
 def _plt():
@@ -47,7 +48,7 @@ def heatmap(table: pl.DataFrame, exp: Experiment, path: Path, note: str | None =
     cmap = plt.get_cmap("viridis")
     for j, col in enumerate(cols):
         column = values[:, j].copy()
-        diagonal = np.array([col == r and exp.baseline != "base" for r in rows])
+        diagonal = np.array([col == r and not exp.scores_against_base for r in rows])
         colour_values = column[~diagonal & np.isfinite(column)]
         lo, hi = (colour_values.min(), colour_values.max()) if colour_values.size else (0, 1)
         for i in range(len(rows)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlit import protocol
+from mlit import judge_host, protocol
 from mlit.generate import generation_key
 from mlit.judge import verdict_key
 from mlit.plan import Plan
@@ -24,7 +24,7 @@ def cached(plan: Plan, store: Store) -> tuple[int, int]:
         if hit is not None:
             answers[(task.model, task.lang, task.example_id)] = hit["response"]
     spec = plan.judge
-    if spec.self_hosted and not Path(spec.model_dir or _demo_judge_dir()).exists():
+    if spec.self_hosted and not Path(judge_host.weights(spec.model_dir)).exists():
         return len(answers), 0  # the demo judge is not built yet: nothing of it can be cached
     judge = spec.build()
     verdicts = 0
@@ -34,12 +34,6 @@ def cached(plan: Plan, store: Store) -> tuple[int, int]:
             verdicts += store.get("verdicts", verdict_key(judge, p.instruction, a, b)) is not None
             verdicts += store.get("verdicts", verdict_key(judge, p.instruction, b, a)) is not None
     return len(answers), verdicts
-
-
-def _demo_judge_dir() -> str:
-    from mlit import demo_judge
-
-    return str(demo_judge.default_dir())
 
 
 def describe(plan: Plan, store: Store) -> str:

@@ -18,12 +18,6 @@ from mlit.experiments import Experiment
 from mlit.plan import experiment
 from mlit.run_folder import RunFolder
 
-DEMO_NOTE = (
-    "DEMO RUN: tiny models trained on the bundled sample; the numbers show the pipeline at work, "
-    "not the paper's findings."
-)
-
-
 PROXY = "proxy: each language's share of the training text, in characters"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit import experiments
+from mlit.config import DEMO_NOTE
 from mlit.run_folder import RunFolder
 from mlit.store import atomic_write
 
@@ -163,8 +164,6 @@ def _files(run: RunFolder) -> str:
 
 def write(run: RunFolder) -> Path:
     """Write ``report.html`` into the run folder from its files; returns its path."""
-    from mlit.report import DEMO_NOTE
-
     meta = run.meta()
     try:
         exp = experiments.get(meta["experiment"])

@@ -49,11 +49,3 @@ def rouge_l(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(pred), lcs / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    if not predictions:
-        return 0.0
-    return sum(map(rouge_l, predictions, references)) / len(predictions)

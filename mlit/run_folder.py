@@ -1,4 +1,7 @@
-"""The run folder: the one module that writes and reads every file in it.
+"""The run folder: the one module that writes and reads its records (run.json, the mixtures,
+models.json, shares.json and the Parquet tables). The tables/ and figures/ (`mlit.report`) and
+report.html (`mlit.results_page`) are rebuilt from those records alone; the generation and judge
+phases write their Parquet tables as they go, at the paths `RunFolder.file` gives.
 
 A run folder describes itself: `mlit report RUN_DIR` rebuilds scores, tables and figures from it
 alone (no dataset, no store), and `mlit serve RUN_DIR` serves its models.
@@ -31,6 +34,32 @@ from mlit.config import SweepConfig
 from mlit.store import atomic_write, write_parquet
 
 VERSIONED = ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars")
+
+
+class RunRecord:
+    """run.json of a run under way, and its only writer. What a run adds (each phase's summary,
+    the protocol report, the judge template, the status) goes through `phase`, `set` and
+    `finish`; run.json is written when the run starts and when it finishes."""
+
+    def __init__(self, folder: RunFolder, content: dict):
+        self._folder, self._content = folder, content
+
+    @property
+    def phases(self) -> dict:
+        return self._content["phases"]
+
+    def phase(self, name: str, summary) -> None:
+        self._content["phases"][name] = summary
+
+    def set(self, **values) -> None:
+        self._content.update(values)
+
+    def finish(self, status: str) -> None:
+        self._content["status"] = status
+        self.save()
+
+    def save(self) -> None:
+        self._folder._write_json("run.json", self._content)
 
 
 class RunFolderError(ValueError):
@@ -109,22 +138,23 @@ class RunFolder:
                 f"{path} is damaged ({err}); rerun the sweep to rewrite it"
             ) from err
 
-    def start(self, cfg: SweepConfig, experiment: str, mixtures: dict[str, dict]) -> dict:
-        """Write run.json and the mixture manifests; returns run.json's content (the meta)."""
+    def start(self, cfg: SweepConfig, experiment: str, mixtures: dict[str, dict]) -> RunRecord:
+        """Write the mixture manifests and run.json; returns the record that writes run.json
+        from then on."""
         for name, manifest in mixtures.items():
             self._write_json(f"mixtures/{name}.json", manifest)
-        meta = {
-            "config": cfg.to_dict(),
-            "experiment": experiment,
-            "provenance": provenance(),
-            "demo": cfg.is_demo,
-            "phases": {},
-        }
-        self.write_meta(meta)
-        return meta
-
-    def write_meta(self, meta: dict) -> None:
-        self._write_json("run.json", meta)
+        record = RunRecord(
+            self,
+            {
+                "config": cfg.to_dict(),
+                "experiment": experiment,
+                "provenance": provenance(),
+                "demo": cfg.is_demo,
+                "phases": {},
+            },
+        )
+        record.save()
+        return record
 
     def meta(self) -> dict:
         return self._read_json("run.json", " (is this a run folder of mlit?)")

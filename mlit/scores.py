@@ -134,16 +134,6 @@ def order_consistency(judgments: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def recompute_from_judgments(judgments: pl.DataFrame) -> pl.DataFrame:
-    """The point scores from verdicts alone (discounted ties), for consistency checks."""
-    return (
-        judgments.filter(pl.col("verdict") != "error")
-        .group_by("candidate", "baseline", "eval_lang")
-        .agg(score=pl.col("verdict").replace_strict(VALUES, return_dtype=pl.Float64).mean() * 100)
-        .rename({"candidate": "model"})
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Tables behind each figure
 
@@ -176,7 +166,7 @@ def matrix_table(scores: Scores, exp: Experiment, diagonal: bool = True) -> pl.D
         cells = [
             (r.name, lang, exp.baseline_for(lang))
             for lang in exp.eval_languages
-            if diagonal or lang != train_lang or exp.baseline == "base"
+            if diagonal or lang != train_lang or exp.scores_against_base
         ]
         row["avg"], row["avg_ci_low"], row["avg_ci_high"] = _avg(scores, cells)
         rows.append(row)

@@ -42,7 +42,9 @@ def content_key(*parts: object) -> str:
 
 def atomic_write(path: str | Path, payload: bytes | str) -> Path:
     """Write a local file so that a reader sees the old content or the new, never a part: a
-    temporary file beside it, then a rename. Every file mlit writes goes through here."""
+    temporary file beside it, then a rename. The store's records, the run folder's JSON and
+    Parquet files, datasets and the results page go through here; the tables and figures (rebuilt
+    from the run folder at will), the human kits and the log files are written in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -85,7 +87,9 @@ def download_root() -> Path:
 def local_copy(uri: str, cache: str | Path | None = None) -> Path:
     """A local folder for a model directory: a local path as it is; a URI on object storage
     (s3://, gs://; ``AWS_ENDPOINT_URL`` honoured) copied once into the download cache, atomically.
-    The one download cache of mlit: training, serving and the CLI all come through here."""
+    The one download cache of mlit: serving (the model server, vLLM's LoRA bases) and
+    `Store.local_model_dir` come through here; training loads its base from a directory or the
+    hub (`mlit.model_refs.source`)."""
     if "://" not in uri:
         return Path(uri).expanduser()
     from pyarrow import fs
@@ -110,6 +114,15 @@ def local_copy(uri: str, cache: str | Path | None = None) -> Path:
 
 def default_root() -> str:
     return os.environ.get("MLIT_STORE", str(Path.home() / ".cache" / "mlit" / "store"))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What `Store.verify` found: counts checked, and one line per damaged entry."""
+
+    models: int
+    records: int
+    damaged: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -292,6 +305,30 @@ class Store:
                 fh.write(json.dumps(info, ensure_ascii=False).encode())
         return target
 
+    # ---- checking the whole store ---------------------------------------------------------
+
+    def verify(self, repair: bool = False) -> Verification:
+        """Every model (sha256 of each file against its marker) and record (sha256 of its
+        content) checked; with ``repair``, each damaged entry deleted, so the next run redoes it."""
+        models = self.model_keys()
+        damaged = []
+        for key in models:
+            problem = self.model_problem(key, full=True)
+            if problem:
+                damaged.append(f"model {key}: {problem}")
+                if repair:
+                    self.delete_model(key)
+        records = 0
+        for kind in self.record_kinds():
+            for key in self.keys(kind):
+                records += 1
+                problem = self.record_problem(kind, key)
+                if problem:
+                    damaged.append(f"{kind} {key}: {problem}")
+                    if repair:
+                        self.delete_record(kind, key)
+        return Verification(len(models), records, tuple(damaged))
+
     def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
         """A local directory holding the model: the store folder itself, or a downloaded copy."""
         if not self.has_model(key):
@@ -299,13 +336,6 @@ class Store:
         if self.is_local:
             return Path(self._path("models", key))
         return local_copy(self.model_uri(key), cache)
-
-
-def fs_selector(uri: str, recursive: bool = True):
-    """A pyarrow FileSelector over everything below a store URI (for listings)."""
-    from pyarrow import fs
-
-    return fs.FileSelector(_resolve(uri)[1], recursive=recursive, allow_not_found=True)
 
 
 def filesystem(uri: str):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from mlit import chat, engine, rouge
+from mlit import chat, decoding, model_refs, rouge
 from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
 from mlit.store import atomic_dir
 
@@ -43,7 +43,7 @@ METADATA = "mlit_model.json"
 def encode_example(tokenizer, instruction: str, response: str, cfg: TrainConfig) -> dict:
     """Token ids with the loss mask: instruction tokens carry label -100, response tokens do not."""
     instruction = chat.truncate_text(tokenizer, instruction, cfg.max_input_tokens)
-    prompt_ids = engine.encode_prompt(tokenizer, chat.format_prompt(tokenizer, instruction))
+    prompt_ids = decoding.encode_prompt(tokenizer, chat.format_prompt(tokenizer, instruction))
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     response_ids = [*response_ids[: cfg.max_target_tokens - 1], tokenizer.eos_token_id]
     return {
@@ -60,11 +60,10 @@ def encode_example(tokenizer, instruction: str, response: str, cfg: TrainConfig)
 def load_model_and_tokenizer(base_model: str, cfg: TrainConfig):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(base_model).expanduser()
-    local_looking = base_model.startswith(("/", ".", "~")) or base_model.count("/") > 1
-    if local_looking and not path.is_dir():
-        raise TrainError(f"base model {base_model!r}: no such directory")
-    source = str(path) if path.is_dir() else base_model
+    try:
+        source = model_refs.source(base_model)
+    except ValueError as err:
+        raise TrainError(str(err)) from err
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -157,14 +156,14 @@ def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> f
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     shard = list(dev[rank::world])
     batches = math.ceil(math.ceil(len(dev) / world) / cfg.dev_batch_size)
-    sampling = engine.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
+    sampling = decoding.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
     total, count = 0.0, 0
     for b in range(batches):  # every rank runs the same number of batches (ZeRO-3 lockstep)
         batch = shard[b * cfg.dev_batch_size : (b + 1) * cfg.dev_batch_size]
         real = len(batch)
         batch = batch or list(dev[:1])  # a stand-in keeps an idle rank stepping with the others
         prompts = [chat.format_prompt(tokenizer, i) for i, _ in batch]
-        outs = engine.generate(model, tokenizer, prompts, sampling, synced=world > 1)
+        outs = decoding.generate(model, tokenizer, prompts, sampling, synced=world > 1)
         if real:
             total += sum(
                 rouge.rouge_l(o.text, ref) for o, (_, ref) in zip(outs, batch, strict=True)
@@ -370,7 +369,7 @@ def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metad
 
 def _export_adapter(best_dir: Path, out: Path, base_model: str) -> None:
     """The LoRA adapter beside the merged weights: vLLM serves every LoRA model of a sweep as an
-    adapter on one engine of their base (`mlit.vllm_engine.lora_targets`), not an engine each."""
+    adapter on one engine of their base (`mlit.serving.engines.vllm.lora_targets`), not an engine each."""
     out.mkdir()
     shutil.copy2(best_dir / "adapter_model.safetensors", out)
     config = json.loads((best_dir / "adapter_config.json").read_text())

@@ -9,104 +9,19 @@ nothing that finished and restarts the rest from scratch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mlit import mixtures
-from mlit.store import Store, content_key, filesystem
-from mlit.train import TrainConfig
+from mlit.compute import Compute, ResourceError
+from mlit.identity import ModelJob
+from mlit.store import Store, filesystem
 
-
-class ResourceError(RuntimeError):
-    """A trial that can never be placed on this cluster."""
-
-
-@dataclass(frozen=True)
-class Compute:
-    """How each trial runs. Comes from `--workers`, `--gpus-per-worker`, `--zero-stage`."""
-
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    max_failures: int = 1  # Tune retries a failed trial this many times
-    max_concurrent: int | None = None  # default: as many as the cluster holds
-    # Models trained one after another inside one trial. 1 (the default) is one trial per
-    # mixture. None spreads the models over as many trials as can run at once, which pays the
-    # start-up of a trial (worker processes, imports, DeepSpeed set-up) once per trial instead of
-    # once per model: on a 2-core demo machine that start-up costs more than the training itself.
-    models_per_trial: int | None = 1
-    storage_path: str | None = None  # Tune/Train storage; must be shared on a multi-node cluster
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ResourceError(f"--workers must be at least 1, got {self.workers}")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise ResourceError("GPUs per worker must be >= 0 and CPUs per worker > 0")
-
-    def worker_resources(self) -> dict[str, float]:
-        res = {"CPU": self.cpus_per_worker}
-        if self.gpus_per_worker:
-            res["GPU"] = self.gpus_per_worker
-        return res
-
-
-@dataclass(frozen=True)
-class ModelJob:
-    """One model to train: a mixture on a base model with a training config."""
-
-    name: str
-    key: str
-    base_model: str
-    manifest: dict
-    train: tuple[tuple[str, str], ...] = field(repr=False)
-    dev: tuple[tuple[str, str], ...] = field(repr=False)
-    config: TrainConfig
-
-
-def base_model_id(base_model: str) -> str:
-    """A hub name as it is; a local directory as a hash of its files (names, sizes, contents)."""
-    path = Path(base_model).expanduser()
-    if not path.is_dir():
-        return base_model
-    digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
-        if rel.startswith(".") or rel == "mlit_demo.json":
-            continue
-        digest.update(f"{rel}:{f.stat().st_size}".encode())
-        if f.stat().st_size <= 64 * 2**20:  # hash small files whole; big shards by name and size
-            digest.update(f.read_bytes())
-    return f"dir:{digest.hexdigest()[:16]}"
-
-
-def model_key(base_id: str, mixture: mixtures.Mixture, config: TrainConfig) -> str:
-    return content_key("model", base_id, mixture.hash, config.key_dict(), mixture.seed)
-
-
-def plan_jobs(
-    base_model: str,
-    built: Sequence[mixtures.Mixture],
-    frame,
-    config: TrainConfig,
-) -> list[ModelJob]:
-    """One job per distinct model (mixtures with the same hash collapse into one)."""
-    base_id = base_model_id(base_model)
-    jobs: dict[str, ModelJob] = {}
-    for m in built:
-        key = model_key(base_id, m, config)
-        if key in jobs:
-            continue
-        train, dev = mixtures.materialize(m, frame)
-        jobs[key] = ModelJob(
-            m.name, key, base_model, m.manifest(), tuple(train), tuple(dev), config
-        )
-    return list(jobs.values())
+__all__ = ["Compute", "ResourceError", "train_phase"]
 
 
 # --------------------------------------------------------------------------------------------

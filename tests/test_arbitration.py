@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from mlit import serving, trials
+from mlit import trials
+from mlit.serving import app as serving
 
 
 def _port() -> int:

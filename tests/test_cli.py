@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from mlit.cli import app
 

@@ -1,5 +1,6 @@
 import json
 
+import helpers
 import polars as pl
 import pytest
 from conftest import FIXTURES, rows
@@ -105,7 +106,7 @@ def test_validation_reports_duplicates_empty_texts_and_leakage():
     [leak] = kinds["leakage"]
     assert leak.example_id == "e1" and "example a" in leak.detail
     with pytest.raises(data.DataError, match="duplicate"):
-        data.require_valid(frame)
+        helpers.require_valid(frame)
 
 
 def test_leakage_is_caught_across_languages():

@@ -120,7 +120,7 @@ def test_models_carry_sha256s_and_damage_is_found_by_size_and_by_content(tmp_pat
 
 
 def test_store_verify_reports_and_repairs(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from mlit.cli import app
 
@@ -219,7 +219,7 @@ def test_a_taken_port_and_an_unwritable_store_are_named(tmp_path, tiny_base):
 
 
 def test_report_on_a_damaged_run_folder_names_the_file(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from mlit.cli import app
 

@@ -28,7 +28,7 @@ def test_gpu_benchmark_smoke_mode_measures_training_and_generation(tmp_path):
 
     # `mlit estimate` reads such a file for its GPU type. No GPU here: the smoke result stands in
     # for one, relabelled (smoke results themselves are never used).
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from mlit.cli import app
 

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import polars as pl
 import pytest
 
-from mlit import demo_judge, pipeline, scores
+from mlit import demo_judge, pipeline
 from mlit.generate import SamplingParams
 from mlit.store import Store
 
@@ -74,7 +75,7 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     # scores.parquet is the discounted-tie mean of judgments.parquet.
     s = pl.read_parquet(run / "scores.parquet")
     assert (s["n"] > 0).all()  # the tiny judge's verdicts parse (digit or log-probabilities)
-    again = scores.recompute_from_judgments(pl.read_parquet(run / "judgments.parquet"))
+    again = helpers.recompute_from_judgments(pl.read_parquet(run / "judgments.parquet"))
     joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
     assert joined.height == s.height == 2
     assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9

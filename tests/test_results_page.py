@@ -23,13 +23,15 @@ def _run_folder(path, name: str) -> RunFolder:
     exp = experiments.get(name)
     cfg = SweepConfig(experiment=name, output=str(path), n_boot=50)
     run = RunFolder(path)
-    meta = run.start(cfg, name, {})
-    meta.update(status="ok", phases={"train": {"seconds": 1.0, "models_trained": 2}})
-    meta["protocol"] = [
-        {"name": "languages", "paper": "ar cs en", "ours": "cs en", "matches": False},
-        {"name": "dropout", "paper": "0.05", "ours": "0.05", "matches": True},
-    ]
-    run.write_meta(meta)
+    record = run.start(cfg, name, {})
+    record.phase("train", {"seconds": 1.0, "models_trained": 2})
+    record.set(
+        protocol=[
+            {"name": "languages", "paper": "ar cs en", "ours": "cs en", "matches": False},
+            {"name": "dropout", "paper": "0.05", "ours": "0.05", "matches": True},
+        ]
+    )
+    record.finish("ok")
     run.write_frame("judgments", _synthetic(exp, seed=3))
     run.write_shares({lang: 0.01 * (i + 1) for i, lang in enumerate(exp.eval_languages)}, "test")
     report.rebuild(path)

@@ -1,6 +1,7 @@
 import pytest
+from helpers import mean_rouge_l
 
-from mlit.rouge import lcs_length, mean_rouge_l, rouge_l, tokenize
+from mlit.rouge import lcs_length, rouge_l, tokenize
 
 
 def test_chinese_is_scored_per_character():

@@ -1,4 +1,4 @@
-"""Continuous batching (`mlit.scheduler`) against the static engine, without Ray."""
+"""Continuous batching (`mlit.serving.engines.scheduler`) against the static engine, without Ray."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from mlit import engine
-from mlit.scheduler import Request, Scheduler
+from mlit import decoding as engine
+from mlit.serving.engines.scheduler import Request, Scheduler
 
 
 @pytest.fixture(scope="module")

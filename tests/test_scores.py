@@ -1,5 +1,6 @@
 """IF scores against hand calculations, intervals, order consistency and the figure tables."""
 
+import helpers
 import numpy as np
 import polars as pl
 import pytest
@@ -157,7 +158,7 @@ def test_scores_recompute_from_judgments():
     exp = experiments.get("language_count")
     j = _synthetic(exp, seed=5)
     s = scores.score(j, n_boot=50).table
-    again = scores.recompute_from_judgments(j)
+    again = helpers.recompute_from_judgments(j)
     joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
     assert joined.height == s.height
     assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9

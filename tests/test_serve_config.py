@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from mlit import serving
+from mlit.serving import app as serving
 
 CONFIG = Path(__file__).parent.parent / "serve" / "config.yaml"
 
@@ -15,7 +15,7 @@ def test_the_serve_config_validates_and_binds_to_loopback():
     schema = ServeDeploySchema.model_validate(config)
     assert schema.http_options.host == "127.0.0.1"
     [app] = schema.applications
-    assert app.import_path == "mlit.serving:app_builder"
+    assert app.import_path == "mlit.serving.app:app_builder"
     assert {d.name for d in app.deployments} <= {"ModelServer", "Gateway"}
 
 

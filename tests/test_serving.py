@@ -5,10 +5,12 @@ import json
 import os
 import socket
 
+import helpers
 import httpx
 import pytest
 
-from mlit import generate, serving
+from mlit import generate
+from mlit.serving import app as serving
 from mlit.store import Store
 
 KEY = "test-key-not-logged"
@@ -277,7 +279,7 @@ def test_generation_resume_sends_zero_requests_and_never_caches_errors(server, s
     store = Store(str(tmp_path / "store"))
     client = generate.Client(server, api_key=KEY, concurrency=4)
     evals = sample.filter(sample["example_id"].is_in(["sample-eval-01", "sample-eval-02"]))
-    tasks = generate.tasks_for({"tiny-a": "key-a", "tiny-b": "key-b"}, evals, ["en", "fi"])
+    tasks = helpers.tasks_for({"tiny-a": "key-a", "tiny-b": "key-b"}, evals, ["en", "fi"])
     params = generate.SamplingParams(max_tokens=8)
     out = tmp_path / "generations.parquet"
     before = sum(_stats(server)["requests"].values())

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from mlit import serving
+from mlit.serving import app as serving
 
 KEY = "api-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,7 +32,7 @@ def server(request, ray_session, tiny_base):
     """The same app on each engine: every test below is the API contract for both."""
     from ray import serve
 
-    from mlit import vllm_engine
+    from mlit.serving import engine_choice as vllm_engine
 
     if request.param == "vllm":
         try:

@@ -6,7 +6,8 @@ import socket
 import httpx
 import pytest
 
-from mlit import generate, serving
+from mlit import generate
+from mlit.serving import app as serving
 from mlit.store import Store
 
 

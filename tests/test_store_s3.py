@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 
 from mlit import store as store_mod
@@ -99,8 +100,7 @@ def test_models_publish_atomically_list_read_and_resume(s3, tmp_path):
     assert (got / COMPLETE).exists()
     # The marker is uploaded last: every other file is there once it exists.
     listed = {
-        i.path.rsplit("/", 1)[1]
-        for i in fs.get_file_info(store_mod.fs_selector(st.model_uri("k1")))
+        i.path.rsplit("/", 1)[1] for i in fs.get_file_info(helpers.fs_selector(st.model_uri("k1")))
     }
     assert {"config.json", "weights.bin", COMPLETE} <= listed
 
@@ -124,7 +124,7 @@ def test_tune_storage_on_s3(s3, ray_session):
     assert sorted(r.metrics["x"] for r in results) == [2, 4]
     assert any(
         i.path.endswith("experiment_state") or "s3-check" in i.path
-        for i in fs.get_file_info(store_mod.fs_selector(f"{s3}/tune"))
+        for i in fs.get_file_info(helpers.fs_selector(f"{s3}/tune"))
     )
 
 
@@ -133,7 +133,7 @@ def test_mlit_serve_serves_a_model_from_the_s3_store(s3, ray_session, tiny_base)
     download cache (which honours AWS_ENDPOINT_URL), answers through the OpenAI API."""
     import httpx
 
-    from mlit import serving
+    from mlit.serving import app as serving
 
     st = Store(f"{s3}/serve-test")
     st.publish_model(tiny_base, "abcdef0123456789", {"mixture": "mono-en"})

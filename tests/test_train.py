@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from mlit import chat, engine, mixtures, train
+from mlit import chat, mixtures, train
+from mlit import decoding as engine
 from mlit.train import TrainConfig, TrainError
 
 REPEATED = [

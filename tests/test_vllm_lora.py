@@ -7,7 +7,8 @@ import socket
 import httpx
 import pytest
 
-from mlit import serving, train
+from mlit import train
+from mlit.serving import app as serving
 from mlit.train import TrainConfig
 
 DATA = [
@@ -40,10 +41,11 @@ def test_lora_models_share_their_base_engine_and_match_their_merged_weights(
 ):
     from ray import serve
 
-    from mlit import vllm_engine
+    from mlit.serving import engine_choice
+    from mlit.serving.engines import vllm
 
     try:
-        vllm_engine.python()
+        engine_choice.python()
     except ValueError as err:
         pytest.skip(str(err))
     cfg = TrainConfig.demo(max_steps=6, eval_every=3, lora_rank=4, dev_max_new_tokens=8)
@@ -53,7 +55,7 @@ def test_lora_models_share_their_base_engine_and_match_their_merged_weights(
     merged = tmp_path / "a-merged"  # lora-a without its adapter: served from its merged weights
     shutil.copytree(a, merged, ignore=shutil.ignore_patterns("adapter"))
     models = {"lora-a": str(a), "lora-b": str(b), "a-merged": str(merged), "base": str(tiny_base)}
-    loras = vllm_engine.lora_targets(models)
+    loras = vllm.lora_targets(models)
     assert {n: (x.base, x.rank) for n, x in loras.items()} == {
         "lora-a": (str(tiny_base), 4),
         "lora-b": (str(tiny_base), 4),

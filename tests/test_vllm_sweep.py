@@ -12,7 +12,7 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.mark.vllm
 def test_three_language_sweep_through_vllm(tmp_path):
-    from mlit import vllm_engine
+    from mlit.serving import engine_choice as vllm_engine
 
     try:
         vllm_engine.python()

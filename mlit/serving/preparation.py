@@ -1,22 +1,22 @@
-"""A request to the model server as a generation job: token ids, sampling settings, what to echo.
+"""Request preparation: a request to the model server becomes a `Job` (token ids, sampling
+settings, what to echo), and an engine's answer becomes the plain data the gateway reads.
 
-Both engines behind `mlit.model_server.ModelServer` (our continuous batching, `mlit.scheduler`, and
-vLLM, `mlit.vllm_engine`) take the same job, so templating, token-id prompts, context checks and
-the 400s for what one request got wrong are the same whichever engine answers. Plain functions, no
-Ray, no torch.
+Every engine (`mlit.serving.engines`) takes the same job, so templating, token-id prompts, context
+checks and the 400s for what one request got wrong are the same whichever engine answers. Plain
+functions, no Ray, no torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlit import chat, engine
+from mlit import chat, decoding
 
 
 @dataclass(frozen=True)
 class Job:
     ids: list[int]
-    params: dict  # `mlit.engine.Sampling`'s fields; max_new_tokens 0 only with echo
+    params: dict  # `mlit.decoding.Sampling`'s fields; max_new_tokens 0 only with echo
     echo: bool = False
     echo_text: str = ""  # the prompt as text, returned first when echo is set
 
@@ -33,7 +33,7 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     """A request as a job; raises ValueError (a 400 for that request alone) for what is wrong."""
     if item["kind"] == "chat":
         prompt = chat.format_messages(tok, item["messages"])
-        ids = engine.encode_prompt(tok, prompt)
+        ids = decoding.encode_prompt(tok, prompt)
     elif isinstance(item["prompt"], list):  # token ids, as evaluation harnesses send them
         ids = [int(t) for t in item["prompt"]]
         bad = [t for t in ids if not 0 <= t < vocab]
@@ -42,7 +42,7 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
         prompt = tok.decode(ids, skip_special_tokens=True)  # as the logprob tokens read
     else:
         prompt = item["prompt"]
-        ids = engine.encode_prompt(tok, prompt)
+        ids = decoding.encode_prompt(tok, prompt)
     if not ids:
         raise ValueError("the prompt is empty (no tokens); send at least one token")
     params = dict(item["sampling"])
@@ -57,11 +57,11 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     if max_new == 0 and not echo:
         raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
     if max_new:
-        engine.Sampling(**params)  # its own checks, for this request alone
+        decoding.Sampling(**params)  # its own checks, for this request alone
     return Job(ids, params, echo, prompt if echo else "")
 
 
-def completion_dict(c: engine.Completion, echo: str = "", prompt_lps=None) -> dict:
+def completion_dict(c: decoding.Completion, echo: str = "", prompt_lps=None) -> dict:
     """A completion as plain data for the gateway; with echo, the prompt (and its token
     log-likelihoods) come first, as OpenAI's completions API returns them."""
     logprobs = None

@@ -1,4 +1,4 @@
-"""One Ray Serve application: every trained model (and a self-hosted judge) behind an OpenAI API.
+"""The Serve application: building it from a `ServeConfig`, starting and stopping it.
 
     mlit serve results/language_count          # the models of a run
     mlit serve --model demo-base=demo --port 8000
@@ -6,12 +6,12 @@
 
 Two deployments:
 
-- ``Gateway`` (`mlit.gateway`): a FastAPI ingress of our own. It checks the bearer token, validates requests
-  (`mlit.openai_api`), answers client mistakes with 4xx OpenAI-style errors, and forwards each
-  request to ``ModelServer`` with the request's ``model`` as the multiplexed model id.
-- ``ModelServer`` (`mlit.model_server`): loads models per replica (an LRU of
-  ``max_models_per_replica``) and generates with its engine: continuous batching of our own
-  (`mlit.scheduler`) or vLLM (`mlit.vllm_engine`).
+- ``Gateway`` (`mlit.serving.gateway`): a FastAPI ingress of our own. It checks the bearer token,
+  validates requests (`mlit.serving.protocol`), answers client mistakes with 4xx OpenAI-style
+  errors, and forwards each request to the model server of its model's shard, with the request's
+  ``model`` as the multiplexed model id.
+- ``ModelServer`` (`mlit.serving.model_server`), one deployment per shard: loads models per replica
+  (an LRU of ``max_models_per_replica``) and generates with its engine (`mlit.serving.engines`).
 
 It binds to 127.0.0.1 unless told otherwise. The API key is never stored or logged: the gateway
 keeps only its SHA-256.
@@ -27,10 +27,11 @@ from pathlib import Path
 
 from ray import serve
 
-from mlit import vllm_engine
-from mlit.gateway import Gateway, hash_key
-from mlit.model_server import ModelServer, local_dir
+from mlit import model_refs
 from mlit.run_folder import RunFolder
+from mlit.serving import engine_choice
+from mlit.serving.gateway import Gateway, hash_key
+from mlit.serving.model_server import ModelServer, local_dir
 
 APP_NAME = "mlit"
 
@@ -61,7 +62,7 @@ class ServeConfig:
         for name in self.models:
             if not re.fullmatch(r"[A-Za-z0-9._:@/-]+", name):
                 raise ValueError(f"invalid model name {name!r}: use letters, digits and ._:@/-")
-        if self.engine not in vllm_engine.ENGINES:
+        if self.engine not in engine_choice.ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}: use one of hf, vllm, auto")
         if not 1 <= self.shards <= len(self.models):
             raise ValueError(f"shards must be between 1 and the {len(self.models)} models served")
@@ -99,11 +100,11 @@ def build_app(cfg: ServeConfig):
     # Replicas read models on object storage with the caller's credentials and endpoint (a
     # MinIO or moto server): the driver's environment is not a replica's.
     storage_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    kind = vllm_engine.resolve(cfg.engine, cfg.num_gpus)
+    kind = engine_choice.resolve(cfg.engine, cfg.num_gpus)
     if kind == "vllm" and not cfg.num_gpus:
         for name, path in cfg.models.items():
-            vllm_engine.check_cpu_model(name, path)
-    runtime_env = vllm_engine.runtime_env() if kind == "vllm" else {"env_vars": {}}
+            engine_choice.check_cpu_model(name, path)
+    runtime_env = engine_choice.runtime_env() if kind == "vllm" else {"env_vars": {}}
     runtime_env["env_vars"].update(storage_env)
     server_options: dict = {
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
@@ -121,7 +122,11 @@ def build_app(cfg: ServeConfig):
     server_options["logging_config"] = quiet
     shard = cfg.shard_of()
     dirs = {name: local_dir(path) for name, path in cfg.models.items()}  # downloads once
-    loras = vllm_engine.lora_targets(dirs) if kind == "vllm" else {}
+    loras = {}
+    if kind == "vllm":  # imports no vLLM: reads the models' adapter files
+        from mlit.serving.engines.vllm import lora_targets
+
+        loras = lora_targets(dirs)
     servers = []
     for i in range(cfg.shards):
         mine = {name: path for name, path in cfg.models.items() if shard[name] == i}
@@ -151,16 +156,11 @@ def resolve_model_path(path: str) -> str:
         from mlit import demo_judge
 
         return str(demo_judge.build_demo_judge())
-    if "://" in path:
-        return path
-    p = Path(path).expanduser()
-    if not (p / "config.json").exists():
-        raise ValueError(f"model directory {path!r} has no config.json")
-    return str(p.resolve())
+    return model_refs.served(path)
 
 
 def app_builder(args: dict):
-    """Entry point for `serve run serve/config.yaml` (``import_path: mlit.serving:app_builder``)."""
+    """Entry point for `serve run serve/config.yaml` (``import_path: mlit.serving.app:app_builder``)."""
     key_env = args.get("api_key_env")
     key = os.environ.get(key_env) if key_env else None
     if key_env and not key:  # an open server by accident is worse than no server

@@ -1,6 +1,6 @@
 """Continuous batching: one decode loop per model server that admits requests between steps.
 
-`mlit.engine.generate` runs a static batch: every request of the batch waits for the longest one,
+`mlit.decoding.generate` runs a static batch: every request of the batch waits for the longest one,
 and a request that arrives a moment later waits for the whole batch. Under a server's load that
 leaves batches small (requests come back a batch at a time, so the next ones arrive in waves) and
 makes time to first token equal to the whole answer's time. Here a single thread steps every
@@ -8,9 +8,9 @@ model's running batch one token at a time; between steps it prefills whatever ar
 rows into the running batch's KV cache and drops finished rows, so a batch stays full while
 answers of different lengths come and go, and each token is handed out as soon as it is sampled.
 
-Each request keeps its own sampling settings and ``torch.Generator`` (see `mlit.engine`), so an
+Each request keeps its own sampling settings and ``torch.Generator`` (see `mlit.decoding`), so an
 answer with a seed does not depend on which requests shared its batch (up to float rounding of
-batched matmuls). It imports no Ray: the Serve deployment (`mlit.serving`) feeds it and tests can
+batched matmuls). It imports no Ray: the hf engine (`mlit.serving.engines.hf`) feeds it and tests can
 drive it directly.
 
 The cache merge needs plain ``DynamicCache`` layers (keys and values of shape batch x heads x
@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlit import engine
+from mlit import decoding
 
 logger = logging.getLogger("ray.serve")
 
@@ -38,12 +38,12 @@ Sink = Callable[[tuple], None]
 @dataclass(eq=False)
 class Request:
     prompt_ids: list[int]
-    sampling: engine.Sampling
+    sampling: decoding.Sampling
     sink: Sink
     stream: bool = False  # hand out text pieces as they are sampled
     cancelled: bool = False  # set by the caller when its client went away
     out: list[int] = field(default_factory=list)
-    logprobs: list[engine.TokenLogprob] = field(default_factory=list)
+    logprobs: list[decoding.TokenLogprob] = field(default_factory=list)
     finish: str | None = None
     sent: str = ""  # text already handed out as pieces
     generator: object = None
@@ -64,7 +64,7 @@ class _Batch:
     eos: set = field(default_factory=set)  # the model's end-of-sequence ids, read once
 
     def __post_init__(self) -> None:
-        self.eos = engine.eos_ids(self.model, self.tokenizer)
+        self.eos = decoding.eos_ids(self.model, self.tokenizer)
 
 
 class Scheduler:
@@ -199,15 +199,15 @@ class Scheduler:
         req.out.append(token)
         if lp is not None:
             req.logprobs.append(lp)
-        req.finish = engine.finished(tok, req.out, token, batch.eos, req.sampling)
+        req.finish = decoding.finished(tok, req.out, token, batch.eos, req.sampling)
         if req.finish is None:
             if req.stream:
-                piece = engine.stream_piece(tok, req.out, req.sampling, req.sent)
+                piece = decoding.stream_piece(tok, req.out, req.sampling, req.sent)
                 if piece:
                     req.sent += piece
                     req.sink(("token", piece))
             return False
-        completion = engine.completion(
+        completion = decoding.completion(
             tok, len(req.prompt_ids), req.out, req.finish, req.sampling, req.logprobs
         )
         if (
@@ -257,7 +257,7 @@ def _prefill(model, tokenizer, requests: list[Request]):
     for i, req in enumerate(requests):
         ids[i, width - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
         attention[i, width - len(req.prompt_ids) :] = 1
-        req.generator = engine.generator(req.sampling.seed, device)
+        req.generator = decoding.generator(req.sampling.seed, device)
     ids, attention = ids.to(device), attention.to(device)
     position = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(
@@ -278,7 +278,9 @@ def _sample(logits, requests: list[Request], tokenizer) -> list[tuple[int, objec
     params = [r.sampling for r in requests]
     temperature = torch.tensor([p.temperature for p in params], device=logits.device)
     top_p = torch.tensor([p.top_p for p in params], device=logits.device)
-    picked = engine.pick_batch(logits, params, [r.generator for r in requests], temperature, top_p)
+    picked = decoding.pick_batch(
+        logits, params, [r.generator for r in requests], temperature, top_p
+    )
     if all(p.top_logprobs is None for p in params):
         return [(t, None) for t in picked]
     logp = torch.log_softmax(logits, dim=-1)
@@ -287,7 +289,7 @@ def _sample(logits, requests: list[Request], tokenizer) -> list[tuple[int, objec
             t,
             None
             if p.top_logprobs is None
-            else engine.token_logprob(tokenizer, logp[i], t, p.top_logprobs, r.out),
+            else decoding.token_logprob(tokenizer, logp[i], t, p.top_logprobs, r.out),
         )
         for i, (t, p, r) in enumerate(zip(picked, params, requests, strict=True))
     ]

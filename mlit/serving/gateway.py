@@ -1,6 +1,7 @@
-"""The gateway of the Serve app: a FastAPI ingress of our own in front of `mlit.model_server.ModelServer`.
+"""The gateway of the Serve app: a FastAPI ingress of our own in front of the model servers
+(`mlit.serving.model_server`).
 
-It checks the bearer token, validates requests (`mlit.openai_api`), answers client mistakes with 4xx
+It checks the bearer token, validates requests (`mlit.serving.protocol`), answers client mistakes with 4xx
 OpenAI-style errors, and forwards each request to the model server with the request's ``model`` as
 the multiplexed model id.
 
@@ -23,8 +24,8 @@ from pydantic import ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlit import engine
-from mlit.openai_api import (
+from mlit import decoding
+from mlit.serving.protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
@@ -45,14 +46,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _completion_from(d: dict) -> engine.Completion:
+def _completion_from(d: dict) -> decoding.Completion:
     lps = None
     if d["logprobs"] is not None:
         lps = tuple(
-            engine.TokenLogprob(tok, lp, tuple((a, b) for a, b in top))
+            decoding.TokenLogprob(tok, lp, tuple((a, b) for a, b in top))
             for tok, lp, top in d["logprobs"]
         )
-    return engine.Completion(
+    return decoding.Completion(
         d["text"], d["finish_reason"], d["prompt_tokens"], d["completion_tokens"], lps
     )
 
@@ -212,14 +213,14 @@ class Gateway:
             )
         return self.contexts[name]
 
-    async def _run(self, name: str, item: dict) -> engine.Completion:
+    async def _run(self, name: str, item: dict) -> decoding.Completion:
         server = self.servers[self.shard[name]]
         result = await server.options(multiplexed_model_id=name).complete.remote(item)
         if "error" in result:
             raise APIError(result["error"]["status"], result["error"]["message"])
         return _completion_from(result["ok"])
 
-    async def _run_all(self, name: str, items: list[dict]) -> list[engine.Completion]:
+    async def _run_all(self, name: str, items: list[dict]) -> list[decoding.Completion]:
         """Several choices (n > 1, or several prompts): each is one request of the batch."""
         return list(await asyncio.gather(*(self._run(name, item) for item in items)))
 
@@ -303,7 +304,7 @@ class Gateway:
         def chunk(text: str) -> dict:
             return chat_chunk(rid, created, req.model, {"content": text}, None)
 
-        def done(c: engine.Completion) -> dict:
+        def done(c: decoding.Completion) -> dict:
             return chat_chunk(rid, created, req.model, {}, c.finish_reason, usage(c))
 
         response = await self._stream(req.model, items[0], chunk, done)
@@ -331,7 +332,7 @@ class Gateway:
         def chunk(text: str) -> dict:
             return text_chunk(rid, created, req.model, text, None)
 
-        def done(c: engine.Completion) -> dict:
+        def done(c: decoding.Completion) -> dict:
             return text_chunk(rid, created, req.model, "", c.finish_reason, usage(c))
 
         return await self._stream(req.model, items[0], chunk, done)

@@ -1,6 +1,6 @@
 """The OpenAI API subset mlit serves: request schemas, response bodies and error bodies.
 
-Plain Pydantic and dicts, no Ray: the Serve ingress (`mlit.serving`) validates with these models and
+Plain Pydantic and dicts, no Ray: the gateway (`mlit.serving.gateway`) validates with these models and
 builds its answers with these functions, and tests can check them without a cluster.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlit.engine import Completion
+from mlit.decoding import Completion
 
 MAX_CHOICES = 16  # n, and prompts per completions request
 
@@ -127,7 +127,7 @@ class CompletionRequest(_Request):
 
 
 def _sampling(req: _Request, max_new_tokens: int, seed: int | None, top: int | None) -> dict:
-    """`mlit.engine.Sampling`'s fields as plain data for the model server (which builds the
+    """`mlit.decoding.Sampling`'s fields as plain data for the model server (which builds the
     Sampling: ``max_new_tokens`` may be 0 there, for an echoed prompt's log-likelihoods)."""
     return {
         "max_new_tokens": max_new_tokens,
@@ -203,7 +203,7 @@ def chat_response(model: str, completions: list[Completion]) -> dict:
 
 def _completion_logprobs(c: Completion) -> dict | None:
     """Legacy completions logprobs: ``text_offset`` counts characters of the returned text, which
-    holds because the token strings are what each token adds to it (`mlit.engine.token_text`)."""
+    holds because the token strings are what each token adds to it (`mlit.decoding.token_text`)."""
     if c.logprobs is None:
         return None
     offsets, pos = [], 0

@@ -1,7 +1,7 @@
 """Batched text generation for HF causal LMs, with per-request sampling parameters and seeds.
 
 Used by training (dev-set ROUGE-L, greedy) and by GPU benchmarks as a static batch; the Serve
-deployment's continuous batching (`mlit.scheduler`) reuses its sampling, stop and logprob rules, so
+deployment's continuous batching (`mlit.serving.engines.scheduler`) reuses its sampling, stop and logprob rules, so
 every request keeps its own temperature, top-p, seed, stop strings and logprobs either way.
 It imports no Ray, so it runs standalone anywhere torch does.
 

@@ -1,0 +1,140 @@
+"""The model server of the Serve app: models loaded per replica, requests handed to one engine.
+
+``ModelServer`` keeps the models of a replica in Serve's multiplexing LRU (``max_models_per_replica``,
+so requests for a model go to the replica that holds it), prepares each request
+(`mlit.serving.preparation`) and hands it to its engine through `mlit.serving.engines.Engine`. Which
+engine runs is decided once, when the replica starts (`mlit.serving.engines.registry`); nothing here
+depends on it.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from contextlib import aclosing
+
+from ray import serve
+
+from mlit import decoding
+from mlit.integrity import verify_dir
+from mlit.serving import engines, preparation
+from mlit.serving.engines import registry
+from mlit.store import local_copy
+
+logger = logging.getLogger("ray.serve")
+
+
+def local_dir(path: str) -> str:
+    """A model directory on this machine: the store's download cache copies one on object storage
+    (s3://, gs://) once, atomically."""
+    return str(local_copy(path))
+
+
+@serve.deployment(max_ongoing_requests=256)
+class ModelServer:
+    """Loads models (an LRU per replica) and hands each request to the replica's engine.
+
+    Everything that depends on one request (templating, tokenizing, its sampling settings, its
+    context length) is checked first, off the event loop (`mlit.serving.preparation`): it fails
+    that request alone with a 400. A batch only fails on a bug, with a generic 500.
+    """
+
+    def __init__(
+        self,
+        models: dict[str, str],
+        max_models: int,
+        max_batch: int,
+        kind: str,  # the engine, resolved (`mlit.serving.engines.resolve`)
+        loras: dict | None = None,  # served name -> adapter on its base's engine, where supported
+    ):
+        self._paths = dict(models)
+        self.loads: Counter[str] = Counter()
+        self.engine = registry.create(kind, list(models), max_models, max_batch, loras or {})
+
+        async def load(model_id: str):
+            return await asyncio.to_thread(self._load, model_id)
+
+        # Built here, not as a decorator, so the LRU size is a deployment argument.
+        self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+
+    def _load(self, name: str) -> engines.Loaded:
+        path = local_dir(self._paths[name])
+        problem = verify_dir(path)  # a model is checked against its sha256s when it is loaded
+        if problem:
+            raise ValueError(
+                f"model {name!r} at {path} is damaged: {problem}; rerun the sweep "
+                "to train it again (or `mlit store verify --repair`)"
+            )
+        loaded = self.engine.load(name, path)
+        self.loads[name] += 1
+        return loaded
+
+    async def complete(self, item: dict) -> dict:
+        """One request, answered whole: ``{"ok": completion}`` or ``{"error": ...}``."""
+        async for event in self._events(dict(item, stream=False)):
+            if "delta" not in event:
+                return event
+        return _internal_error("the answer ended without a result")
+
+    async def stream(self, item: dict):
+        """One request, streamed: ``{"delta": text}`` as tokens are sampled, then the result."""
+        async for event in self._events(dict(item, stream=True)):
+            yield event
+
+    async def _events(self, item: dict):
+        model_id = serve.get_multiplexed_model_id()
+        try:
+            loaded = await self._get_model(model_id)
+        except Exception:  # a broken model folder must not take the replica down
+            yield _internal_error(f"model {model_id!r} failed to load")
+            return
+        try:  # tokenizing a long prompt must not stall the replica's other requests
+            job = await asyncio.to_thread(
+                preparation.prepare, loaded.tokenizer, item, loaded.vocab, loaded.context
+            )
+        except (ValueError, TypeError, UnicodeError, KeyError, IndexError) as err:
+            yield _error(400, f"this request cannot be run: {err}")
+            return
+        stream = bool(item.get("stream"))
+        if stream and job.echo:
+            yield {"delta": job.echo_text}
+        try:
+            async for event in self._answer(loaded, job, stream):
+                yield event
+        except engines.GenerationError as err:
+            yield _error(500, f"{err} (see the server log)")
+        except Exception:
+            yield _internal_error("internal error while generating")
+
+    async def _answer(self, loaded: engines.Loaded, job: preparation.Job, stream: bool):
+        prompt_lps = None
+        if job.echo and job.top_logprobs is not None:
+            prompt_lps = await self.engine.prompt_logprobs(loaded, job.ids, job.top_logprobs)
+        if not job.generates:  # max_tokens=0 with echo: the prompt's log-likelihoods only
+            lps = () if job.top_logprobs is not None else None
+            done = decoding.Completion("", "length", len(job.ids), 0, lps)
+            yield {"ok": preparation.completion_dict(done, job.echo_text, prompt_lps)}
+            return
+        # aclosing: a client that goes away closes the engine's stream at once (it stops
+        # spending decode steps on the request), not whenever the collector gets to it.
+        async with aclosing(self.engine.events(loaded, job, stream)) as events:
+            async for kind, value in events:
+                if kind == "token":
+                    yield {"delta": value}
+                else:
+                    yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
+
+    def stats(self) -> dict:
+        return {"loads": dict(self.loads), **self.engine.stats()}
+
+
+def _error(status: int, message: str) -> dict:
+    return {"error": {"status": status, "message": message}}
+
+
+def _internal_error(what: str) -> dict:
+    """A 500 for the client with a reference only; the traceback goes to the replica's log.
+    Call it inside the ``except`` block whose exception it reports."""
+    ref = uuid.uuid4().hex[:12]
+    logger.exception("%s (request %s)", what, ref)
+    return _error(500, f"{what} (request {ref})")

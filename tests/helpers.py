@@ -1,0 +1,61 @@
+"""Helpers that only the tests use, kept out of the package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+from mlit import data, rouge, scores
+from mlit.generate import Task
+from mlit.store import filesystem
+
+
+def tasks_for(
+    models: dict[str, str], eval_rows: pl.DataFrame, langs: Sequence[str] | None = None
+) -> list[Task]:
+    """Every (model, eval language, example) task; ``models`` maps served name -> model key."""
+    rows = eval_rows.filter(pl.col("split") == "eval")
+    if langs is not None:
+        rows = rows.filter(pl.col("lang").is_in(list(langs)))
+    out = []
+    for name, key in models.items():
+        for ex, lang, instruction in rows.select("example_id", "lang", "instruction").rows():
+            out.append(Task(name, key, ex, lang, instruction))
+    return out
+
+
+def require_valid(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> pl.DataFrame:
+    """Validate and raise a DataError that lists the problems, or return the frame."""
+    report = data.validate(frame, expected)
+    if not report.ok:
+        raise data.DataError("dataset has problems:\n" + report.summary())
+    return frame
+
+
+def recompute_from_judgments(judgments: pl.DataFrame) -> pl.DataFrame:
+    """The point scores from verdicts alone (discounted ties), for consistency checks."""
+    return (
+        judgments.filter(pl.col("verdict") != "error")
+        .group_by("candidate", "baseline", "eval_lang")
+        .agg(
+            score=pl.col("verdict").replace_strict(scores.VALUES, return_dtype=pl.Float64).mean()
+            * 100
+        )
+        .rename({"candidate": "model"})
+    )
+
+
+def mean_rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        return 0.0
+    return sum(map(rouge.rouge_l, predictions, references)) / len(predictions)
+
+
+def fs_selector(uri: str, recursive: bool = True):
+    """A pyarrow FileSelector over everything below a store URI (for listings)."""
+    from pyarrow import fs
+
+    return fs.FileSelector(filesystem(uri)[1], recursive=recursive, allow_not_found=True)
