@@ -25,12 +25,9 @@ from mlit.config import SweepConfig
 PathArg = click.Path(path_type=Path)
 
 
-@click.group(
-    help="Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging.",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def app() -> None:
-    pass
+    """Multilingual instruction tuning sweeps: data, mixtures, training, serving, judging."""
 
 
 @app.group("data")

@@ -181,9 +181,8 @@ class Serving:
 
     def url(self) -> str:
         if self._url is None:
-            from mlit.serving import (
-                app as serving,  # deferred: Ray Serve is heavy; a fully cached rerun skips it
-            )
+            # Deferred: Ray Serve is heavy; a fully cached rerun skips it.
+            from mlit.serving import app as serving
 
             spec = self.plan.serving
             start = time.time()

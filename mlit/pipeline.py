@@ -1,7 +1,9 @@
 """One sweep, end to end, as a list of stages:
 
-    base      the base model ready to train on (the demo's built once)  (mlit.pipeline, mlit.demo)
     plan      config -> mixtures, model keys, jobs, tasks, pairs        (mlit.plan)
+    base      no --base-model: the demo base model, built once; the
+              plan's keys and jobs then on it                           (demo_base, Plan.on_base)
+    checks    what can be checked before Ray starts                     (mlit.checks)
     train     Tune trials for the models the store lacks                (mlit.phases, mlit.trials)
     serve     one Ray Serve app for the models and a self-hosted judge  (mlit.phases.Serving)
     generate  every answer, through the OpenAI-compatible API           (mlit.phases, mlit.generate)
