@@ -3,7 +3,8 @@
 A model is determined by its base model's identity (`mlit.model_refs.identity`), its mixture's
 assignment, its training config and seed: `model_key` hashes exactly these, and the store files a
 model under it. `plan_jobs` turns the mixtures of a plan into one `ModelJob` per distinct model.
-The planner, the Tune phase and the judge's cache keys all take identity from here.
+The planner and the Tune phase take identity from here; the self-hosted judge's verdict keys name
+its weights by `mlit.model_refs.identity` too.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def plan_jobs(
     built: Sequence[mixtures.Mixture],
     frame,
     config: TrainConfig,
+    base_id: str | None = None,
 ) -> list[ModelJob]:
     """One job per distinct model (mixtures with the same hash collapse into one)."""
-    base_id = model_refs.identity(base_model)
+    base_id = base_id or model_refs.identity(base_model)  # hashing a local base reads it
     jobs: dict[str, ModelJob] = {}
     for m in built:
         key = model_key(base_id, m, config)

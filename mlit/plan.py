@@ -285,7 +285,7 @@ def _models(exp: Experiment, built, frame, base: str, tc: TrainConfig):
     key_of = {m.name: model_key(base_id, m, tc) for m in built}
     if exp.scores_against_base:
         key_of[experiments.BASE] = base_id
-    jobs = tuple(plan_jobs(base, built, frame, tc)) if frame is not None else ()
+    jobs = tuple(plan_jobs(base, built, frame, tc, base_id)) if frame is not None else ()
     return key_of, jobs
 
 
