@@ -73,7 +73,7 @@ def on_ray(base: Path, steps: int, work: Path, seed: int) -> dict:
     sample = data.sample()
     m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=seed)
     cfg = TrainConfig.demo(max_steps=steps, eval_every=steps)
-    jobs = identity.plan_jobs(str(base), [m], sample, cfg)
+    jobs = identity.plan_models(str(base), [m], sample, cfg)[1]
     store = Store(str(work / "store"))
     start = time.time()
     result = trials.train_phase(

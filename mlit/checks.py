@@ -2,8 +2,9 @@
 starts and before anything is written to the run folder.
 
 Each failure is a `PreflightError` whose message names the flag, file or endpoint and says what to
-do. The checks are cheap, except the judge probe (one call with a trivial prompt), whose success
-is remembered in the store so that a rerun does not pay for it again.
+do. The checks are cheap; the judge probe is one call with a trivial prompt, made on every run
+that has an API judge (a key revoked since the last run is found here, before any training or
+generation), with a short timeout (a hung judge is reported within 30 s).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import socket
 from pathlib import Path
 
-from mlit import model_refs
+from mlit import console, model_refs
 from mlit.judge import JudgeError
 from mlit.plan import PLACEHOLDER_BASE, Plan
 from mlit.store import Store, content_key
@@ -35,7 +36,7 @@ def base_model(spec: str, flag: str = "--base-model") -> None:
         raise PreflightError(str(err)) from err
 
 
-def judge(plan: Plan, store: Store) -> None:
+def judge(plan: Plan) -> None:
     spec = plan.judge
     if spec.model_dir:
         base_model(spec.model_dir, "--judge-model-dir")
@@ -44,25 +45,30 @@ def judge(plan: Plan, store: Store) -> None:
         j.api_key()  # a missing key variable is an error now, not 10,000 failed calls later
     except JudgeError as err:
         raise PreflightError(f"{err} (--judge-prompt / --judge-api-key-env)") from err
-    if not spec.self_hosted:
-        probe(j, store)
+    if not spec.self_hosted and plan.counts().judge_calls:
+        probe(j)
 
 
-def probe(j, store: Store) -> None:
-    """One trivial call: the endpoint answers, with a usable reply. Remembered per judge identity."""
+PROBE_TIMEOUT_S = 12.0  # two tries and a backoff stay under 30 s
+
+
+def probe(j) -> None:
+    """One trivial call: the endpoint answers, with a usable reply. Never cached: the key or the
+    endpoint may have changed since the last run."""
+    from dataclasses import replace
+
     from mlit import llm
 
-    key = content_key("probe", j.identity())
-    if store.get("probes", key) is not None:
-        return
-    result = asyncio.run(llm.complete(j.endpoint(), PROBE_PROMPT, j.max_tokens))
+    endpoint = replace(j.endpoint(), timeout_s=PROBE_TIMEOUT_S, retries=1, backoff_s=0.5)
+    result = asyncio.run(llm.complete(endpoint, PROBE_PROMPT, j.max_tokens))
     where = j.api_base or j.model
     if result["status"] != "ok":
+        status = result.get("fatal_status")
+        answered = f"answered HTTP {status} ({llm.FATAL_STATUS[status]}): " if status else ""
         raise PreflightError(
-            f"the judge {j.model} did not answer a test prompt ({result['error']}); check "
-            f"--judge, --judge-api-base and --judge-api-key-env, or that {where} is up"
+            f"the judge {j.model} did not answer a test prompt ({answered}{result['error']}); "
+            f"check --judge, --judge-api-base and --judge-api-key-env, or that {where} is up"
         )
-    store.put("probes", key, {"model": j.model, "reply": result["text"]})
 
 
 def writable(store: Store) -> None:
@@ -72,7 +78,27 @@ def writable(store: Store) -> None:
         if store.get("checks", key) is None:
             raise OSError("a record written could not be read back")
     except OSError as err:
-        raise PreflightError(f"--store {store.root}: cannot write there ({err})") from err
+        why = console.describe_os_error(err) if err.errno else str(err)
+        raise PreflightError(f"--store {store.root}: cannot write there ({why})") from err
+
+
+def writable_folder(path) -> None:
+    """The run folder can be written (a full or read-only disk is found now, not mid-run)."""
+    from pathlib import Path
+
+    from mlit.atomic import atomic_write
+
+    folder = Path(path)
+    created = not folder.exists()
+    probe = folder / ".write-check"
+    try:
+        atomic_write(probe, "ok")
+        probe.unlink()
+        if created:  # nothing stays in the run folder until the run starts
+            folder.rmdir()
+    except OSError as err:
+        why = console.describe_os_error(err) if err.errno else str(err)
+        raise PreflightError(f"--output {path}: cannot write there ({why})") from err
 
 
 def port(number: int | None) -> None:
@@ -100,10 +126,63 @@ def shares(path: str | None) -> None:
         ) from err
 
 
+def prompts_fit(plan: Plan) -> None:
+    """Every evaluation prompt, with the sampling's max_tokens, fits the base model's context
+    (trained models share it): an instruction that does not would fail on every run. The run
+    refuses such data, naming how many and which, before any training."""
+    from mlit import data
+
+    if plan.frame is None or plan.base_model == PLACEHOLDER_BASE:
+        return
+    try:
+        count, context = prompt_length(plan.base_model)
+    except Exception as err:  # a hub model that cannot be reached now: the server checks later
+        console.warn(
+            f"[checks] the tokenizer of {plan.base_model} could not be read "
+            f"({type(err).__name__}); prompt lengths are checked by the server instead"
+        )
+        return
+    if context is None:
+        return
+    max_tokens = plan.sampling.max_tokens
+    long = data.too_long(plan.evals(), count, context, max_tokens)
+    if long:
+        first = long[0]
+        raise PreflightError(
+            f"{len(long)} of {plan.evals().height} evaluation instructions do not fit the base "
+            f"model's context of {context} tokens with max_tokens={max_tokens} (first: "
+            f"{first.example_id} [{first.lang}], {first.detail}); the run refuses them: "
+            "shorten or remove them (`mlit data validate DATA --base-model MODEL` lists each), "
+            "or lower max_tokens with --sampling"
+        )
+
+
+def prompt_length(spec: str):
+    """(instruction -> its prompt's tokens as the server counts them, the context length or
+    None) for a model directory or hub id."""
+    from transformers import AutoTokenizer
+
+    from mlit import chat, decoding
+
+    tok = AutoTokenizer.from_pretrained(model_refs.source(spec))
+    tok.model_max_length = 2**62  # counting only: no warning about prompts longer than that
+    if model_refs.parse(spec).kind == "dir":
+        context = model_refs.context(spec)
+    else:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(spec).to_dict()
+        names = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+        context = next((cfg[n] for n in names if isinstance(cfg.get(n), int)), None)
+    return (lambda text: len(decoding.encode_prompt(tok, chat.format_prompt(tok, text)))), context
+
+
 def preflight(plan: Plan, store: Store) -> None:
     """Every check, cheapest first. Raises `PreflightError` naming the problem."""
     base_model(plan.base_model)
+    prompts_fit(plan)
     shares(plan.config.pretraining_shares)
     port(plan.config.serve_port)
     writable(store)
-    judge(plan, store)
+    judge(plan)
+    writable_folder(plan.config.run_dir())

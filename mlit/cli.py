@@ -19,6 +19,7 @@ from mlit import (
     languages,
     mixtures,
     model_commands,
+    store_commands,
 )
 from mlit.config import SweepConfig
 
@@ -36,6 +37,7 @@ def data_app() -> None:
 
 
 app.add_command(human_commands.human_app, "human")
+app.add_command(store_commands.store_app, "store")
 app.add_command(model_commands.demo_model_cmd, "demo-model")
 app.add_command(model_commands.serve_cmd, "serve")
 app.add_command(model_commands.demo_judge_cmd, "demo-judge")
@@ -54,15 +56,37 @@ def _load(source: str):
     "--languages", "languages_", help="Languages every example must have (default: all present)."
 )
 @click.option("--limit", default=10, show_default=True, help="How many problems to list per kind.")
-def data_validate(path: str, languages_: str | None, limit: int) -> None:
-    """Check a parallel dataset: missing languages, duplicates, empty texts, eval leakage.
+@click.option(
+    "--base-model",
+    help="Also check that every eval prompt fits this model's context (a directory or hub id).",
+)
+@click.option(
+    "--max-tokens", default=512, show_default=True, help="New tokens each answer may take."
+)
+def data_validate(
+    path: str, languages_: str | None, limit: int, base_model: str | None, max_tokens: int
+) -> None:
+    """Check a parallel dataset: undecodable lines, missing languages, duplicates, empty texts,
+    eval leakage, and (with --base-model) eval prompts too long for the model's context.
 
     PATH: a .jsonl/.parquet file or folder, 'hf:NAME', or 'sample'."""
+    from dataclasses import replace
+
     frame = _load(path)
     try:
         report = data.validate(frame, languages_)
     except (languages.UnknownLanguageError, data.DataError) as err:
         console.fail(str(err))
+    if base_model:
+        from mlit import checks
+
+        try:
+            count, context = checks.prompt_length(base_model)
+        except (OSError, ValueError) as err:
+            console.fail(f"--base-model {base_model}: cannot read its tokenizer ({err})")
+        if context is not None:
+            long = data.too_long(frame, count, context, max_tokens)
+            report = replace(report, problems=report.problems + tuple(long))
     click.echo(report.summary(limit))
     if not report.ok:
         sys.exit(1)
@@ -210,40 +234,12 @@ def report_cmd(run_dir: Path, compare_paper: bool, open_page: bool) -> None:
         report.rebuild(run_dir)
         if compare_paper:
             comparison.compare(run_dir)
-            results_page.write(RunFolder(run_dir))  # with the comparison's table and figure
+            results_page.write(RunFolder.open(run_dir))  # with the comparison's table and figure
     except RunFolderError as err:
         console.fail(str(err))
     page = Path(run_dir).resolve() / results_page.PAGE
     if open_page and not webbrowser.open(page.as_uri()):
         console.fail(f"no web browser found to open {page}; open that file by hand")
-
-
-@app.group("store")
-def store_app() -> None:
-    """Inspect and repair the content-addressed store."""
-
-
-@store_app.command("verify")
-@click.option("--store", "store_root", help="Store folder or URI (default: ~/.cache/mlit/store).")
-@click.option("--repair", is_flag=True, help="Delete damaged entries (redone by the next run).")
-def store_verify(store_root: str | None, repair: bool) -> None:
-    """Check every model (sha256 of each file) and record (sha256 of its content) in a store."""
-    from mlit.store import Store, default_root
-
-    root = store_root or default_root()
-    if "://" not in str(root) and not Path(root).is_dir():
-        console.fail(f"no store at {root}: nothing was stored there (check --store)")
-    found = Store(root).verify(repair)
-    click.echo(f"{found.models} models and {found.records} records checked in {root}")
-    for entry in found.damaged:
-        click.echo(f"  damaged {entry}" + ("  -> deleted" if repair else ""))
-    if found.damaged and not repair:
-        console.fail(
-            f"{len(found.damaged)} damaged entries; `mlit store verify --repair` deletes them so "
-            "the next run redoes them",
-            1,
-        )
-    click.echo("all good" if not found.damaged else f"{len(found.damaged)} damaged entries deleted")
 
 
 @app.command("estimate")

@@ -72,7 +72,7 @@ def cells(run: RunFolder) -> tuple[str, pl.DataFrame]:
 
 def compare(run_dir: str | Path) -> pl.DataFrame:
     """Print and plot a run beside the paper; writes tables/compare_paper.csv|md and a figure."""
-    run = RunFolder(Path(run_dir))
+    run = RunFolder.open(Path(run_dir))
     key, frame = cells(run)
     both = frame.filter(
         pl.col("paper").is_not_null()

@@ -61,12 +61,46 @@ def exit_for(error: BaseException) -> NoReturn:
         warn("interrupted: finished work is in the store; rerun to continue")
         sys.exit(interrupts.EXIT_CODE)
     if isinstance(error, (ValueError, OSError, RuntimeError)):
-        if _log is not None:  # the log keeps the traceback, for whoever needs it
-            with open(_log, "a") as log:
+        # The log keeps the traceback, for whoever needs it; not when the disk itself failed
+        # (the log lies on it): the error path writes nothing to a failing disk.
+        if _log is not None and not _disk_failure(error):
+            with contextlib.suppress(OSError), open(_log, "a") as log:
                 traceback.print_exception(error, file=log)
+        if isinstance(error, OSError) and error.errno is not None:
+            fail(f"cannot write or read {describe_os_error(error)}", 2)
         fail(str(error) or type(error).__name__, 2)
     traceback.print_exception(error, file=_err or sys.stderr)
     fail(f"a bug in mlit ({type(error).__name__}); please report it with the traceback above", 1)
+
+
+def describe_os_error(err: OSError) -> str:
+    """What an I/O failure was, in words a user acts on: no space, read-only, permission."""
+    import errno
+
+    why = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+    }.get(err.errno, err.strerror or str(err))
+    where = err.filename or ""
+    return f"{where}: {why}" if where else why
+
+
+def _disk_failure(error: BaseException) -> bool:
+    import errno
+
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EROFS,
+            errno.EIO,
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def bar_stream():
@@ -100,8 +134,9 @@ def quiet(enabled: bool = True):
     try:
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # the log's disk may be full: the error comes next
+            sys.stdout.flush()
+            sys.stderr.flush()
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
         os.close(saved_out)
@@ -110,7 +145,8 @@ def quiet(enabled: bool = True):
         _err.close()
         _out = _err = None
         if _log is not None and _log.parent.name == "logs":
-            split_sources(_log)
+            with contextlib.suppress(OSError):
+                split_sources(_log)
 
 
 def attach(folder: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit import languages
-from mlit.store import atomic_write
+from mlit.atomic import atomic_write
 
 COLUMNS = ("example_id", "lang", "split", "instruction", "response")
 SCHEMA = {
@@ -128,8 +128,15 @@ def open_source(spec: str | Path) -> pl.DataFrame:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{n}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                    f"{err.start + 1}); save the file as UTF-8"
+                ) from err
             if not line.strip():
                 continue
             try:
@@ -203,7 +210,7 @@ def load_hf(source: str, split_name: str = "train") -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing_language | duplicate | empty_text | leakage | split_conflict
+    kind: str  # missing_language | duplicate | empty_text | leakage | split_conflict | too_long
     example_id: str
     lang: str | None
     detail: str
@@ -310,6 +317,20 @@ def validate(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> Repo
 
     examples = {s: split(frame, s)["example_id"].n_unique() for s in SPLITS}
     return Report(frame.height, examples, langs, tuple(problems))
+
+
+def too_long(frame: pl.DataFrame, count_tokens, context: int, max_tokens: int) -> list[Problem]:
+    """Evaluation instructions whose prompt (``count_tokens(instruction)``, template included)
+    and ``max_tokens`` new tokens do not fit a model's ``context``: every answer to them would
+    fail, on every run. One problem per (example, language)."""
+    out = []
+    rows = split(frame, "eval").select("example_id", "lang", "instruction").sort("example_id")
+    for ex, lang, text in rows.iter_rows():
+        n = count_tokens(text or "")
+        if n + max_tokens > context:
+            detail = f"{n} prompt tokens + {max_tokens} new tokens > the context of {context}"
+            out.append(Problem("too_long", ex, lang, detail))
+    return out
 
 
 def train_ids(frame: pl.DataFrame) -> list[str]:

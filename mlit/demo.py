@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlit import console, data
-from mlit.store import atomic_dir
+from mlit.atomic import atomic_dir
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}"

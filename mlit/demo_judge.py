@@ -29,8 +29,8 @@ from pathlib import Path
 import polars as pl
 
 from mlit import console, data, judge_host
+from mlit.atomic import atomic_dir
 from mlit.judge import Judge
-from mlit.store import atomic_dir
 
 MARKER = "mlit_judge.json"
 TEMPLATE = judge_host.DEMO_JUDGE_TEMPLATE

@@ -14,17 +14,17 @@ import hashlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import polars as pl
 
 from mlit import console
 from mlit.decoding import PAPER_SAMPLING
-from mlit.store import Store, content_key, write_parquet
+from mlit.store import Store, content_key
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+UNLOADABLE = 424  # the server cannot load the model (damaged, missing): no request will succeed
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,14 @@ def _answer(resp) -> tuple[dict, dict] | str:
     return data, choice
 
 
+def _message(resp) -> str:
+    """The error message of an OpenAI-style error body, else the body's start."""
+    try:
+        return str(resp.json()["error"]["message"])[:300]
+    except Exception:
+        return resp.text[:300]
+
+
 async def _call(http, client: Client, task: Task, params: SamplingParams) -> dict:
     body = {
         "model": task.model,
@@ -120,7 +128,7 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
         "seed": request_seed(params, task),
     }
     headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else {}
-    last = "no attempt"
+    last, status = "no attempt", None
     for attempt in range(client.retries + 1):
         start = time.monotonic()
         try:
@@ -141,12 +149,12 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
                     "completion_tokens": data.get("usage", {}).get("completion_tokens"),
                     "latency_s": round(time.monotonic() - start, 4),
                 }
-            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            last, status = f"HTTP {resp.status_code}: {_message(resp)}", resp.status_code
             if resp.status_code not in RETRYABLE:
                 break
         if attempt < client.retries:
             await asyncio.sleep(client.backoff_s * 2**attempt * (0.5 + random.random()))
-    return {"status": "error", "error": last}
+    return {"status": "error", "error": last, "http_status": status}
 
 
 async def _generate(
@@ -154,7 +162,7 @@ async def _generate(
     params: SamplingParams,
     client: Client,
     store: Store,
-    out_path: Path | None,
+    save: Callable[[pl.DataFrame], object] | None,
     progress: bool,
 ) -> pl.DataFrame:
     import httpx
@@ -181,11 +189,18 @@ async def _generate(
     last_flush = time.monotonic()
 
     async with httpx.AsyncClient(timeout=client.timeout_s) as http:
+        unloadable: dict[str, str] = {}  # model -> why the server cannot load it
 
         async def one(task: Task, key: str) -> None:
             nonlocal last_flush
             async with sem:
-                result = await _call(http, client, task, params)
+                if task.model in unloadable:  # asking again would fail the same way
+                    result = {"status": "error", "error": unloadable[task.model]}
+                else:
+                    result = await _call(http, client, task, params)
+            if result.get("http_status") == UNLOADABLE and task.model not in unloadable:
+                unloadable[task.model] = result["error"]
+                console.warn(f"[generate] {result['error']}; its other answers are not asked")
             if result["status"] == "ok":
                 stored = {
                     k: result[k]
@@ -200,15 +215,15 @@ async def _generate(
                 store.put("generations", key, stored)
             rows.append({**_base(task, key), **result, "cached": False})
             bar.update(1)
-            if out_path is not None and time.monotonic() - last_flush > 5:
+            if save is not None and time.monotonic() - last_flush > 5:
                 last_flush = time.monotonic()
-                write_generations(rows, out_path)
+                save(_frame(rows))
 
         await asyncio.gather(*(one(t, k) for t, k in todo))
     bar.close()
     frame = _frame(rows)
-    if out_path is not None:
-        write_generations(rows, out_path)
+    if save is not None:
+        save(frame)
     return frame
 
 
@@ -244,18 +259,14 @@ def _frame(rows: list[dict]) -> pl.DataFrame:
     return frame.sort("model", "lang", "example_id")
 
 
-def write_generations(rows: list[dict], path: Path) -> None:
-    write_parquet(_frame(rows), path)
-
-
 def generate(
     tasks: Sequence[Task],
     client: Client,
     store: Store,
     params: SamplingParams = SamplingParams(),
-    out_path: str | Path | None = None,
+    save: Callable[[pl.DataFrame], object] | None = None,
     progress: bool = True,
 ) -> pl.DataFrame:
-    """Answer every task; returns (and writes) the generations table."""
-    out = Path(out_path) if out_path else None
-    return asyncio.run(_generate(tasks, params, client, store, out, progress))
+    """Answer every task; returns the generations table, handed to ``save`` every few seconds
+    while it grows (the run folder's copy) and once at the end."""
+    return asyncio.run(_generate(tasks, params, client, store, save, progress))

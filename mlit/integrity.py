@@ -16,6 +16,7 @@ from mlit import console
 COMPLETE = "_COMPLETE.json"  # a model's completion marker, written last
 
 RECORD_SHA = "_sha256"  # each record carries the sha256 of its own content
+RECORD_KEY = "_key"  # ... and the key it was filed under, which hashes the inputs it came from
 _reported: set[str] = set()  # damage is reported once per path and process
 
 
@@ -37,6 +38,32 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_digest(path: Path) -> str:
+    """``file_digest`` remembered per (path, size, mtime): a base model's multi-GB shards are read
+    once, not at every plan. The cache lives beside the store's default root."""
+    import os
+
+    st = path.stat()
+    cache_file = Path(os.environ.get("MLIT_DIGEST_CACHE", Path.home() / ".cache/mlit/digests.json"))
+    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if st.st_size < 1 << 20:  # small files: reading is cheaper than the cache
+        return file_digest(path)
+    try:
+        cache = json.loads(cache_file.read_text("utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if stamp not in cache:
+        cache[stamp] = file_digest(path)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(cache), "utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:  # a read-only or full home: hash again next time
+            tmp.unlink(missing_ok=True)
+    return cache[stamp]
 
 
 def manifest(folder: Path) -> dict[str, dict]:
@@ -71,9 +98,10 @@ def verify_dir(folder: str | Path, full: bool = True) -> str | None:
     return None
 
 
-def check_record(raw: bytes) -> tuple[str | None, dict | None]:
-    """(problem, document): a record that does not parse, or whose sha256 does not match its
-    content, is damage; a record without a sha256 (written before mlit kept one) is trusted."""
+def check_record(raw: bytes, key: str | None = None) -> tuple[str | None, dict | None]:
+    """(problem, document): a record that does not parse, whose sha256 does not match its
+    content, or that was made for another key than ``key`` (swapped or copied files) is damage; a
+    record without a sha256 or a key (written before mlit kept them) is trusted."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -83,4 +111,7 @@ def check_record(raw: bytes) -> tuple[str | None, dict | None]:
     sha = doc.pop(RECORD_SHA, None)
     if sha is not None and sha != digest(doc):
         return "record does not match its sha256 (edited or damaged)", None
+    filed_for = doc.pop(RECORD_KEY, None)
+    if key is not None and filed_for is not None and filed_for != key:
+        return f"record was made for key {filed_for}, not {key} (moved or swapped)", None
     return None, doc

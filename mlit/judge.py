@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit import console
-from mlit.store import Store, content_key, write_parquet
+from mlit.store import Store, content_key
 
 # Judge templates by name, as alpaca_eval keeps evaluator configs; anything else is a file path.
 TEMPLATES = {
@@ -198,7 +198,7 @@ async def call_judge(judge: Judge, prompt: str) -> dict:
 
     result = await llm.complete(judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs)
     if result["status"] != "ok":
-        return {"status": "error", "error": f"judge: {result['error']}"}
+        return {**result, "error": f"judge: {result['error']}"}
     verdict, how = PARSERS[judge.parser](result["text"], result["top_logprobs"])
     keep = ("finish_reason", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s")
     return {
@@ -249,7 +249,9 @@ def pair_verdict(choice_1: int | None, choice_2: int | None) -> str:
 async def _judge_all(pairs, judge, store, progress) -> list[dict]:
     from tqdm import tqdm
 
-    sem = asyncio.Semaphore(judge.concurrency)
+    from mlit import llm
+
+    gate = llm.Gate(judge.concurrency)
     calls = sum(
         2
         for p in pairs
@@ -269,11 +271,19 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
         if hit is not None:
             bar.update(1)
             return {**hit, "cached": True}
-        async with sem:
-            for _ in range(judge.reasks + 1):
-                result = await call_judge(judge, judge.prompt(instruction, a, b))
-                if result["status"] != "ok" or result["choice"] is not None:
-                    break
+        try:
+            async with gate:
+                for _ in range(judge.reasks + 1):
+                    result = await call_judge(judge, judge.prompt(instruction, a, b))
+                    gate.answered(result)
+                    if result["status"] != "ok" or result["choice"] is not None:
+                        break
+        except llm.Stopped as stop:
+            return {
+                "status": "error",
+                "error": f"not sent: the judge refused ({stop})",
+                "cached": False,
+            }
         bar.update(1)
         if result["status"] == "ok" and result["choice"] is not None:
             store.put("verdicts", key, result)  # only verdicts are results
@@ -327,23 +337,30 @@ async def _judge_all(pairs, judge, store, progress) -> list[dict]:
 
     rows = await asyncio.gather(*(one(p) for p in pairs))
     bar.close()
-    return list(rows)
+    return list(rows), gate
 
 
 def judge_pairs(
     pairs: Sequence[Pair],
     judge: Judge,
     store: Store,
-    out_path: str | Path | None = None,
+    save: Callable[[pl.DataFrame], object] | None = None,
     progress: bool = True,
 ) -> pl.DataFrame:
-    """Judge every pair in both orders; returns (and writes) the judgments table."""
-    rows = asyncio.run(_judge_all(list(pairs), judge, store, progress))
+    """Judge every pair in both orders; returns the judgments table (and hands it to ``save``).
+    A fatal answer from the judge (401, 403, 404) stops judging at once: `JudgeError`."""
+    rows, gate = asyncio.run(_judge_all(list(pairs), judge, store, progress))
     frame = pl.DataFrame(
         [{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in rows], schema=JUDGMENT_COLUMNS
     ).sort("candidate", "baseline", "eval_lang", "example_id")
-    if out_path is not None:
-        write_parquet(frame, Path(out_path))
+    if save is not None:
+        save(frame)
+    if gate.stopped:  # what was answered is stored; nothing after the refusal was sent
+        raise JudgeError(
+            f"the judge {judge.model} refused a call ({gate.stopped.removeprefix('judge: ')}); "
+            f"judging stopped after {gate.sent} calls, the rest were not sent. Verdicts so far "
+            "are stored: fix the judge (--judge, --judge-api-key-env) and rerun"
+        )
     return frame
 
 

@@ -56,6 +56,22 @@ def retryable(err: Exception) -> bool:
     return isinstance(status, int) and (status == 429 or status >= 500)
 
 
+FATAL_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not found"}
+
+
+def fatal_status(err: Exception) -> int | None:
+    """The HTTP status of an answer that no retry and no other request can fix (a revoked key,
+    a model that does not exist), or None. A caller stops at once on these."""
+    import litellm
+
+    status = getattr(err, "status_code", None)
+    if isinstance(err, litellm.AuthenticationError):
+        status = status if status in FATAL_STATUS else 401
+    elif isinstance(err, litellm.PermissionDeniedError):
+        status = 403
+    return status if status in FATAL_STATUS else None
+
+
 def describe(err: Exception, where: str) -> str:
     import litellm
 
@@ -101,7 +117,7 @@ async def complete(
     except ValueError as err:
         return {"status": "error", "error": str(err)}
     extra = {"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs else {}
-    last = "no attempt"
+    last, fatal = "no attempt", None
     for attempt in range(endpoint.retries + 1):
         start = time.monotonic()
         try:
@@ -123,6 +139,7 @@ async def complete(
         except Exception as err:
             last = describe(err, where)
             if not retryable(err):
+                fatal = fatal_status(err)
                 break
             if attempt < endpoint.retries:
                 await asyncio.sleep(endpoint.backoff_s * 2**attempt * (0.5 + random.random()))
@@ -154,4 +171,42 @@ async def complete(
             "cost_usd": cost,
             "latency_s": round(time.monotonic() - start, 4),
         }
+    if fatal is not None:  # the caller stops the whole phase on this, not just this call
+        return {"status": "error", "error": last, "fatal_status": fatal}
     return {"status": "error", "error": last}
+
+
+class Gate:
+    """How many calls may be in flight. A few at first, one more after each answer, up to
+    the caller's concurrency: an endpoint that turns out to refuse every call (a revoked key) is
+    asked a handful of times, not ``concurrency`` times. After a fatal answer (401, 403, 404)
+    nothing more is sent: `stop` records why, and every waiting call gives up."""
+
+    def __init__(self, limit: int, start: int = 4):
+        self.limit, self.window, self.active = limit, min(start, limit), 0
+        self.sent = 0
+        self.stopped: str | None = None
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.stopped or self.active < self.window)
+            if self.stopped:
+                raise Stopped(self.stopped)
+            self.active += 1
+            self.sent += 1
+
+    async def __aexit__(self, *exc) -> None:
+        async with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def answered(self, result: dict) -> None:
+        if result.get("fatal_status") and not self.stopped:
+            self.stopped = result["error"]
+        elif result["status"] == "ok":
+            self.window = min(self.limit, self.window + 1)
+
+
+class Stopped(Exception):
+    """Raised to a call waiting at a `Gate` that was stopped; its message says why."""

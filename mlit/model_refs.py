@@ -13,6 +13,7 @@ reference means the same thing everywhere:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +81,55 @@ def available(spec: str) -> bool:
     return bool(spec) and (parse(spec).kind != "dir" or Path(spec).expanduser().is_dir())
 
 
+def context(path: str) -> int | None:
+    """The context length from a model's config.json, without loading weights."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.exists():
+        return None
+    cfg = json.loads(cfg_file.read_text())
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(cfg.get(name), int):
+            return cfg[name]
+    return None
+
+
 def identity(spec: str) -> str:
-    """A hub id or URI as it is; a local directory as a hash of its files (names, sizes, and the
-    contents of files up to 64 MiB), so a model key follows the weights, not the path."""
+    """What a model key takes for a base model: a local directory as the sha256 of its files
+    (names and contents: weights, tokenizer, chat template), so a key follows the weights, not
+    the path; a hub id at its revision (``org/name@<commit>``) when the revision can be known (the
+    hub's API, else the local hub cache), else as it is; a URI as it is."""
+    from mlit.integrity import cached_digest
+
     path = Path(spec).expanduser()
     if not path.is_dir():
-        return spec
+        return _hub_identity(spec) if parse(spec).kind == "hub" else spec
     digest = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
         if rel.startswith(".") or rel in MARKERS:
             continue
-        digest.update(f"{rel}:{f.stat().st_size}".encode())
-        if f.stat().st_size <= 64 * 2**20:  # hash small files whole; big shards by name and size
-            digest.update(f.read_bytes())
+        # Every file whole: a same-size change to a weight shard is a new base. Big shards are
+        # hashed once per (size, mtime) and remembered, so planning stays fast.
+        digest.update(f"{rel}:{f.stat().st_size}:{cached_digest(f)}".encode())
     return f"dir:{digest.hexdigest()[:16]}"
+
+
+def _hub_identity(spec: str) -> str:
+    """``org/name@<commit>``: the revision the hub serves now (online), else the one the local
+    hub cache holds (offline); the bare id when neither can be known."""
+    import os
+
+    revision = None
+    if not os.environ.get("HF_HUB_OFFLINE"):
+        try:
+            from huggingface_hub import HfApi
+
+            revision = HfApi().model_info(spec, timeout=10).sha
+        except Exception:  # offline, private, rate limited: fall back to the cache
+            revision = None
+    if revision is None:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"models--{spec.replace('/', '--')}" / "refs" / "main"
+        revision = ref.read_text().strip() if ref.is_file() else None
+    return f"{spec}@{revision}" if revision else spec

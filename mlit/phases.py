@@ -254,7 +254,7 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
         engine=engine,
         lanes=serve.lanes,
     )
-    gens = generate.generate(tasks, client, store, plan.sampling, run.file("generations.parquet"))
+    gens = generate.generate(tasks, client, store, plan.sampling, run.saver("generations"))
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())
     first = gens.filter(pl.col("status") == "error")["error"][0] if errors else None
@@ -314,7 +314,7 @@ def judge_answers(
     ]
     if uncached and plan.judge.self_hosted:
         j = replace(j, api_base=f"{serve.url()}/v1")
-    judgments = judge.judge_pairs(pairs, j, store, run.file("judgments.parquet"))
+    judgments = judge.judge_pairs(pairs, j, store, run.saver("judgments"))
     asked = [(~judgments[f"cached_{i}"].fill_null(True)) for i in (1, 2)]
     failed = [
         asked[i - 1] & judgments[f"parse_{i}"].is_in(["error", "unparseable"]) for i in (1, 2)

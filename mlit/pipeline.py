@@ -29,7 +29,7 @@ from mlit.config import DEMO_NOTE, SweepConfig
 from mlit.plan import PLACEHOLDER_BASE, Plan, prepare
 from mlit.report import build, shares_for
 from mlit.report import rebuild as report
-from mlit.run_folder import RunFolder
+from mlit.run_folder import RunFolder, new_run_id
 from mlit.store import Store, default_root
 
 __all__ = [
@@ -91,7 +91,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
 
     checks.preflight(plan, store)  # nothing is written and nothing started until this passes
-    run = RunFolder(cfg.run_dir())
+    run = RunFolder(cfg.run_dir(), new_run_id())
     if cfg.is_demo:
         console.say(DEMO_NOTE)
     manifests = {m.name: {**m.manifest(), "model_key": plan.key_of[m.name]} for m in plan.mixtures}

@@ -23,7 +23,7 @@ from mlit.config import SweepConfig
 from mlit.experiments import Experiment
 from mlit.generate import SamplingParams, Task
 from mlit.hyperparameters import TrainConfig
-from mlit.identity import ModelJob, model_key, plan_jobs
+from mlit.identity import ModelJob, plan_models
 from mlit.judge import Judge, Pair
 from mlit.serving import engine_choice
 
@@ -282,11 +282,10 @@ def prepare(cfg: SweepConfig, base_model: str | None = None) -> Plan:
 def _models(exp: Experiment, built, frame, base: str, tc: TrainConfig):
     """(served name -> model key, one job per distinct model) on a base model."""
     base_id = model_refs.identity(base)
-    key_of = {m.name: model_key(base_id, m, tc) for m in built}
+    key_of, jobs = plan_models(base, built, frame, tc, base_id)
     if exp.scores_against_base:
         key_of[experiments.BASE] = base_id
-    jobs = tuple(plan_jobs(base, built, frame, tc, base_id)) if frame is not None else ()
-    return key_of, jobs
+    return key_of, tuple(jobs)
 
 
 def _engine(cfg) -> str:

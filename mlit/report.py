@@ -67,8 +67,10 @@ def build(
 
 
 def rebuild(run_dir: str | Path) -> pl.DataFrame:
-    """Every table and figure of a run, rebuilt from its files alone."""
-    run = RunFolder(Path(run_dir))
+    """Every table and figure of a run, rebuilt from its files alone; a folder whose files come
+    from different runs is refused (`RunFolder.check_one_run`)."""
+    run = RunFolder.open(Path(run_dir))
+    run.check_one_run()
     cfg = run.config()
     exp = experiment(cfg)
     judgments = run.frame("judgments")

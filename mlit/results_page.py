@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 
 from mlit import experiments
+from mlit.atomic import atomic_write
 from mlit.config import DEMO_NOTE
 from mlit.run_folder import RunFolder
-from mlit.store import atomic_write
 
 PAGE = "report.html"
 

@@ -4,7 +4,10 @@ report.html (`mlit.results_page`) are rebuilt from those records alone; the gene
 phases write their Parquet tables as they go, at the paths `RunFolder.file` gives.
 
 A run folder describes itself: `mlit report RUN_DIR` rebuilds scores, tables and figures from it
-alone (no dataset, no store), and `mlit serve RUN_DIR` serves its models.
+alone (no dataset, no store), and `mlit serve RUN_DIR` serves its models. Every record carries the
+id of the run that wrote it (``_run_id`` in JSON files, ``mlit_run_id`` in Parquet metadata), so a
+folder holding files of two runs (a rerun into the same folder, stopped half-way) is refused by
+`RunFolder.check_one_run` instead of mixing one run's judge with another's verdicts.
 
     run.json                resolved config, provenance (git sha, versions), per-phase summary
     mixtures/<name>.json    manifest of every mixture (baselines included) with its model key
@@ -24,14 +27,19 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import polars as pl
 
+from mlit.atomic import atomic_write, write_parquet
 from mlit.config import SweepConfig
-from mlit.store import atomic_write, write_parquet
+
+RUN_ID = "_run_id"  # in every JSON record of a run folder
+PARQUET_RUN_ID = "mlit_run_id"  # in every Parquet table's key-value metadata
+RECORDS = ("models.json", "shares.json", "train", "generations", "judgments", "scores")
 
 VERSIONED = ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars")
 
@@ -100,12 +108,63 @@ def _dump(obj) -> str:
     return json.dumps(obj, indent=1, ensure_ascii=False, default=str)
 
 
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass(frozen=True)
 class RunFolder:
+    """A run folder. ``run_id``: the run that writes it (a sweep under way, or `open`ed from its
+    run.json to rebuild it); every file written is stamped with it."""
+
     path: Path
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        """An existing run folder, to read and rebuild: its id from run.json."""
+        folder = cls(Path(path))
+        return cls(folder.path, folder.meta().get(RUN_ID))
+
+    def run_ids(self) -> dict[str, str | None]:
+        """file -> the id of the run that wrote it (None: written before mlit kept ids)."""
+        found: dict[str, str | None] = {}
+        names = [n for n in RECORDS if n.endswith(".json")]
+        names += [str(p.relative_to(self.path)) for p in sorted(self.path.glob("mixtures/*.json"))]
+        for name in names:
+            if (self.path / name).exists():
+                found[name] = self._read_json(name).get(RUN_ID)
+        for name in (n for n in RECORDS if not n.endswith(".json")):
+            path = self.path / f"{name}.parquet"
+            if path.exists():
+                try:
+                    meta = pl.read_parquet_metadata(path)
+                except Exception as err:  # polars raises several kinds on a damaged file
+                    raise RunFolderError(
+                        f"{path} is damaged ({err}); rerun the sweep to rewrite it"
+                    ) from err
+                found[path.name] = meta.get(PARQUET_RUN_ID)
+        return found
+
+    def check_one_run(self) -> str | None:
+        """Raise `RunFolderError` naming the files another run wrote than run.json's; returns
+        the run's id. A folder written before mlit kept ids (none anywhere) passes."""
+        run_id = self.meta().get(RUN_ID)
+        ids = self.run_ids()
+        if run_id is None and not any(ids.values()):
+            return None
+        other = sorted(name for name, i in ids.items() if i != run_id)
+        if other:
+            raise RunFolderError(
+                f"{self.path} mixes runs: {', '.join(other[:6])} "
+                f"{'was' if len(other) == 1 else 'were'} not written by the run in run.json "
+                f"({run_id or 'no id'}; a rerun into this folder stopped before it rewrote "
+                "them?). Rerun the sweep to finish it, or pick another --output"
+            )
+        return run_id
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -124,8 +183,9 @@ class RunFolder:
 
     # ---- JSON files ----------------------------------------------------------------------
 
-    def _write_json(self, name: str, obj) -> Path:
-        return atomic_write(self.path / name, _dump(obj))
+    def _write_json(self, name: str, obj: dict) -> Path:
+        stamped = {RUN_ID: self.run_id, **obj} if self.run_id else obj
+        return atomic_write(self.path / name, _dump(stamped))
 
     def _read_json(self, name: str, hint: str = "") -> dict:
         path = self.path / name
@@ -146,6 +206,7 @@ class RunFolder:
         record = RunRecord(
             self,
             {
+                RUN_ID: self.run_id,
                 "config": cfg.to_dict(),
                 "experiment": experiment,
                 "provenance": provenance(),
@@ -173,7 +234,8 @@ class RunFolder:
 
     def models(self) -> dict[str, dict]:
         """Served name -> {path, model_key, mixture, ...}."""
-        return self._read_json("models.json", " (is this a run folder of mlit?)")
+        raw = self._read_json("models.json", " (is this a run folder of mlit?)")
+        return {name: entry for name, entry in raw.items() if name != RUN_ID}
 
     def write_shares(self, shares: dict[str, float], source: str) -> None:
         self._write_json("shares.json", {"source": source, "shares": shares})
@@ -188,7 +250,13 @@ class RunFolder:
     # ---- Parquet tables ------------------------------------------------------------------
 
     def write_frame(self, name: str, frame: pl.DataFrame) -> Path:
-        return write_parquet(frame, self.path / f"{name}.parquet")
+        stamp = {PARQUET_RUN_ID: self.run_id} if self.run_id else None
+        return write_parquet(frame, self.path / f"{name}.parquet", stamp)
+
+    def saver(self, name: str):
+        """A function that writes a table of this run under ``name`` (the generation and judge
+        phases hand it their tables as they grow)."""
+        return lambda frame: self.write_frame(name, frame)
 
     def has_frame(self, name: str) -> bool:
         return (self.path / f"{name}.parquet").exists()

@@ -16,6 +16,7 @@ its ``_COMPLETE.json`` marker exists, and the marker is uploaded after every oth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,8 +24,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlit.atomic import atomic_dir, atomic_write
+from mlit.console import describe_os_error
 from mlit.integrity import (
     COMPLETE,
+    RECORD_KEY,
     RECORD_SHA,
     check_record,
     digest,
@@ -38,46 +42,6 @@ def content_key(*parts: object) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
-
-
-def atomic_write(path: str | Path, payload: bytes | str) -> Path:
-    """Write a local file so that a reader sees the old content or the new, never a part: a
-    temporary file beside it, then a rename. The store's records, the run folder's JSON and
-    Parquet files, datasets and the results page go through here; the tables and figures (rebuilt
-    from the run folder at will), the human kits and the log files are written in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(payload.encode("utf-8") if isinstance(payload, str) else payload)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_dir(build, out: Path) -> Path:
-    """Build a folder under a temporary name with ``build(tmp)``, then rename it to ``out``: a
-    half-built folder (a crash, Ctrl-C) is never taken for a finished one."""
-    import shutil
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        build(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def write_parquet(frame, path: str | Path) -> Path:
-    """A Polars frame as Parquet, atomically."""
-    import io
-
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer)
-    return atomic_write(path, buffer.getvalue())
 
 
 def download_root() -> Path:
@@ -123,6 +87,7 @@ class Verification:
     models: int
     records: int
     damaged: tuple[str, ...]
+    unrepaired: tuple[str, ...] = ()  # with ``repair``: entries that could not be deleted, and why
 
 
 @dataclass(frozen=True)
@@ -161,20 +126,23 @@ class Store:
             if self._fs.get_file_info(path).type == fs.FileType.NotFound:
                 return None
             raise
-        problem, doc = check_record(raw)
+        problem, doc = check_record(raw, key)
         if problem:
             report_damage(path, problem)
             return None
         return doc
 
     def put(self, kind: str, key: str, value: dict) -> None:
+        """File ``value`` under ``key``. The record carries its key (so a record moved or copied
+        under another key is damage, not another input's result) and the sha256 of both."""
         path = self._record_path(kind, key)
-        doc = {**value, RECORD_SHA: digest(value)}
+        doc = {**value, RECORD_KEY: key}
+        doc[RECORD_SHA] = digest(doc)
         self._write_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
 
     def record_problem(self, kind: str, key: str) -> str | None:
         with self._fs.open_input_stream(self._record_path(kind, key)) as fh:
-            return check_record(fh.read())[0]
+            return check_record(fh.read(), key)[0]
 
     def delete_record(self, kind: str, key: str) -> None:
         self._fs.delete_file(self._record_path(kind, key))
@@ -275,59 +243,119 @@ class Store:
         )
 
     def publish_model(self, local_dir: str | Path, key: str, info: dict) -> str:
-        """Copy a finished local model folder into the store under ``key``; returns its URI."""
+        """Copy a finished local model folder into the store under ``key``; returns its URI.
+
+        A model already complete under ``key`` is kept as it is (another sweep on this store
+        published the same inputs first, and may be serving it): a folder is never replaced
+        while it may be in use. A copy that fails (a full disk) is removed before the error
+        goes on, so no half-copied folder stays behind."""
         from pyarrow import fs
 
         local_dir = Path(local_dir)
         target = self._path("models", key)
+        if self.has_model(key) and self.model_problem(key) is None:
+            return target
         info = {**info, "files": manifest(local_dir)}
+        marker = json.dumps(info, ensure_ascii=False).encode()
         if self.is_local:
             import shutil
 
             staging = f"{target}.{uuid.uuid4().hex}.tmp"
-            shutil.copytree(local_dir, staging)
-            with self._fs.open_output_stream(f"{staging}/{COMPLETE}") as fh:
-                fh.write(json.dumps(info, ensure_ascii=False).encode())
-            if Path(target).exists():  # an earlier, unfinished attempt
-                self._fs.delete_dir(target)
-            os.replace(staging, target)
+            try:
+                shutil.copytree(local_dir, staging)
+                with self._fs.open_output_stream(f"{staging}/{COMPLETE}") as fh:
+                    fh.write(marker)
+                if Path(target).exists():  # damaged or unfinished: nobody can be serving it
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         else:
             if self._fs.get_file_info(target).type != fs.FileType.NotFound:
                 self._fs.delete_dir(target)  # leftovers of an attempt that never completed
-            self._fs.create_dir(target, recursive=True)
-            fs.copy_files(
-                str(local_dir),
-                target,
-                source_filesystem=fs.LocalFileSystem(),
-                destination_filesystem=self._fs,
-            )
-            with self._fs.open_output_stream(f"{target}/{COMPLETE}") as fh:
-                fh.write(json.dumps(info, ensure_ascii=False).encode())
+            try:
+                self._fs.create_dir(target, recursive=True)
+                fs.copy_files(
+                    str(local_dir),
+                    target,
+                    source_filesystem=fs.LocalFileSystem(),
+                    destination_filesystem=self._fs,
+                )
+                with self._fs.open_output_stream(f"{target}/{COMPLETE}") as fh:
+                    fh.write(marker)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._fs.delete_dir(target)
+                raise
         return target
 
     # ---- checking the whole store ---------------------------------------------------------
 
-    def verify(self, repair: bool = False) -> Verification:
-        """Every model (sha256 of each file against its marker) and record (sha256 of its
-        content) checked; with ``repair``, each damaged entry deleted, so the next run redoes it."""
-        models = self.model_keys()
-        damaged = []
-        for key in models:
-            problem = self.model_problem(key, full=True)
+    def model_folders(self) -> list[str]:
+        """Every folder under models/, finished or not (verify reports the unfinished)."""
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self._path("models"), allow_not_found=True)
+        return sorted(
+            Path(i.path).name
+            for i in self._fs.get_file_info(selector)
+            if i.type == fs.FileType.Directory
+        )
+
+    def check_models(self, keys, workers: int = 8) -> dict[str, str]:
+        """key -> problem for the stored models among ``keys`` whose files do not match their
+        manifest (sha256 of every file), checked concurrently: what the training phase asks once
+        per run before it skips a model. Damage is reported with the model's path."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        present = [k for k in keys if self.has_model(k)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            checked = pool.map(lambda k: self.model_problem(k, True), present)
+            problems = dict(zip(present, checked, strict=True))
+        for key, problem in problems.items():
             if problem:
-                damaged.append(f"model {key}: {problem}")
-                if repair:
-                    self.delete_model(key)
+                report_damage(self.model_uri(key), problem)
+        return {k: p for k, p in problems.items() if p}
+
+    def verify(self, repair: bool = False) -> Verification:
+        """Every model (sha256 of each file against its marker; folders without a marker and
+        half-copied ones too) and record (sha256 of its content, and the key it was made for)
+        checked; with ``repair``, each damaged entry deleted, so the next run redoes it. What
+        cannot be deleted (a read-only store) is reported in ``unrepaired``, with the reason."""
+        damaged, unrepaired = [], []
+
+        def found(entry: str, delete) -> None:
+            damaged.append(entry)
+            if repair:
+                try:
+                    delete()
+                except OSError as err:
+                    unrepaired.append(f"{entry}: could not delete ({describe_os_error(err)})")
+
+        folders = self.model_folders()
+        for name in folders:
+            path = self._path("models", name)
+            if name.endswith(".tmp"):
+                problem = "a half-copied model folder (an interrupted copy)"
+            elif not self.has_model(name):
+                problem = f"a model folder without its {COMPLETE} marker (an unfinished copy)"
+            else:
+                problem = self.model_problem(name, full=True)
+            if problem:
+                found(f"model {path}: {problem}", lambda p=path: self._fs.delete_dir(p))
         records = 0
         for kind in self.record_kinds():
             for key in self.keys(kind):
                 records += 1
                 problem = self.record_problem(kind, key)
                 if problem:
-                    damaged.append(f"{kind} {key}: {problem}")
-                    if repair:
-                        self.delete_record(kind, key)
-        return Verification(len(models), records, tuple(damaged))
+                    found(
+                        f"{kind} {key}: {problem}",
+                        lambda k=kind, key=key: self.delete_record(k, key),
+                    )
+        models = sum(not n.endswith(".tmp") for n in folders)
+        return Verification(models, records, tuple(damaged), tuple(unrepaired))
 
     def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
         """A local directory holding the model: the store folder itself, or a downloaded copy."""

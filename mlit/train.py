@@ -33,8 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mlit import chat, decoding, model_refs, rouge
+from mlit.atomic import atomic_dir
 from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
-from mlit.store import atomic_dir
 
 Example = tuple[str, str]  # (instruction, response)
 METADATA = "mlit_model.json"

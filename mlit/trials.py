@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mlit import console, leases
 from mlit.compute import Compute, ResourceError
 from mlit.identity import ModelJob
 from mlit.store import Store, filesystem
@@ -103,13 +104,38 @@ def train_phase(
     compute: Compute,
     experiment_name: str = "mlit",
 ) -> PhaseResult:
-    """Train every job whose model is not in the store, as Tune trials; return the result table."""
-    # valid_model checks each stored model against the sizes in its marker: a damaged one is
-    # reported and trained again (publishing replaces it).
-    todo = [j for j in jobs if not store.valid_model(j.key)]
+    """Train every job whose model is not in the store, as Tune trials; return the result table.
+
+    Stored models are verified first (sha256 of every file, once per run, concurrently): a
+    damaged one is reported with its path and trained again. Each model is trained under its
+    key's lease (`mlit.leases`): a model another sweep on this store is training is waited for
+    and then reused, not trained twice."""
+    keys = [j.key for j in jobs]
+    damaged = store.check_models(keys)
+    todo = [j for j in jobs if j.key in damaged or not store.has_model(j.key)]
+    launched: list[ModelJob] = []
     failed: list[str] = []
-    if todo:
-        failed = _run_tune(todo, store, compute, experiment_name)
+    with leases.Leases(store) as held:
+        pending = list(todo)
+        while pending:
+            mine = [j for j in pending if held.acquire(j.key)]
+            for j in mine:
+                if j.key in damaged and store.has_model(j.key):
+                    store.delete_model(j.key)  # under its lease: nobody else publishes it now
+            build = [j for j in mine if not store.has_model(j.key)]
+            if build:
+                failed += _run_tune(build, store, compute, experiment_name)
+                launched += build
+            for j in mine:
+                held.release(j.key)
+            pending = [j for j in pending if j not in mine and not store.has_model(j.key)]
+            if pending:
+                console.say(
+                    f"[train] waiting for {len(pending)} model(s) another sweep on this store "
+                    f"is training ({', '.join(j.name for j in pending[:4])}); they are reused"
+                )
+                held.wait_for([j.key for j in pending], store.has_model)
+                pending = [j for j in pending if not store.has_model(j.key)]
     rows = []
     for job in jobs:
         info = store.model_info(job.key) or {}
@@ -123,11 +149,11 @@ def train_phase(
                 "effective_batch": info.get("effective_batch"),
                 "dropout_settings": ",".join(info.get("dropout_settings") or []) or None,
                 "status": (
-                    "failed" if job.key in failed else "trained" if job in todo else "stored"
+                    "failed" if job.key in failed else "trained" if job in launched else "stored"
                 ),
             }
         )
-    return PhaseResult(tuple(rows), tuple(j.key for j in todo), tuple(failed))
+    return PhaseResult(tuple(rows), tuple(j.key for j in launched), tuple(failed))
 
 
 def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -> list[str]:
@@ -168,7 +194,8 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
             trial_dirname_creator=lambda t: f"{names[t.config['group']]}-{t.config['group']}",
         ),
         run_config=tune.RunConfig(
-            name=f"{name}-train-{int(time.time())}",
+            # Unique even for two sweeps started in the same second on one storage path.
+            name=f"{name}-train-{int(time.time())}-{os.getpid()}",
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             failure_config=tune.FailureConfig(max_failures=compute.max_failures),

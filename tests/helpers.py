@@ -11,6 +11,20 @@ from mlit.generate import Task
 from mlit.store import filesystem
 
 
+def sweep_config(tmp_path, **values):
+    """A small language_count sweep (fi, en, cs) writing under ``tmp_path``: the shape the
+    failure tests give a sweep before they change one thing."""
+    from mlit.config import SweepConfig
+
+    base = dict(
+        experiment="language_count",
+        languages=("fi", "en", "cs"),
+        output=str(tmp_path / "run"),
+        store=str(tmp_path / "store"),
+    )
+    return SweepConfig(**{**base, **values})
+
+
 def tasks_for(
     models: dict[str, str], eval_rows: pl.DataFrame, langs: Sequence[str] | None = None
 ) -> list[Task]:

@@ -20,12 +20,17 @@ class Script:
         self.fail_first: dict[str, int] = {}  # model -> number of 429s before success
         self.garbage_first = 0  # "garbage-first": this many unparseable replies, then digits
         self.delay_s = 2.0  # "slow": seconds before each reply
+        self.refuse_after: dict[
+            str, int
+        ] = {}  # model -> calls answered before 401s (a revoked key)
         self.lock = threading.Lock()
 
     def reply(self, model: str, prompt: str) -> tuple[int, dict]:
         with self.lock:
             self.calls[model] += 1
             n = self.calls[model]
+        if model in self.refuse_after and n > self.refuse_after[model]:
+            return 401, {"error": {"message": "key revoked", "type": "auth"}}
         if n <= self.fail_first.get(model, 0):
             return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}
         if model == "translate-flaky" and "FAIL" in prompt:

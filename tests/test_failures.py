@@ -6,6 +6,7 @@ import json
 import socket
 import time
 
+import helpers
 import pytest
 
 from mlit import checks, judge, phases, pipeline
@@ -142,14 +143,7 @@ def test_store_verify_reports_and_repairs(tmp_path):
 # 7. Checks before compute ------------------------------------------------------------------------
 
 
-def _cfg(tmp_path, **kw) -> SweepConfig:
-    base = dict(
-        experiment="language_count",
-        languages=("fi", "en", "cs"),
-        output=str(tmp_path / "run"),
-        store=str(tmp_path / "store"),
-    )
-    return SweepConfig(**{**base, **kw})
+_cfg = helpers.sweep_config
 
 
 @pytest.mark.parametrize(

@@ -25,11 +25,12 @@ def test_verdicts_both_orders_cached_and_zero_calls_on_rerun(endpoint, tmp_path)
     script, url = endpoint
     store = Store(str(tmp_path / "store"))
     j = Judge("openai/good", api_base=url, retries=0)
-    first = judge.judge_pairs(pairs(), j, store, tmp_path / "judgments.parquet", progress=False)
+    saved = []
+    first = judge.judge_pairs(pairs(), j, store, saved.append, progress=False)
     assert script.calls["good"] == 6  # 3 pairs x 2 orders
     assert first["verdict"].to_list() == ["win", "loss", "win"]
     assert first["parse_1"].to_list() == ["text"] * 3
-    assert (tmp_path / "judgments.parquet").exists()
+    assert saved[0].equals(first)
     again = judge.judge_pairs(pairs(), j, store, progress=False)
     assert script.calls["good"] == 6  # zero new calls, counted at the server
     assert again["cached_1"].all() and again["verdict"].to_list() == first["verdict"].to_list()
@@ -102,13 +103,16 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
 
 def test_wrong_key_and_bad_templates_are_clear(endpoint, tmp_path, monkeypatch):
     script, url = endpoint
-    out = judge.judge_pairs(
-        pairs(1),
-        Judge("openai/bad-key", api_base=url, retries=3),
-        Store(str(tmp_path)),
-        progress=False,
-    )
-    assert "rejected the API key" in out["error"][0]
+    saved = []
+    with pytest.raises(judge.JudgeError, match=r"openai/bad-key refused a call.*rejected the API"):
+        judge.judge_pairs(
+            pairs(1),
+            Judge("openai/bad-key", api_base=url, retries=3),
+            Store(str(tmp_path)),
+            save=saved.append,
+            progress=False,
+        )
+    assert "rejected the API key" in saved[0]["error"][0]  # the table is kept
     assert script.calls["bad-key"] == 2  # one per order: authentication errors are not retried
     bad = tmp_path / "t.txt"
     bad.write_text("no placeholders")

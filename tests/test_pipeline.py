@@ -156,14 +156,16 @@ def test_a_run_killed_during_generation_resumes(
     )
 
 
-def test_a_truncated_model_is_retrained_once_and_the_sweep_completes(
+def test_a_same_size_flip_in_a_stored_model_is_healed_by_the_next_run(
     ray_session, tiny_base, tiny_judge, shared_store, tmp_path, capsys
 ):
     cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
     pipeline.run_sweep(cfg)  # everything stored (from the end-to-end test when run together)
     models = json.loads((tmp_path / "run" / "models.json").read_text())
     weights = next(Path(models["mono-cs"]["path"]).glob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped: same size, found by its sha256 only
+    weights.write_bytes(bytes(raw))
     rerun = pipeline.run_sweep(cfg)
     assert rerun.trained == 1
     assert str(weights.parent) in capsys.readouterr().err  # reported with its path
@@ -191,3 +193,107 @@ def test_a_judge_failing_mid_run_ends_non_zero_with_the_causes(
     assert meta["status"] == "failed" and meta["phases"]["judge"]["answered"] == 0
     assert (tmp_path / "run" / "judgments.parquet").exists()
     assert len(Store(shared_store).keys("verdicts")) == before
+
+
+def test_a_judge_refusing_its_key_mid_run_stops_at_once_with_rc_2(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    """The probe and three calls are answered, then 401: judging stops within a dozen calls,
+    with one line naming the judge and the status, and rc 2."""
+    from mlit import flags
+
+    script, url = endpoint
+    script.refuse_after["revoked"] = 1 + 3
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    cfg = pipeline.replace(cfg, judge="openai/revoked", judge_api_base=url, judge_model_dir=None)
+    with pytest.raises(SystemExit) as done:
+        flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+    assert done.value.code == 2
+    assert script.calls["revoked"] <= 1 + 3 + 12  # of the 64 calls the phase has
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "openai/revoked refused a call" in errors[0], errors
+    assert "rejected the API key" in errors[0]
+
+
+TWO_SWEEPS = """
+import sys, ray
+from mlit import pipeline
+from mlit.generate import SamplingParams
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+cfg = pipeline.SweepConfig(
+    experiment="language_count", base_model=sys.argv[1], judge_model_dir=sys.argv[2],
+    languages=("fi", "en", "cs"), output=sys.argv[3], store=sys.argv[4], max_steps=4, workers=1,
+    sampling=SamplingParams(max_tokens=12, seed=0), n_boot=50)
+result = pipeline.run_sweep(cfg)
+print("TRAINED", result.trained)
+"""
+
+
+@pytest.mark.slow
+def test_two_identical_sweeps_started_together_train_each_model_once(
+    tiny_base, tiny_judge, tmp_path
+):
+    """Two processes, each with its own Ray, one store: both finish, 3 models trained in all."""
+    script = tmp_path / "sweep.py"
+    script.write_text(TWO_SWEEPS)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(tiny_base),
+                str(tiny_judge),
+                str(tmp_path / r),
+                str(store),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ("run-a", "run-b")
+    ]
+    outs = [p.communicate(timeout=1500) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    trained = [int(o[0].split("TRAINED")[-1].split()[0]) for o in outs]
+    assert sum(trained) == 3, trained
+    assert len(Store(str(store)).model_keys()) == 3
+
+
+@pytest.mark.slow
+def test_changed_training_text_retrains_exactly_the_changed_models(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, sample
+):
+    from mlit import data
+
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    pipeline.run_sweep(cfg)  # everything stored
+    changed = sample.with_columns(
+        response=pl.when((pl.col("split") == "train") & (pl.col("lang") == "cs"))
+        .then(pl.lit("I do not know."))
+        .otherwise(pl.col("response"))
+    )
+    path = data.save(changed, tmp_path / "changed.jsonl")
+    dry = pipeline.plan_sweep(pipeline.replace(cfg, data=str(path)))
+    assert "models to train: 1 new, 2 stored" in pipeline.describe(dry, Store(shared_store))
+    rerun = pipeline.run_sweep(pipeline.replace(cfg, data=str(path)))
+    assert rerun.trained == 1  # mono-cs: the only mixture with cs training rows
+
+
+@pytest.mark.slow
+def test_a_sweep_fails_on_a_full_disk_then_completes_once_space_is_freed(
+    ray_session, tiny_base, tiny_judge, tmp_path
+):
+    from test_store_truth import _fill, _tmpfs
+
+    from mlit import flags
+
+    with _tmpfs(tmp_path / "disk", "64m") as disk:
+        filler = _fill(disk)
+        cfg = _config(tiny_base, tiny_judge, str(disk / "store"), disk / "run")
+        with pytest.raises(SystemExit) as done:
+            flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+        assert done.value.code == 2
+        filler.unlink()
+        result = pipeline.run_sweep(cfg)
+        assert result.trained == 3 and result.main_table is not None

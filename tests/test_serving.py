@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from mlit import generate
+from mlit.run_folder import RunFolder
 from mlit.serving import app as serving
 from mlit.store import Store
 
@@ -22,11 +23,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _damaged_copy(tiny_base, folder):
+    """A stored-model copy of the tiny base (with its sha256 marker), one weight byte flipped."""
+    import shutil
+
+    from mlit.integrity import COMPLETE, manifest
+
+    shutil.copytree(tiny_base, folder)
+    (folder / COMPLETE).write_text(json.dumps({"files": manifest(folder)}))
+    weights = next(folder.glob("*.safetensors"))
+    raw = bytearray(weights.read_bytes())
+    raw[100] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    return folder
+
+
 @pytest.fixture(scope="module")
-def server(ray_session, tiny_base):
+def server(ray_session, tiny_base, tmp_path_factory):
     from ray import serve
 
     models = {name: str(tiny_base) for name in ("tiny-a", "tiny-b", "tiny-c")}
+    models["tiny-damaged"] = str(_damaged_copy(tiny_base, tmp_path_factory.mktemp("d") / "m"))
     cfg = serving.ServeConfig(
         models=models,
         port=_free_port(),
@@ -242,6 +259,23 @@ def test_three_models_on_one_replica_with_an_lru_of_two(server):
     assert loads["tiny-c"] >= 1 and loads["tiny-a"] >= 2
 
 
+def test_a_model_that_cannot_load_is_named_once_and_never_reloaded_per_request(
+    server, sample, tmp_path, capsys
+):
+    first = _chat(server, model="tiny-damaged")
+    assert first.status_code == 424
+    message = first.json()["error"]["message"]
+    assert "'tiny-damaged' cannot be loaded" in message and "sha256" in message
+    assert str(tmp_path) not in message  # no server path in the body
+    client = generate.Client(server, api_key=KEY, concurrency=4)
+    evals = sample.filter(sample["example_id"].is_in(["sample-eval-01", "sample-eval-02"]))
+    tasks = helpers.tasks_for({"tiny-damaged": "key-d"}, evals, ["en", "fi", "cs"])
+    out = generate.generate(tasks, client, Store(str(tmp_path)), progress=False)
+    assert out["status"].to_list() == ["error"] * 6
+    assert capsys.readouterr().err.count("'tiny-damaged' cannot be loaded") == 1
+    assert _stats(server)["failed_loads"]["tiny-damaged"] == 1  # one load tried, not 7
+
+
 def test_concurrent_requests_are_batched_and_keep_their_own_seeds(server):
     async def many():
         async with httpx.AsyncClient(timeout=60) as http:
@@ -281,13 +315,15 @@ def test_generation_resume_sends_zero_requests_and_never_caches_errors(server, s
     evals = sample.filter(sample["example_id"].is_in(["sample-eval-01", "sample-eval-02"]))
     tasks = helpers.tasks_for({"tiny-a": "key-a", "tiny-b": "key-b"}, evals, ["en", "fi"])
     params = generate.SamplingParams(max_tokens=8)
-    out = tmp_path / "generations.parquet"
+    out = RunFolder(tmp_path, "run-1")
     before = sum(_stats(server)["requests"].values())
-    first = generate.generate(tasks, client, store, params, out, progress=False)
+    first = generate.generate(
+        tasks, client, store, params, out.saver("generations"), progress=False
+    )
     sent = sum(_stats(server)["requests"].values()) - before
     assert sent == len(tasks) == 8 and first["status"].to_list() == ["ok"] * 8
-    assert out.exists() and generate.pl.read_parquet(out).height == 8
-    second = generate.generate(tasks, client, store, params, out, progress=False)
+    assert out.frame("generations").height == 8 and out.run_ids()["generations.parquet"] == "run-1"
+    second = generate.generate(tasks, client, store, params, progress=False)
     assert sum(_stats(server)["requests"].values()) - before == sent  # zero new requests
     assert second["cached"].all() and second["response"].to_list() == first["response"].to_list()
 

@@ -105,6 +105,20 @@ def test_models_publish_atomically_list_read_and_resume(s3, tmp_path):
     assert {"config.json", "weights.bin", COMPLETE} <= listed
 
 
+def test_leases_on_s3_are_conditional_writes(s3, monkeypatch):
+    from mlit import leases
+
+    store = Store(f"{s3}/leased")
+    with leases.Leases(store) as first, leases.Leases(store) as second:
+        assert first.acquire("k1")
+        assert not second.acquire("k1") and second.held_elsewhere("k1")  # If-None-Match refused
+        first.release("k1")
+        assert second.acquire("k1")
+        monkeypatch.setattr(leases, "TTL_S", 1.0)
+        time.sleep(1.5)  # the holder "died": it stopped renewing
+        assert first.acquire("k1")
+
+
 def test_tune_storage_on_s3(s3, ray_session):
     from ray import tune
 

@@ -20,7 +20,7 @@ CFG = TrainConfig.demo(
 def _jobs(base, sample, recipes, cfg=CFG):
     ids = data.train_ids(sample)
     built = [mixtures.build(r, ids, seed=0) for r in recipes]
-    return identity.plan_jobs(str(base), built, sample, cfg)
+    return identity.plan_models(str(base), built, sample, cfg)[1]
 
 
 def _loads_and_generates(path):
@@ -85,7 +85,7 @@ ids = data.train_ids(sample)
 built = [mixtures.build(mixtures.monolingual(l), ids, seed=1) for l in ("it", "es")]
 cfg = TrainConfig.demo(max_steps=int(sys.argv[4]), eval_every=2, dev_max_new_tokens=6,
                        batch_size=8, per_device_batch_size=4)
-jobs = identity.plan_jobs(sys.argv[2], built, sample, cfg)
+jobs = identity.plan_models(sys.argv[2], built, sample, cfg)[1]
 # One trial at a time: the test kills the sweep after the first model, while the second trains
 # (two trials side by side can finish within one poll of each other).
 trials.train_phase(jobs, Store(sys.argv[3]), trials.Compute(workers=1, max_concurrent=1), "kill")
@@ -119,7 +119,7 @@ def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sampl
     cfg = TrainConfig.demo(
         max_steps=30, eval_every=2, dev_max_new_tokens=6, batch_size=8, per_device_batch_size=4
     )
-    jobs = identity.plan_jobs(str(tiny_base), built, sample, cfg)
+    jobs = identity.plan_models(str(tiny_base), built, sample, cfg)[1]
     rerun = trials.train_phase(jobs, store, trials.Compute(workers=1), "resume")
     assert len(rerun.launched) == 1 and rerun.launched[0] not in finished
     assert len(store.model_keys()) == 2

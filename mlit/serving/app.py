@@ -19,7 +19,6 @@ keeps only its SHA-256.
 No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.
 """
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -80,18 +79,6 @@ def shards_for(gpus_per_replica: float, cluster_gpus: float, models: int) -> int
     return max(1, min(models, int(cluster_gpus // gpus_per_replica)))
 
 
-def model_context(path: str) -> int | None:
-    """The context length from a model's config.json, without loading weights."""
-    cfg_file = Path(path) / "config.json"
-    if not cfg_file.exists():
-        return None
-    cfg = json.loads(cfg_file.read_text())
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(cfg.get(name), int):
-            return cfg[name]
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # Building and starting the app
 
@@ -140,7 +127,7 @@ def build_app(cfg: ServeConfig):
                 {n: lora for n, lora in loras.items() if n in mine},
             )
         )
-    contexts = {name: model_context(here) for name, here in dirs.items()}
+    contexts = {name: model_refs.context(here) for name, here in dirs.items()}
     return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
         servers, shard, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
     )

@@ -269,15 +269,18 @@ class Gateway:
         shards = await asyncio.gather(*(s.stats.remote() for s in self.servers))
         loads: Counter[str] = Counter()
         starts: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
         for one in shards:
             loads.update(one["loads"])
             starts.update(one.get("starts", {}))
+            failed.update(one.get("failed_loads", {}))
         return {
             **({"engine_starts": dict(starts)} if starts else {}),
             "requests": dict(self.requests),
             "engine": shards[0]["engine"],
             "shards": len(shards),
             "loads": dict(loads),
+            "failed_loads": dict(failed),
             "loads_by_shard": [one["loads"] for one in shards],
             "batch_sizes": [n for one in shards for n in one["batch_sizes"]],
         }

@@ -9,6 +9,7 @@ depends on it.
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from contextlib import aclosing
@@ -49,6 +50,8 @@ class ModelServer:
     ):
         self._paths = dict(models)
         self.loads: Counter[str] = Counter()
+        self.failed_loads: Counter[str] = Counter()
+        self._unloadable: dict[str, tuple[float, str]] = {}  # name -> (when, why)
         self.engine = registry.create(kind, list(models), max_models, max_batch, loras or {})
 
         async def load(model_id: str):
@@ -61,9 +64,10 @@ class ModelServer:
         path = local_dir(self._paths[name])
         problem = verify_dir(path)  # a model is checked against its sha256s when it is loaded
         if problem:
-            raise ValueError(
-                f"model {name!r} at {path} is damaged: {problem}; rerun the sweep "
-                "to train it again (or `mlit store verify --repair`)"
+            logger.error("model %r at %s is damaged: %s", name, path, problem)
+            raise _Unloadable(
+                f"model {name!r} cannot be loaded: it is damaged ({problem}); a sweep retrains "
+                "it on its next run (or `mlit store verify --repair` removes it)"
             )
         loaded = self.engine.load(name, path)
         self.loads[name] += 1
@@ -83,10 +87,24 @@ class ModelServer:
 
     async def _events(self, item: dict):
         model_id = serve.get_multiplexed_model_id()
+        # A model that failed to load is not tried again for a while: its requests fail at once
+        # (424, with the reason) instead of each one reloading it.
+        failed = self._unloadable.get(model_id)
+        if failed and time.monotonic() - failed[0] < RELOAD_AFTER_S:
+            yield _error(424, failed[1])
+            return
         try:
             loaded = await self._get_model(model_id)
-        except Exception:  # a broken model folder must not take the replica down
-            yield _internal_error(f"model {model_id!r} failed to load")
+        except _Unloadable as err:
+            self.failed_loads[model_id] += 1
+            self._unloadable[model_id] = (time.monotonic(), str(err))
+            yield _error(424, str(err))
+            return
+        except Exception as err:  # a broken model folder must not take the replica down
+            self.failed_loads[model_id] += 1
+            reason = f"model {model_id!r} cannot be loaded ({type(err).__name__})"
+            self._unloadable[model_id] = (time.monotonic(), f"{reason}; see the server log")
+            yield _internal_error(reason, 424)
             return
         try:  # tokenizing a long prompt must not stall the replica's other requests
             job = await asyncio.to_thread(
@@ -125,16 +143,27 @@ class ModelServer:
                     yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
 
     def stats(self) -> dict:
-        return {"loads": dict(self.loads), **self.engine.stats()}
+        return {
+            "loads": dict(self.loads),
+            "failed_loads": dict(self.failed_loads),
+            **self.engine.stats(),
+        }
 
 
 def _error(status: int, message: str) -> dict:
     return {"error": {"status": status, "message": message}}
 
 
-def _internal_error(what: str) -> dict:
+def _internal_error(what: str, status: int = 500) -> dict:
     """A 500 for the client with a reference only; the traceback goes to the replica's log.
     Call it inside the ``except`` block whose exception it reports."""
     ref = uuid.uuid4().hex[:12]
     logger.exception("%s (request %s)", what, ref)
-    return _error(500, f"{what} (request {ref})")
+    return _error(status, f"{what} (request {ref})")
+
+
+class _Unloadable(Exception):
+    """A model that cannot be loaded, with a reason the client may read (no server paths)."""
+
+
+RELOAD_AFTER_S = 300.0  # how long a model that failed to load is answered 424 without a retry
