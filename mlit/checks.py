@@ -136,7 +136,11 @@ def prompts_fit(plan: Plan) -> None:
         return
     try:
         count, context = prompt_length(plan.base_model)
-    except Exception as err:  # a hub model that cannot be reached now: the server checks later
+    except (
+        OSError,
+        ValueError,
+        ImportError,
+    ) as err:  # a hub model out of reach now: the server checks later
         console.warn(
             f"[checks] the tokenizer of {plan.base_model} could not be read "
             f"({type(err).__name__}); prompt lengths are checked by the server instead"

@@ -67,7 +67,7 @@ def exit_for(error: BaseException) -> NoReturn:
             with contextlib.suppress(OSError), open(_log, "a") as log:
                 traceback.print_exception(error, file=log)
         if isinstance(error, OSError) and error.errno is not None:
-            fail(f"cannot write or read {describe_os_error(error)}", 2)
+            fail(f"I/O error: {describe_os_error(error)}", 2)
         fail(str(error) or type(error).__name__, 2)
     traceback.print_exception(error, file=_err or sys.stderr)
     fail(f"a bug in mlit ({type(error).__name__}); please report it with the traceback above", 1)

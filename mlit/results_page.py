@@ -18,7 +18,7 @@ import polars as pl
 from mlit import experiments
 from mlit.atomic import atomic_write
 from mlit.config import DEMO_NOTE
-from mlit.run_folder import RunFolder
+from mlit.run_folder import RUN_ID, RunFolder
 
 PAGE = "report.html"
 
@@ -135,6 +135,7 @@ def _protocol(meta: dict) -> str:
 def _provenance(meta: dict) -> str:
     prov = meta.get("provenance", {})
     rows = [
+        ["run id", meta.get(RUN_ID) or "none (written before mlit kept run ids)"],
         ["git commit", prov.get("git_sha") or "unknown"],
         ["command", " ".join(prov.get("command") or [])],
         ["started", prov.get("time", "")],
