@@ -49,7 +49,8 @@ def judge(plan: Plan) -> None:
         probe(j)
 
 
-PROBE_TIMEOUT_S = 12.0  # two tries and a backoff stay under 30 s
+PROBE_TIMEOUT_S = 10.0  # a try; two tries and a backoff stay under PROBE_DEADLINE_S
+PROBE_DEADLINE_S = 25.0  # a hung judge is reported within 30 s, litellm's import included
 
 
 def probe(j) -> None:
@@ -60,8 +61,19 @@ def probe(j) -> None:
     from mlit import llm
 
     endpoint = replace(j.endpoint(), timeout_s=PROBE_TIMEOUT_S, retries=1, backoff_s=0.5)
-    result = asyncio.run(llm.complete(endpoint, PROBE_PROMPT, j.max_tokens))
     where = j.api_base or j.model
+
+    async def ask() -> dict:
+        try:
+            call = llm.complete(endpoint, PROBE_PROMPT, j.max_tokens)
+            return await asyncio.wait_for(call, PROBE_DEADLINE_S)
+        except asyncio.TimeoutError:
+            return {
+                "status": "error",
+                "error": f"timed out at {where}: no reply within {PROBE_DEADLINE_S:g} s",
+            }
+
+    result = asyncio.run(ask())
     if result["status"] != "ok":
         status = result.get("fatal_status")
         answered = f"answered HTTP {status} ({llm.FATAL_STATUS[status]}): " if status else ""

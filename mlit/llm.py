@@ -72,13 +72,14 @@ def fatal_status(err: Exception) -> int | None:
     return status if status in FATAL_STATUS else None
 
 
-def describe(err: Exception, where: str) -> str:
+def describe(err: Exception, where: str, timeout_s: float = 60.0) -> str:
     import litellm
 
     if isinstance(err, litellm.AuthenticationError):
         return f"the endpoint {where} rejected the API key ({type(err).__name__})"
     if isinstance(err, asyncio.TimeoutError | litellm.Timeout):
-        return f"timed out at {where} (no reply within the timeout): {str(err)[:200]}"
+        detail = f": {str(err)[:200]}" if str(err) else ""
+        return f"timed out at {where} (no reply within {timeout_s:g} s){detail}"
     unreachable = "connection error" in str(err).lower() or "connect" in type(err).__name__.lower()
     if unreachable or isinstance(
         err, litellm.APIConnectionError | asyncio.TimeoutError | litellm.Timeout
@@ -137,7 +138,7 @@ async def complete(
                 timeout=endpoint.timeout_s,
             )
         except Exception as err:
-            last = describe(err, where)
+            last = describe(err, where, endpoint.timeout_s)
             if not retryable(err):
                 fatal = fatal_status(err)
                 break
