@@ -10,7 +10,8 @@ is an object beside the store's models, ``leases/<key>.lock``, written only if a
 
 The holder renews its leases every `RENEW_S` seconds while it trains; a lease not renewed for
 `TTL_S` seconds belongs to a process that died (a lost node, a killed job), and the next sweep
-takes it over. Other object stores (gs://), and s3:// without boto3 (``pip install mlit[s3]``),
+takes it over; a lease whose holder ran on this machine and no longer exists (``kill -9``, then a
+rerun) is taken over at once. Other object stores (gs://), and s3:// without boto3 (``pip install mlit[s3]``),
 have no lease: a warning says a shared model may then be trained twice (harmless: the first copy
 published is kept, `Store.publish_model`).
 """
@@ -58,6 +59,12 @@ class _Local:
     def age(self, key: str) -> float | None:
         try:
             return time.time() - self._file(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return self._file(key).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -114,6 +121,14 @@ class _S3:
             raise
         return time.time() - head["LastModified"].timestamp()
 
+    def read(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError:
+            return None
+
     def renew(self, key: str, body: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
 
@@ -121,6 +136,24 @@ class _S3:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     take_over = delete
+
+
+def _holder_is_gone(body: bytes | None) -> bool:
+    """Whether a lease's holder ran on this machine and its process no longer exists (a sweep
+    killed with -9 a moment ago): its lease is taken over at once, not after `TTL_S`."""
+    try:
+        holder = json.loads(body or b"{}")
+    except ValueError:
+        return False
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def _backend(store: Store):
@@ -169,7 +202,9 @@ class Leases:
         body = json.dumps({**_owner(), "since": time.time()}).encode()
         if not self._backend.create(key, body):
             age = self._backend.age(key)
-            if age is None or age < TTL_S:
+            if age is None:
+                return False
+            if age < TTL_S and not _holder_is_gone(self._backend.read(key)):
                 return False
             self._backend.take_over(key)  # its holder died without giving it back
             if not self._backend.create(key, body):
@@ -190,7 +225,7 @@ class Leases:
         if self._backend is None or key in self._held:
             return False
         age = self._backend.age(key)
-        return age is not None and age < TTL_S
+        return age is not None and age < TTL_S and not _holder_is_gone(self._backend.read(key))
 
     def wait_for(self, keys: Iterable[str], done, poll_s: float = 2.0) -> None:
         """Block until each key's lease is free or ``done(key)`` is true."""

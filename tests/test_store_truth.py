@@ -174,6 +174,20 @@ def test_a_dead_holders_lease_is_taken_over(tmp_path, monkeypatch):
         assert held.acquire("k1")
 
 
+def test_a_lease_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    import signal
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    lock = tmp_path / "leases" / "k1.lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    with leases.Leases(Store(str(tmp_path))) as held:  # fresh, but its holder is gone
+        assert not held.held_elsewhere("k1") and held.acquire("k1")
+
+
 def test_publishing_never_replaces_a_model_another_sweep_published(tmp_path):
     store = Store(str(tmp_path / "store"))
     store.publish_model(_model(tmp_path / "first"), "k", {"by": "first"})
