@@ -142,8 +142,9 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
     run.write_frame("train", result.table())
     if result.failed:
         raise TrainingFailed(
-            f"{len(result.failed)} model(s) failed to train (see the Tune logs under "
-            f"{run.ray_storage}); the others are stored and will not be retrained"
+            f"{len(result.failed)} model(s) failed to train (first: {result.first_error}; the "
+            f"Tune logs are under {run.ray_storage}); the others are stored and will not be "
+            "retrained"
         )
     trained = len(result.launched)
     bare = [

@@ -91,6 +91,7 @@ class PhaseResult:
     rows: tuple[dict, ...]  # mixture, model_key, store_path, best_dev_rouge_l, wall_time_s, status
     launched: tuple[str, ...]  # model keys trained in this call
     failed: tuple[str, ...] = ()
+    first_error: str | None = None  # the last line of the first failed trial's error
 
     def table(self):
         import polars as pl
@@ -115,6 +116,7 @@ def train_phase(
     todo = [j for j in jobs if j.key in damaged or not store.has_model(j.key)]
     launched: list[ModelJob] = []
     failed: list[str] = []
+    first_error = None
     with leases.Leases(store) as held:
         pending = list(todo)
         while pending:
@@ -124,7 +126,9 @@ def train_phase(
                     store.delete_model(j.key)  # under its lease: nobody else publishes it now
             build = [j for j in mine if not store.has_model(j.key)]
             if build:
-                failed += _run_tune(build, store, compute, experiment_name)
+                missing, errors = _run_tune(build, store, compute, experiment_name)
+                failed += missing
+                first_error = first_error or next(iter(errors), None)
                 launched += build
             for j in mine:
                 held.release(j.key)
@@ -153,10 +157,14 @@ def train_phase(
                 ),
             }
         )
-    return PhaseResult(tuple(rows), tuple(j.key for j in launched), tuple(failed))
+    launched_keys = tuple(j.key for j in launched)
+    return PhaseResult(tuple(rows), launched_keys, tuple(failed), first_error)
 
 
-def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -> list[str]:
+def _run_tune(
+    todo: list[ModelJob], store: Store, compute: Compute, name: str
+) -> tuple[list[str], list[str]]:
+    """(keys of the models that are still missing, the last line of each failed trial's error)."""
     import ray
     from ray import tune
 
@@ -206,8 +214,9 @@ def _run_tune(todo: list[ModelJob], store: Store, compute: Compute, name: str) -
     # handler, which ends the experiment quietly and leaves us to call every unfinished model
     # "failed".
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    tuner.fit()
-    return [j.key for j in todo if not store.has_model(j.key)]
+    grid = tuner.fit()
+    errors = [str(e).strip().splitlines()[-1] for e in grid.errors if str(e).strip()]
+    return [j.key for j in todo if not store.has_model(j.key)], errors
 
 
 def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: str) -> None:

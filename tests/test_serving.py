@@ -80,7 +80,7 @@ def test_openai_client_chat_completions_streaming_and_logprobs(server):
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{server}/v1", api_key=KEY)
-    assert {m.id for m in client.models.list()} == {"tiny-a", "tiny-b", "tiny-c"}
+    assert {m.id for m in client.models.list()} == {"tiny-a", "tiny-b", "tiny-c", "tiny-damaged"}
     chat = client.chat.completions.create(
         model="tiny-a",
         messages=[{"role": "user", "content": "Why is the sky blue?"}],
@@ -136,7 +136,7 @@ def test_litellm_through_api_base(server):
 
 
 def test_raw_http_and_health(server):
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "models": 3}
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "models": 4}
     r = _chat(server, temperature=0)
     assert r.status_code == 200 and r.json()["object"] == "chat.completion"
 
@@ -270,8 +270,10 @@ def test_a_model_that_cannot_load_is_named_once_and_never_reloaded_per_request(
     client = generate.Client(server, api_key=KEY, concurrency=4)
     evals = sample.filter(sample["example_id"].is_in(["sample-eval-01", "sample-eval-02"]))
     tasks = helpers.tasks_for({"tiny-damaged": "key-d"}, evals, ["en", "fi", "cs"])
-    out = generate.generate(tasks, client, Store(str(tmp_path)), progress=False)
+    params = generate.SamplingParams(max_tokens=8)
+    out = generate.generate(tasks, client, Store(str(tmp_path)), params, progress=False)
     assert out["status"].to_list() == ["error"] * 6
+    assert all("'tiny-damaged' cannot be loaded" in e for e in out["error"])
     assert capsys.readouterr().err.count("'tiny-damaged' cannot be loaded") == 1
     assert _stats(server)["failed_loads"]["tiny-damaged"] == 1  # one load tried, not 7
 
