@@ -111,14 +111,19 @@ def train_phase(
     damaged one is reported with its path and trained again. Each model is trained under its
     key's lease (`mlit.leases`): a model another sweep on this store is training is waited for
     and then reused, not trained twice."""
-    keys = [j.key for j in jobs]
-    damaged = store.check_models(keys)
-    todo = [j for j in jobs if j.key in damaged or not store.has_model(j.key)]
-    launched: list[ModelJob] = []
+    damaged = store.check_models([j.key for j in jobs])
+
+    def ready(key: str) -> bool:
+        """Stored and whole (a model found damaged counts once it was published again)."""
+        if key in damaged and store.has_model(key) and store.model_problem(key, full=True):
+            return False
+        return store.has_model(key)
+
+    launched: set[str] = set()
     failed: list[str] = []
     first_error = None
     with leases.Leases(store) as held:
-        pending = list(todo)
+        pending = [j for j in jobs if not ready(j.key)]
         while pending:
             mine = [j for j in pending if held.acquire(j.key)]
             for j in mine:
@@ -129,17 +134,18 @@ def train_phase(
                 missing, errors = _run_tune(build, store, compute, experiment_name)
                 failed += missing
                 first_error = first_error or next(iter(errors), None)
-                launched += build
+                launched |= {j.key for j in build}
             for j in mine:
                 held.release(j.key)
-            pending = [j for j in pending if j not in mine and not store.has_model(j.key)]
+            ours = {j.key for j in mine}
+            pending = [j for j in pending if j.key not in ours and not ready(j.key)]
             if pending:
                 console.say(
                     f"[train] waiting for {len(pending)} model(s) another sweep on this store "
                     f"is training ({', '.join(j.name for j in pending[:4])}); they are reused"
                 )
-                held.wait_for([j.key for j in pending], store.has_model)
-                pending = [j for j in pending if not store.has_model(j.key)]
+                held.wait_for([j.key for j in pending], ready)
+                pending = [j for j in pending if not ready(j.key)]
     rows = []
     for job in jobs:
         info = store.model_info(job.key) or {}
@@ -153,12 +159,16 @@ def train_phase(
                 "effective_batch": info.get("effective_batch"),
                 "dropout_settings": ",".join(info.get("dropout_settings") or []) or None,
                 "status": (
-                    "failed" if job.key in failed else "trained" if job in launched else "stored"
+                    "failed"
+                    if job.key in failed
+                    else "trained"
+                    if job.key in launched
+                    else "stored"
                 ),
             }
         )
-    launched_keys = tuple(j.key for j in launched)
-    return PhaseResult(tuple(rows), launched_keys, tuple(failed), first_error)
+    trained = tuple(j.key for j in jobs if j.key in launched)
+    return PhaseResult(tuple(rows), trained, tuple(failed), first_error)
 
 
 def _run_tune(
