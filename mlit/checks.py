@@ -90,7 +90,7 @@ def writable(store: Store) -> None:
         if store.get("checks", key) is None:
             raise OSError("a record written could not be read back")
     except OSError as err:
-        why = console.describe_os_error(err) if err.errno else str(err)
+        why = console.describe_os_error(err)
         raise PreflightError(f"--store {store.root}: cannot write there ({why})") from err
 
 
@@ -109,7 +109,7 @@ def writable_folder(path) -> None:
         if created:  # nothing stays in the run folder until the run starts
             folder.rmdir()
     except OSError as err:
-        why = console.describe_os_error(err) if err.errno else str(err)
+        why = console.describe_os_error(err)
         raise PreflightError(f"--output {path}: cannot write there ({why})") from err
 
 

@@ -74,9 +74,12 @@ def exit_for(error: BaseException) -> NoReturn:
 
 
 def describe_os_error(err: OSError) -> str:
-    """What an I/O failure was, in words a user acts on: no space, read-only, permission."""
+    """What an I/O failure was, in words a user acts on: no space, read-only, permission (an
+    error without an errno, such as pyarrow's, as it is)."""
     import errno
 
+    if err.errno is None:
+        return str(err)
     why = {
         errno.ENOSPC: "no space left on the device",
         errno.EDQUOT: "disk quota exceeded",

@@ -148,9 +148,13 @@ class Store:
         self._fs.delete_file(self._record_path(kind, key))
 
     def record_kinds(self) -> list[str]:
+        return self._subfolders("records")
+
+    def _subfolders(self, *parts: str) -> list[str]:
+        """The names of the folders directly under ``parts``, sorted."""
         from pyarrow import fs
 
-        selector = fs.FileSelector(self._path("records"), allow_not_found=True)
+        selector = fs.FileSelector(self._path(*parts), allow_not_found=True)
         return sorted(
             Path(i.path).name
             for i in self._fs.get_file_info(selector)
@@ -233,14 +237,8 @@ class Store:
             return json.loads(fh.read().decode("utf-8"))
 
     def model_keys(self) -> list[str]:
-        from pyarrow import fs
-
-        selector = fs.FileSelector(self._path("models"), allow_not_found=True)
-        return sorted(
-            Path(i.path).name
-            for i in self._fs.get_file_info(selector)
-            if i.type == fs.FileType.Directory and self.has_model(Path(i.path).name)
-        )
+        """The keys of the complete models (their marker written)."""
+        return [name for name in self.model_folders() if self.has_model(name)]
 
     def publish_model(self, local_dir: str | Path, key: str, info: dict) -> str:
         """Copy a finished local model folder into the store under ``key``; returns its URI.
@@ -294,14 +292,7 @@ class Store:
 
     def model_folders(self) -> list[str]:
         """Every folder under models/, finished or not (verify reports the unfinished)."""
-        from pyarrow import fs
-
-        selector = fs.FileSelector(self._path("models"), allow_not_found=True)
-        return sorted(
-            Path(i.path).name
-            for i in self._fs.get_file_info(selector)
-            if i.type == fs.FileType.Directory
-        )
+        return self._subfolders("models")
 
     def check_models(self, keys, workers: int = 8) -> dict[str, str]:
         """key -> problem for the stored models among ``keys`` whose files do not match their
