@@ -27,7 +27,7 @@ import pandas as pd
 import polars as pl
 
 from mlit import experiments, mixtures, scores
-from mlit.judge import JUDGMENT_COLUMNS
+from mlit.judgments import JUDGMENT_COLUMNS
 
 OUT = Path(__file__).parent / "results" / "scores_speed.json"
 LANGS = experiments.PAPER_LANGUAGES

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 from pathlib import Path
 
 from mlit import console, model_refs
 from mlit.judge import JudgeError
 from mlit.plan import PLACEHOLDER_BASE, Plan
-from mlit.store import Store, content_key
+from mlit.store import Store
 
 PROBE_PROMPT = "Reply with the single digit 1."
 
@@ -84,11 +85,13 @@ def probe(j) -> None:
 
 
 def writable(store: Store) -> None:
-    key = content_key("write-check")
     try:
-        store.put("checks", key, {"ok": True})
-        if store.get("checks", key) is None:
-            raise OSError("a record written could not be read back")
+        path = store._path("checks", f"{uuid.uuid4().hex}.probe")
+        store._write_atomic(path, b"mlit write check")
+        with store._fs.open_input_stream(path) as fh:
+            if fh.read() != b"mlit write check":
+                raise OSError("a file written could not be read back")
+        store._fs.delete_file(path)
     except OSError as err:
         why = console.describe_os_error(err)
         raise PreflightError(f"--store {store.root}: cannot write there ({why})") from err

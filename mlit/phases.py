@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from mlit import console, generate, judge, judge_host
+from mlit.judgments import error_summary
 from mlit.plan import Plan
 from mlit.run_folder import RunFolder
 from mlit.store import Store
@@ -242,11 +243,8 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     phase = Phase()
     tasks = plan.generation_tasks()
     engine = plan.serving.engine
-    pending = [
-        t
-        for t in tasks
-        if store.get("generations", generate.generation_key(t, plan.sampling, engine)) is None
-    ]
+    stored = generate.stored_answers(tasks, plan.sampling, store, engine)
+    pending = len(tasks) - stored[1].height
     url = serve.url() if pending else "http://unused"
     client = generate.Client(
         url,
@@ -255,7 +253,9 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
         engine=engine,
         lanes=serve.lanes,
     )
-    gens = generate.generate(tasks, client, store, plan.sampling, run.saver("generations"))
+    gens = generate.generate(
+        tasks, client, store, plan.sampling, run.saver("generations"), stored=stored
+    )
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())
     first = gens.filter(pl.col("status") == "error")["error"][0] if errors else None
@@ -299,23 +299,11 @@ def judge_answers(
     pairs = plan.judge_pairs(answers)
     j = plan.judge.build(judge_weights)
 
-    def stored(p: judge.Pair, a: str, b: str) -> bool:
-        return store.get("verdicts", judge.verdict_key(j, p.instruction, a, b)) is not None
-
-    uncached = [
-        p
-        for p in pairs
-        if not p.is_self
-        and p.candidate_answer is not None
-        and p.baseline_answer is not None
-        and not (
-            stored(p, p.candidate_answer, p.baseline_answer)
-            and stored(p, p.baseline_answer, p.candidate_answer)
-        )
-    ]
+    stored = judge.stored_verdicts(pairs, j, store)
+    uncached = judge.asked(*stored)
     if uncached and plan.judge.self_hosted:
         j = replace(j, api_base=f"{serve.url()}/v1")
-    judgments = judge.judge_pairs(pairs, j, store, run.saver("judgments"))
+    judgments = judge.judge_pairs(pairs, j, store, run.saver("judgments"), stored=stored)
     asked = [(~judgments[f"cached_{i}"].fill_null(True)) for i in (1, 2)]
     failed = [
         asked[i - 1] & judgments[f"parse_{i}"].is_in(["error", "unparseable"]) for i in (1, 2)
@@ -328,7 +316,7 @@ def judge_answers(
         f"({calls - failed_calls} answered, {failed_calls} failed) "
         f"({time.time() - phase.started:.0f} s)"
     )
-    summary = judge.error_summary(judgments)
+    summary = error_summary(judgments)
     if summary:
         console.say(f"[judge] {summary}")
     return judgments, phase.done(

@@ -154,8 +154,26 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
 
 def run_paper(cfg: SweepConfig) -> list[RunResult]:
     """Every experiment in turn, one run folder each, one store: shared models train once."""
+    configs = paper_configs(cfg)
+    if not cfg.dry_run:  # each config checked its requirements when it was made, above
+        return [run_sweep(c) for c in configs]
+    store = Store(cfg.store or default_root())
+    plans = [plan_sweep(c) for c in configs]
+    for plan, stored in zip(plans, preview.cached(plans, store), strict=True):
+        console.say(preview.describe(plan, store, stored) + "\n")
+    keys = {plan.key_of[m.name] for plan in plans for m in plan.mixtures}
+    slots = sum(plan.counts().model_slots for plan in plans)
+    console.say(
+        f"the whole paper: {len(keys)} distinct models to train ({slots} model slots across "
+        f"{len(experiments.NAMES)} experiments; the store trains each shared model once)"
+    )
+    return []
+
+
+def paper_configs(cfg: SweepConfig) -> list[SweepConfig]:
+    """One config per experiment of the paper, each with its own run folder under one root."""
     root = Path(cfg.output or "results/paper")
-    configs = [
+    return [
         # --pairs chooses the bilingual experiment's pairs; the other experiments have none.
         replace(
             cfg,
@@ -165,18 +183,3 @@ def run_paper(cfg: SweepConfig) -> list[RunResult]:
         )
         for name in experiments.NAMES
     ]
-    if not cfg.dry_run:  # each config checked its requirements when it was made, above
-        return [run_sweep(c) for c in configs]
-    store = Store(cfg.store or default_root())
-    keys: set[str] = set()
-    slots = 0
-    for c in configs:
-        plan = plan_sweep(c)
-        console.say(describe(plan, store) + "\n")
-        keys |= {plan.key_of[m.name] for m in plan.mixtures}
-        slots += plan.counts().model_slots
-    console.say(
-        f"the whole paper: {len(keys)} distinct models to train ({slots} model slots across "
-        f"{len(experiments.NAMES)} experiments; the store trains each shared model once)"
-    )
-    return []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlit import judge_host, protocol
-from mlit.generate import generation_key
-from mlit.judge import verdict_key
+from mlit.generate import STORED_SCHEMA, generation_keys, task_frame
+from mlit.judge import pair_keys
 from mlit.plan import Plan
 from mlit.store import Store
 
@@ -14,34 +15,38 @@ INSTRUCTION_TOKENS = 60  # a typical translated instruction, in tokens
 JUDGE_TEMPLATE_TOKENS = 80
 
 
-def cached(plan: Plan, store: Store) -> tuple[int, int]:
-    """How many planned answers and judge calls the store already holds."""
-    if plan.frame is None:
-        return 0, 0
-    answers = {}
-    for task in plan.generation_tasks():
-        hit = store.get("generations", generation_key(task, plan.sampling, plan.serving.engine))
-        if hit is not None:
-            answers[(task.model, task.lang, task.example_id)] = hit["response"]
-    spec = plan.judge
-    if spec.self_hosted and not Path(judge_host.weights(spec.model_dir)).exists():
-        return len(answers), 0  # the demo judge is not built yet: nothing of it can be cached
-    judge = spec.build()
-    verdicts = 0
-    for p in plan.judge_pairs(answers):
-        if p.candidate_answer is not None and p.baseline_answer is not None and not p.is_self:
-            a, b = p.candidate_answer, p.baseline_answer
-            verdicts += store.get("verdicts", verdict_key(judge, p.instruction, a, b)) is not None
-            verdicts += store.get("verdicts", verdict_key(judge, p.instruction, b, a)) is not None
-    return len(answers), verdicts
+def cached(plans: Sequence[Plan], store: Store) -> list[tuple[int, int]]:
+    """How many planned answers and judge calls the store already holds, for each plan: one bulk
+    read of the answers and one of the verdicts' keys for all plans together (the paper's eight
+    experiments share most of their 670k answers), then a join with each plan."""
+    tasks = {id(p): p.generation_tasks() if p.frame is not None else [] for p in plans}
+    keys = {id(p): generation_keys(tasks[id(p)], p.sampling, p.serving.engine) for p in plans}
+    hits = store.record_frame(
+        "generations", [k for ks in keys.values() for k in ks], STORED_SCHEMA
+    ).rename({"key": "generation_key"})
+    answers, verdict_keys = {}, {}
+    for p in plans:
+        found = task_frame(tasks[id(p)], keys[id(p)]).join(hits, on="generation_key")
+        rows = found.select("model", "lang", "example_id").rows()
+        answers[id(p)] = dict(zip(rows, found["response"], strict=True))
+        spec = p.judge
+        if spec.self_hosted and not Path(judge_host.weights(spec.model_dir)).exists():
+            verdict_keys[id(p)] = []  # the demo judge is not built yet: nothing of it is stored
+            continue
+        judge = spec.build()
+        pairs = p.judge_pairs(answers[id(p)])
+        verdict_keys[id(p)] = [k for ks in pair_keys(pairs, judge) if ks for k in ks]
+    present = store.present("verdicts", [k for ks in verdict_keys.values() for k in ks])
+    return [(len(answers[id(p)]), sum(k in present for k in verdict_keys[id(p)])) for p in plans]
 
 
-def describe(plan: Plan, store: Store) -> str:
-    """The dry-run plan: mixtures, models (new or stored), generations and judge calls."""
+def describe(plan: Plan, store: Store, held: tuple[int, int] | None = None) -> str:
+    """The dry-run plan: mixtures, models (new or stored), generations and judge calls.
+    ``held``: this plan's `cached` counts, when the caller read them for several plans."""
     exp, cfg, sp = plan.experiment, plan.config, plan.sampling
     c = plan.counts()
     stored = sum(store.has_model(k) for k in {plan.key_of[m.name] for m in plan.mixtures})
-    gen_cached, calls_cached = cached(plan, store)
+    gen_cached, calls_cached = held or cached([plan], store)[0]
     judged = c.comparison_units - c.self_comparisons
     lines = [
         f"{exp.name} ({exp.section}, {exp.figure}): {exp.title}",

@@ -254,8 +254,10 @@ class RunFolder:
         return write_parquet(frame, self.path / f"{name}.parquet", stamp)
 
     def saver(self, name: str):
-        """A function that writes a table of this run under ``name`` (the generation and judge
-        phases hand it their tables as they grow)."""
+        """A function that writes a table of this run under ``name``: the generation and judge
+        phases hand it their table once, at the end (also when stopped). While a phase runs its
+        records are in the store, and a rerun rebuilds the table from there: a table is never
+        rewritten on a timer (at 670k answers that cost grew with the square of the answers)."""
         return lambda frame: self.write_frame(name, frame)
 
     def has_frame(self, name: str) -> bool:

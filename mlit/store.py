@@ -6,10 +6,11 @@ sweeps that need the same model train it once and a rerun pays for nothing alrea
 The store is a folder (default ``~/.cache/mlit``, or ``--store``) or any URI `pyarrow.fs` knows:
 ``s3://bucket/prefix``, ``gs://bucket/prefix``, a mounted shared filesystem. Layout::
 
-    models/<key>/...              an HF model directory; ``_COMPLETE.json`` is written last
-    records/<kind>/<k[:2]>/<k>.json   one JSON document per generation, verdict or translation
+    models/<key>/...                  an HF model directory; ``_COMPLETE.json`` is written last
+    segments/<kind>/<sha256>.parquet  generations, verdicts, translations, in bulk (mlit.records)
+    records/<kind>/<k[:2]>/<k>.json   one record per file (stores of earlier versions; read)
 
-Writes are atomic: JSON documents and local model folders are written to a temporary name and
+Writes are atomic: record segments and local model folders are written to a temporary name and
 renamed; on object storage, where a folder cannot be renamed, a model counts as present only once
 its ``_COMPLETE.json`` marker exists, and the marker is uploaded after every other file.
 """
@@ -24,14 +25,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlit import records as record_io
 from mlit.atomic import atomic_dir, atomic_write
 from mlit.console import describe_os_error
 from mlit.integrity import (
     COMPLETE,
-    RECORD_KEY,
-    RECORD_SHA,
-    check_record,
-    digest,
     manifest,
     report_damage,
     verify_dir,
@@ -111,44 +109,46 @@ class Store:
     def _path(self, *parts: str) -> str:
         return "/".join([self._base.rstrip("/"), *parts])
 
-    # ---- JSON records ------------------------------------------------------------------------
+    # ---- records (generations, verdicts, translations): segments, see mlit.records ------
+
+    def records(self, kind: str, keys=None) -> dict[str, dict]:
+        """key -> record for every record of ``kind`` the store holds among ``keys`` (all when
+        None): one listing and one concurrent read of the kind's segments, not a read per key."""
+        return record_io.read(self, kind, keys)
+
+    def raw_records(self, kind: str, keys=None) -> dict[str, str]:
+        """key -> stored JSON document (`records.decode` makes it a record): for phases that
+        decode each record when they use it, not all of them up front."""
+        return record_io.read_raw(self, kind, keys)
+
+    def present(self, kind: str, keys) -> set[str]:
+        """The keys among ``keys`` the store holds a record for (nothing decoded)."""
+        return set(record_io.read_table(self, kind, keys).column("key").to_pylist())
+
+    def record_frame(self, kind: str, keys, schema: dict):
+        """`records` as a Polars frame of ``key`` and the ``schema`` fields, decoded in bulk."""
+        return record_io.read_frame(self, kind, keys, schema)
+
+    def writer(self, kind: str, flush_s: float = record_io.FLUSH_S) -> record_io.Writer:
+        """A `record_io.Writer`: ``put`` never waits on the store; a thread writes segments."""
+        return record_io.Writer(self, kind, flush_s)
 
     def get(self, kind: str, key: str) -> dict | None:
-        from pyarrow import fs
-
-        path = self._record_path(kind, key)
-        try:
-            with self._fs.open_input_stream(path) as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            if self._fs.get_file_info(path).type == fs.FileType.NotFound:
-                return None
-            raise
-        problem, doc = check_record(raw, key)
-        if problem:
-            report_damage(path, problem)
-            return None
-        return doc
+        """One record, or None. A phase asks `records` once for all its keys instead."""
+        raw = record_io.legacy_raw(self, kind, key)
+        if raw is not None:
+            return record_io.decode(raw)
+        return record_io.read(self, kind, [key]).get(key)
 
     def put(self, kind: str, key: str, value: dict) -> None:
-        """File ``value`` under ``key``. The record carries its key (so a record moved or copied
-        under another key is damage, not another input's result) and the sha256 of both."""
-        path = self._record_path(kind, key)
-        doc = {**value, RECORD_KEY: key}
-        doc[RECORD_SHA] = digest(doc)
-        self._write_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+        """File one record now (a segment of one). A phase files through `writer` instead."""
+        record_io.write_segment(self, kind, {key: record_io.encode(key, value)})
 
-    def record_problem(self, kind: str, key: str) -> str | None:
-        with self._fs.open_input_stream(self._record_path(kind, key)) as fh:
-            return check_record(fh.read(), key)[0]
-
-    def delete_record(self, kind: str, key: str) -> None:
-        self._fs.delete_file(self._record_path(kind, key))
+    def keys(self, kind: str) -> list[str]:
+        return sorted(record_io.read_raw(self, kind))
 
     def record_kinds(self) -> list[str]:
-        return self._subfolders("records")
+        return sorted(set(self._subfolders("records")) | set(self._subfolders("segments")))
 
     def _subfolders(self, *parts: str) -> list[str]:
         """The names of the folders directly under ``parts``, sorted."""
@@ -160,21 +160,6 @@ class Store:
             for i in self._fs.get_file_info(selector)
             if i.type == fs.FileType.Directory
         )
-
-    def keys(self, kind: str) -> list[str]:
-        from pyarrow import fs
-
-        selector = fs.FileSelector(
-            self._path("records", kind), recursive=True, allow_not_found=True
-        )
-        return sorted(
-            Path(info.path).stem
-            for info in self._fs.get_file_info(selector)
-            if info.type == fs.FileType.File and info.path.endswith(".json")
-        )
-
-    def _record_path(self, kind: str, key: str) -> str:
-        return self._path("records", kind, key[:2], f"{key}.json")
 
     def _write_atomic(self, path: str, payload: bytes) -> None:
         if self.is_local:
@@ -335,18 +320,9 @@ class Store:
                 problem = self.model_problem(name, full=True)
             if problem:
                 found(f"model {path}: {problem}", lambda p=path: self._fs.delete_dir(p))
-        records = 0
-        for kind in self.record_kinds():
-            for key in self.keys(kind):
-                records += 1
-                problem = self.record_problem(kind, key)
-                if problem:
-                    found(
-                        f"{kind} {key}: {problem}",
-                        lambda k=kind, key=key: self.delete_record(k, key),
-                    )
+        count = sum(record_io.verify(self, kind, found) for kind in self.record_kinds())
         models = sum(not n.endswith(".tmp") for n in folders)
-        return Verification(models, records, tuple(damaged), tuple(unrepaired))
+        return Verification(models, count, tuple(damaged), tuple(unrepaired))
 
     def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
         """A local directory holding the model: the store folder itself, or a downloaded copy."""

@@ -14,18 +14,38 @@ def store_app() -> None:
     """Inspect and repair the content-addressed store."""
 
 
+def _store(store_root: str | None):
+    from mlit.store import Store, default_root
+
+    root = store_root or default_root()
+    if "://" not in str(root) and not Path(root).is_dir():
+        console.fail(f"no store at {root}: nothing was stored there (check --store)")
+    return Store(root)
+
+
+@store_app.command("compact")
+@click.option("--store", "store_root", help="Store folder or URI (default: ~/.cache/mlit/store).")
+def store_compact(store_root: str | None) -> None:
+    """Merge each kind's small record segments (and the one-file records of stores written by
+    earlier versions) into large segments: fewer files for every later run to read. Safe while
+    sweeps use the store: new segments are written before old ones are deleted."""
+    from mlit import records
+
+    store = _store(store_root)
+    for kind in store.record_kinds():
+        merged = records.compact(store, kind, at=2, legacy=True)
+        left = len(records.segments(store, kind))
+        click.echo(f"{kind}: {merged} files merged; {left} segments")
+
+
 @store_app.command("verify")
 @click.option("--store", "store_root", help="Store folder or URI (default: ~/.cache/mlit/store).")
 @click.option("--repair", is_flag=True, help="Delete damaged entries (redone by the next run).")
 def store_verify(store_root: str | None, repair: bool) -> None:
     """Check every model (sha256 of each file; folders without a marker or half-copied) and
     record (sha256 of its content, and the key it was filed under) in a store."""
-    from mlit.store import Store, default_root
-
-    root = store_root or default_root()
-    if "://" not in str(root) and not Path(root).is_dir():
-        console.fail(f"no store at {root}: nothing was stored there (check --store)")
-    found = Store(root).verify(repair)
+    store = _store(store_root)
+    root, found = store.root, store.verify(repair)
     click.echo(f"{found.models} models and {found.records} records checked in {root}")
     failed = {entry.split(": could not delete", 1)[0] for entry in found.unrepaired}
     for entry in found.damaged:

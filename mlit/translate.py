@@ -83,9 +83,9 @@ def translation_key(t: Translator, text: str, lang: str) -> str:
     return content_key("translation", t.identity(), text, lang)
 
 
-async def _translate_one(t: Translator, text: str, lang: str, store: Store, sem) -> dict:
+async def _translate_one(t: Translator, text: str, lang: str, stored, writer, sem) -> dict:
     key = translation_key(t, text, lang)
-    hit = store.get("translations", key)
+    hit = stored.get(key)
     if hit is not None:
         return {**hit, "status": "ok", "cached": True}
     masked, spans = protect(text)
@@ -101,7 +101,7 @@ async def _translate_one(t: Translator, text: str, lang: str, store: Store, sem)
     if not out:
         return {"status": "error", "error": "empty translation", "cached": False}
     record = {"text": out, "cost_usd": result["cost_usd"]}
-    store.put("translations", key, record)
+    writer.put(key, record)
     return {**record, "status": "ok", "cached": False}
 
 
@@ -114,7 +114,7 @@ class Outcome:
 
 
 async def _run(
-    source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store, progress: bool
+    source: pl.DataFrame, langs: Sequence[str], t: Translator, stored, writer, progress: bool
 ) -> Outcome:
     from tqdm import tqdm
 
@@ -128,7 +128,7 @@ async def _run(
     bar = tqdm(total=len(jobs), desc="translating", unit="text", disable=None if progress else True)
 
     async def one(row, lang, field):
-        result = await _translate_one(t, row[field], lang, store, sem)
+        result = await _translate_one(t, row[field], lang, stored, writer, sem)
         bar.update(1)
         return row, lang, field, result
 
@@ -177,7 +177,21 @@ def translate(
     english = source.filter(pl.col("lang") == "en")
     if english.height == 0:
         raise data.DataError("the source has no English rows to translate")
-    return asyncio.run(_run(english, langs, t, store, progress))
+    stored = _stored(english, langs, t, store)
+    with store.writer("translations") as writer:
+        return asyncio.run(_run(english, langs, t, stored, writer, progress))
+
+
+def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
+    """key -> stored translation of every text to translate: one bulk read of the store."""
+    keys = [
+        translation_key(t, row[field], lang)
+        for row in english.iter_rows(named=True)
+        for lang in langs
+        for field in ("instruction", "response")
+        if row[field]
+    ]
+    return store.records("translations", keys)
 
 
 def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
@@ -185,11 +199,12 @@ def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: St
     langs = [lang for lang in languages.parse(langs) if lang != "en"]
     english = source.filter(pl.col("lang") == "en")
     calls = chars = 0
+    stored = _stored(english, langs, t, store)
     for row in english.iter_rows(named=True):
         for lang in langs:
             for field in ("instruction", "response"):
                 text = row[field]
-                if text and store.get("translations", translation_key(t, text, lang)) is None:
+                if text and translation_key(t, text, lang) not in stored:
                     calls += 1
                     chars += len(text)
     prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt

@@ -73,3 +73,19 @@ def fs_selector(uri: str, recursive: bool = True):
     from pyarrow import fs
 
     return fs.FileSelector(filesystem(uri)[1], recursive=recursive, allow_not_found=True)
+
+
+def legacy_put(root, kind: str, key: str, value: dict):
+    """A record in the one-file layout of stores written before segments (still read)."""
+    from pathlib import Path
+
+    import json
+
+    from mlit.integrity import RECORD_KEY, RECORD_SHA, digest
+
+    path = Path(root) / "records" / kind / key[:2] / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {**value, RECORD_KEY: key}
+    doc[RECORD_SHA] = digest(doc)
+    path.write_text(json.dumps(doc, ensure_ascii=False))  # as mlit wrote them before segments
+    return path

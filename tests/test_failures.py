@@ -9,7 +9,7 @@ import time
 import helpers
 import pytest
 
-from mlit import checks, judge, phases, pipeline
+from mlit import checks, judge, judgments, phases, pipeline
 from mlit.config import SweepConfig
 from mlit.integrity import verify_dir
 from mlit.judge import Judge, Pair
@@ -67,7 +67,7 @@ def test_unparseable_and_null_replies_are_reasked_then_recorded_never_stored(end
         pairs(1), Judge("openai/garbage-first", api_base=url, concurrency=1), store, progress=False
     )
     assert out["verdict"].to_list() == ["win"] and len(store.keys("verdicts")) == 2
-    assert "asked again on the next run" in judge.error_summary(mute)
+    assert "asked again on the next run" in judgments.error_summary(mute)
 
 
 def test_a_timeout_is_called_a_timeout(endpoint, tmp_path):
@@ -82,13 +82,11 @@ def test_a_timeout_is_called_a_timeout(endpoint, tmp_path):
 
 
 def test_damaged_and_edited_records_are_misses_reported_once_with_their_path(tmp_path, capsys):
-    store = Store(str(tmp_path))
-    store.put("generations", "aa11", {"response": "hello"})
-    store.put("generations", "bb22", {"response": "world"})
+    store = Store(str(tmp_path))  # records of the one-file layout of earlier stores
+    cut = helpers.legacy_put(tmp_path, "generations", "aa11", {"response": "hello"})
+    edited = helpers.legacy_put(tmp_path, "generations", "bb22", {"response": "world"})
     assert store.get("generations", "aa11") == {"response": "hello"}
-    cut = tmp_path / "records" / "generations" / "aa" / "aa11.json"
     cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2] + b"\xff")
-    edited = tmp_path / "records" / "generations" / "bb" / "bb22.json"
     edited.write_text(edited.read_text().replace("world", "WORLD"))
     assert store.get("generations", "aa11") is None and store.get("generations", "bb22") is None
     assert store.get("generations", "aa11") is None  # reported once
@@ -126,9 +124,8 @@ def test_store_verify_reports_and_repairs(tmp_path):
     from mlit.cli import app
 
     store = Store(str(tmp_path))
-    store.put("verdicts", "aa11", {"choice": 1})
-    store.put("verdicts", "bb22", {"choice": 2})
-    path = tmp_path / "records" / "verdicts" / "bb" / "bb22.json"
+    helpers.legacy_put(tmp_path, "verdicts", "aa11", {"choice": 1})
+    path = helpers.legacy_put(tmp_path, "verdicts", "bb22", {"choice": 2})
     path.write_text(path.read_text().replace('"choice": 2', '"choice": 1'))
     runner = CliRunner()
     found = runner.invoke(app, ["store", "verify", "--store", str(tmp_path)])

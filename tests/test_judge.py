@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from mlit import judge
+from mlit import judge, judgments
 from mlit.judge import Judge, Pair
 from mlit.store import Store
 
@@ -98,7 +98,7 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
     assert out["verdict"].to_list() == ["error", "error"]
     assert f"127.0.0.1:{port}" in out["error"][0] and "unreachable" in out["error"][0]
     assert store.keys("verdicts") == []
-    assert "2 of 2 pairs have no verdict" in judge.error_summary(out)
+    assert "2 of 2 pairs have no verdict" in judgments.error_summary(out)
 
 
 def test_wrong_key_and_bad_templates_are_clear(endpoint, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from mlit import experiments, scores
-from mlit.judge import JUDGMENT_COLUMNS, pair_verdict
+from mlit.judgments import JUDGMENT_COLUMNS, pair_verdict
 
 
 def judgments(rows):

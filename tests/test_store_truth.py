@@ -290,10 +290,8 @@ def test_report_refuses_a_folder_whose_files_come_from_two_runs(tmp_path):
 
 def test_store_verify_finds_swapped_records_and_unfinished_model_folders(tmp_path):
     store = Store(str(tmp_path))
-    store.put("verdicts", "aa11", {"choice": 1})
-    store.put("verdicts", "bb22", {"choice": 2})
-    a = tmp_path / "records" / "verdicts" / "aa" / "aa11.json"
-    b = tmp_path / "records" / "verdicts" / "bb" / "bb22.json"
+    a = helpers.legacy_put(tmp_path, "verdicts", "aa11", {"choice": 1})
+    b = helpers.legacy_put(tmp_path, "verdicts", "bb22", {"choice": 2})
     a_text, b_text = a.read_text(), b.read_text()
     a.write_text(b_text)
     b.write_text(a_text)
@@ -311,9 +309,7 @@ def test_store_verify_finds_swapped_records_and_unfinished_model_folders(tmp_pat
 
 def test_store_verify_repair_on_a_read_only_store_says_what_it_could_not_delete(tmp_path):
     with _tmpfs(tmp_path / "ro", "4m") as disk:
-        store = Store(str(disk))
-        store.put("verdicts", "aa11", {"choice": 1})
-        path = disk / "records" / "verdicts" / "aa" / "aa11.json"
+        path = helpers.legacy_put(disk, "verdicts", "aa11", {"choice": 1})
         path.write_text(path.read_text().replace('"choice": 1', '"choice": 2'))
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         out = CliRunner().invoke(app, ["store", "verify", "--store", str(disk), "--repair"])
