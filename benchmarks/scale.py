@@ -48,8 +48,8 @@ PAPER = {"answers": 670_679, "judge_calls": 1_236_468}  # mlit estimate paper --
 
 def tasks(n: int):
     from mlit.generate import Task
+    from mlit.languages import PAPER_LANGUAGES as langs
 
-    langs = ["ar", "cs", "en", "es", "et", "fi", "he", "hi", "it", "ru", "sw", "zh"]
     out = []
     for i in range(n):
         model, rest = divmod(i, 617 * 12)
@@ -161,6 +161,61 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int) -> dict:
     return out
 
 
+def paper_dry_run(root: str, records_wanted: int = 1_000_000) -> dict:
+    """`sweeps/paper.py --preset paper --dry-run` on paper-shaped data (17 languages, 4,640
+    training and 617 eval examples each) against a store holding ``records_wanted`` records:
+    every answer of the plan (368k distinct) and verdicts for the first pairs up to the total."""
+    import polars as pl
+
+    from mlit import generate, judge, pipeline
+    from mlit.config import SweepConfig
+    from mlit.languages import SAMPLE_LANGUAGES
+    from mlit.store import Store
+
+    langs = SAMPLE_LANGUAGES  # the paper's 12 and the Slavic study's
+    rows = [
+        (f"{split[0]}{i}", lang, split, f"{split} instruction {i} ({lang}): explain it.", f"R{i}")
+        for lang in langs
+        for split, n in (("train", 4640), ("eval", 617))
+        for i in range(n)
+    ]
+    data = Path(tempfile.mkdtemp()) / "paper_shaped.parquet"
+    columns = ["example_id", "lang", "split", "instruction", "response"]
+    pl.DataFrame(rows, schema=columns, orient="row").write_parquet(data)
+    cfg = SweepConfig(preset="paper", dry_run=True, store=root, data=str(data))
+    plans = [pipeline.plan_sweep(c) for c in pipeline.paper_configs(cfg)]
+    store, answers = Store(root), []
+    with store.writer("generations") as gens:
+        for plan in plans:
+            tasks = plan.generation_tasks()
+            keys = generate.generation_keys(tasks, plan.sampling, plan.serving.engine)
+            answers.append(
+                {
+                    (t.model, t.lang, t.example_id): f"answer {k}"
+                    for t, k in zip(tasks, keys, strict=True)
+                }
+            )
+            for k in keys:
+                gens.put(k, {"response": f"answer {k}", "finish_reason": "stop"})
+    room = records_wanted - len(store.keys("generations"))
+    with store.writer("verdicts") as verdicts:
+        for plan, answered in zip(plans, answers, strict=True):
+            for ks in judge.pair_keys(plan.judge_pairs(answered), plan.judge.build()):
+                for k in ks or ():
+                    if room > 0:  # the store holds records_wanted records in all
+                        verdicts.put(k, VERDICT)
+                        room -= 1
+    held = sum(len(store.keys(kind)) for kind in ("generations", "verdicts"))
+    start = time.perf_counter()
+    cmd = [sys.executable, str(Path(__file__).parents[1] / "sweeps/paper.py"), "--preset"]
+    cmd += ["paper", "--dry-run", "--data", str(data), "--store", root]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    cached = [line for line in done.stdout.splitlines() if line.startswith("generations:")]
+    return {"records_in_store": held, "dry_run_s": round(took, 1), "first_plan": cached[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -168,6 +223,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=15.0)
     parser.add_argument("--judge-calls", type=int, default=4000, help="litellm calls per run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/store_scale.json"))
+    parser.add_argument("--paper-dry-run", action="store_true", help="only the paper dry run")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # store size chat judge_calls
     args = parser.parse_args()
     if args.one:
@@ -175,6 +231,13 @@ def main() -> None:
         print(json.dumps(one(kind, int(size), int(chat), int(calls))))
         return
 
+    if args.paper_dry_run:
+        root = tempfile.mkdtemp(prefix="mlit-dry-")
+        result = paper_dry_run(root)
+        shutil.rmtree(root, ignore_errors=True)
+        print(json.dumps(result))
+        _merge(args.out, {"paper_dry_run": {**result, "store": "local"}})
+        return
     chat, chat_port = loopback.start("chat")
     moto, moto_port = loopback.start_moto("mlit-scale")
     proxy, proxy_port = loopback.start("proxy", str(moto_port), "--ms", str(args.latency_ms))
@@ -201,8 +264,22 @@ def main() -> None:
         "runs": runs,
         "paper_extrapolation": extrapolate(runs),
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["paper_extrapolation"], indent=2))
+    _merge(args.out, result)
+    print(json.dumps(extrapolate(runs), indent=2))
+
+
+def _merge(path: str, result: dict) -> None:
+    """Add ``result`` to the results file: runs of other stores and sizes are kept."""
+    out = Path(path)
+    merged = json.loads(out.read_text()) if out.exists() else {}
+    new = result.pop("runs", [])
+    replaced = {(r["store"], r["tasks"]) for r in new}
+    runs = [r for r in merged.get("runs", []) if (r["store"], r["tasks"]) not in replaced] + new
+    merged.update(result)
+    if runs:
+        merged["runs"] = sorted(runs, key=lambda r: (r["store"], r["tasks"]))
+        merged["paper_extrapolation"] = extrapolate(merged["runs"])
+    out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def extrapolate(runs: list[dict]) -> dict:

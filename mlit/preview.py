@@ -30,8 +30,10 @@ def cached(plans: Sequence[Plan], store: Store) -> list[tuple[int, int]]:
         rows = found.select("model", "lang", "example_id").rows()
         answers[id(p)] = dict(zip(rows, found["response"], strict=True))
         spec = p.judge
-        if spec.self_hosted and not Path(judge_host.weights(spec.model_dir)).exists():
-            verdict_keys[id(p)] = []  # the demo judge is not built yet: nothing of it is stored
+        if p.frame is None or (
+            spec.self_hosted and not Path(judge_host.weights(spec.model_dir)).exists()
+        ):
+            verdict_keys[id(p)] = []  # no data, or the demo judge is not built: nothing is stored
             continue
         judge = spec.build()
         pairs = p.judge_pairs(answers[id(p)])
