@@ -201,7 +201,6 @@ async def _generate(
     import aiohttp
     from tqdm import tqdm
 
-    sem = asyncio.Semaphore(client.concurrency)
     bar = tqdm(
         file=console.bar_stream(),
         total=len(todo),
@@ -217,11 +216,10 @@ async def _generate(
         unloadable: dict[str, str] = {}  # model -> why the server cannot load it
 
         async def one(task: Task, key: str) -> None:
-            async with sem:
-                if task.model in unloadable:  # asking again would fail the same way
-                    result = {"status": "error", "error": unloadable[task.model]}
-                else:
-                    result = await _call(http, client, task, params)
+            if task.model in unloadable:  # asking again would fail the same way
+                result = {"status": "error", "error": unloadable[task.model]}
+            else:
+                result = await _call(http, client, task, params)
             if result.get("http_status") == UNLOADABLE and task.model not in unloadable:
                 unloadable[task.model] = result["error"]
                 console.warn(f"[generate] {result['error']}; its other answers are not asked")
@@ -232,8 +230,21 @@ async def _generate(
             rows.append(tuple(row.get(c) for c in GENERATION_COLUMNS))
             bar.update(1)
 
-        await asyncio.gather(*(one(t, k) for t, k in todo))
+        await workers(client.concurrency, todo, one)
     bar.close()
+
+
+async def workers(n: int, items, work) -> None:
+    """``work(*item)`` for every item, ``n`` at a time, in order: n workers draw from one
+    iterator, so only n coroutines exist at once (at 1M answers, one task per answer created up
+    front held over a gigabyte)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(*item)
+
+    await asyncio.gather(*(worker() for _ in range(n)))
 
 
 def in_lanes(todo: list[tuple[Task, str]], lanes: Mapping[str, int] | None) -> list:

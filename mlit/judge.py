@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from mlit import console, judgments, records
+from mlit.generate import workers
 from mlit.judgments import JUDGMENT_COLUMNS
 from mlit.store import Store, content_key
 
@@ -322,8 +323,12 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress) -> list[dict]
             rows.append(judgments.row(judge.model, p, cached(stored[ks[0]]), cached(stored[ks[1]])))
             bar.update(2)
         else:
-            asking.append(ask(p, *ks))
-    rows += await asyncio.gather(*asking)
+            asking.append((p, *ks))
+
+    async def one(p: Pair, k1: str, k2: str) -> None:
+        rows.append(await ask(p, k1, k2))
+
+    await workers(judge.concurrency, asking, one)
     bar.close()
     return rows, gate
 
