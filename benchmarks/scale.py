@@ -43,6 +43,13 @@ VERDICT = {
     "cost_usd": 0.0,
     "latency_s": 0.5,
 }
+PREFILLED = {
+    "response": loopback.ANSWER,
+    "finish_reason": "stop",
+    "prompt_tokens": 20,
+    "completion_tokens": 60,
+    "latency_s": 0.01,
+}
 PAPER = {"answers": 670_679, "judge_calls": 1_236_468}  # mlit estimate paper --params 7e9
 
 
@@ -82,8 +89,8 @@ def _peak_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def one(store_kind: str, size: int, chat: int, judge_calls: int) -> dict:
-    """One (store, size) measurement, in this process."""
+def one(store_kind: str, size: int, chat: int, judge_calls: int, prefill: bool = False) -> dict:
+    """One (store, size) measurement, in this process (``prefill``: reruns only)."""
     import polars as pl
 
     from mlit import generate, judge
@@ -98,15 +105,23 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int) -> dict:
     todo = tasks(size)
     params = generate.SamplingParams(max_tokens=128)
     client = generate.Client(f"http://127.0.0.1:{chat}", concurrency=32)
-    out: dict = {"store": store_kind, "tasks": size}
+    out: dict = {"store": store_kind, "tasks": size, **({"prefilled": True} if prefill else {})}
 
-    start = time.perf_counter()
-    gens = generate.generate(todo, client, store, params, progress=False)
-    took = time.perf_counter() - start
-    assert (gens["status"] == "ok").all(), gens.filter(pl.col("status") != "ok")["error"][0]
-    out["generate_s"] = round(took, 2)
-    out["generate_records_per_s"] = round(size / took)
-    out["peak_rss_mb_after_generate"] = _peak_mb()
+    if prefill:  # the answers the phase would store, filed directly: the reruns measured alone
+        keys = generate.generation_keys(todo, params)
+        with store.writer("generations") as writer:
+            for key in keys:
+                writer.put(key, PREFILLED)
+        del keys
+    else:
+        start = time.perf_counter()
+        gens = generate.generate(todo, client, store, params, progress=False)
+        took = time.perf_counter() - start
+        assert (gens["status"] == "ok").all(), gens.filter(pl.col("status") != "ok")["error"][0]
+        del gens  # a rerun does not hold the first run's table
+        out["generate_s"] = round(took, 2)
+        out["generate_records_per_s"] = round(size / took)
+        out["peak_rss_mb_after_generate"] = _peak_mb()
 
     start = time.perf_counter()
     _, hits = generate.stored_answers(todo, params, store)
@@ -117,8 +132,9 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int) -> dict:
     again = generate.generate(todo, client, store, params, progress=False)
     out["rerun_generate_s"] = round(time.perf_counter() - start, 2)
     assert again["cached"].all()
-    del again
     out["peak_rss_mb_after_rerun"] = _peak_mb()
+    gens = again.select("model", "lang", "example_id", "instruction", "response")
+    del again
 
     # The judge's records: as many verdicts as answers, written by the phase's own writer, then
     # the rerun's check of the judge phase over them and a whole judge rerun (nothing sent).
@@ -224,6 +240,7 @@ def main() -> None:
     parser.add_argument("--judge-calls", type=int, default=4000, help="litellm calls per run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/store_scale.json"))
     parser.add_argument("--paper-dry-run", action="store_true", help="only the paper dry run")
+    parser.add_argument("--rerun-only", type=int, help="N: reruns of N stored answers, alone")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # store size chat judge_calls
     args = parser.parse_args()
     if args.one:
@@ -231,6 +248,11 @@ def main() -> None:
         print(json.dumps(one(kind, int(size), int(chat), int(calls))))
         return
 
+    if args.rerun_only:  # local store; no endpoint is asked (everything is stored)
+        result = one("local", args.rerun_only, 9, 0, prefill=True)
+        print(json.dumps(result))
+        _merge(args.out, {"rerun_only": result})
+        return
     if args.paper_dry_run:
         root = tempfile.mkdtemp(prefix="mlit-dry-")
         result = paper_dry_run(root)

@@ -327,13 +327,15 @@ def generate(
     table, handed to ``save`` once at the end (also after Ctrl-C or an error: what was answered
     is in the table and in the store). ``stored`` is `stored_answers` when the caller has it."""
     keys, hits = stored or stored_answers(tasks, params, store, client.engine)
-    have = set(hits["generation_key"].to_list())
-    todo = [(t, k) for t, k in zip(tasks, keys, strict=True) if k not in have]
+    planned = task_frame(tasks, keys).with_row_index("_task")
+    missing = planned.join(hits, on="generation_key", how="anti")["_task"].to_list()
+    todo = [(tasks[i], keys[i]) for i in missing]
     cached = (
-        task_frame(tasks, keys)
-        .join(hits, on="generation_key", how="inner")
+        planned.join(hits, on="generation_key", how="inner")
+        .drop("_task")
         .with_columns(status=pl.lit("ok"), cached=pl.lit(True))
     )
+    del planned, hits
     rows: list[tuple] = []
     try:
         with store.writer("generations") as writer:
@@ -341,7 +343,14 @@ def generate(
                 _generate(in_lanes(todo, client.lanes), params, client, writer, progress, rows)
             )
     finally:
-        frame = pl.concat([cached, _frame(rows)], how="diagonal_relaxed")
+        # A rerun with everything stored copies nothing: no concatenation without new rows.
+        if rows:
+            frame = pl.concat([cached, _frame(rows)], how="diagonal_relaxed")
+        else:
+            absent = [c for c in GENERATION_COLUMNS if c not in cached.columns]
+            frame = cached.with_columns(
+                pl.lit(None, GENERATION_COLUMNS[c]).alias(c) for c in absent
+            )
         frame = frame.select(list(GENERATION_COLUMNS)).sort("model", "lang", "example_id")
         if save is not None and (frame.height or not todo):
             save(frame)
