@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import loopback
+import scale
 
 ROOT = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "results" / "demo_s3.json"
@@ -65,7 +65,7 @@ def main() -> None:
         if local["phases_s"].get(p)
     }
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": scale.machine(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "latency_ms_added_per_s3_request": 15,
         "local_store": local,

@@ -16,6 +16,7 @@ extrapolation to the paper plan (`mlit estimate paper`). Results: benchmarks/res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -198,7 +199,7 @@ def paper_dry_run(root: str, records_wanted: int = 1_000_000) -> dict:
     data = Path(tempfile.mkdtemp()) / "paper_shaped.parquet"
     columns = ["example_id", "lang", "split", "instruction", "response"]
     pl.DataFrame(rows, schema=columns, orient="row").write_parquet(data)
-    cfg = SweepConfig(preset="paper", dry_run=True, store=root, data=str(data))
+    cfg = SweepConfig("bilingual", preset="paper", dry_run=True, store=root, data=str(data))
     plans = [pipeline.plan_sweep(c) for c in pipeline.paper_configs(cfg)]
     store, answers = Store(root), []
     with store.writer("generations") as gens:
@@ -279,8 +280,7 @@ def main() -> None:
         for proc in (chat, proxy, moto):
             proc.terminate()
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.system()}",
+        "machine": machine(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "latency_ms_added_per_s3_request": args.latency_ms,
         "runs": runs,
@@ -304,6 +304,14 @@ def _merge(path: str, result: dict) -> None:
     out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
 def extrapolate(runs: list[dict]) -> dict:
     """Hours the store adds at the paper's scale, from the largest run of each store."""
     out = {}
@@ -317,7 +325,8 @@ def extrapolate(runs: list[dict]) -> dict:
         out[kind] = {
             "from_tasks": big["tasks"],
             "paper_records": records,
-            "minutes_at_measured_rate_if_the_store_were_the_limit": round(
+            # The phase's rate with instant endpoints: the client and the store together.
+            "minutes_for_the_paper_records_at_the_measured_phase_rate": round(
                 records * per_record / 60, 1
             ),
             "rerun_check_s": round(records * check, 1),
