@@ -1,11 +1,9 @@
 """The store's records (generations, verdicts, translations) in segments, read and written in bulk.
 
-At paper scale a sweep files about 1.9 million records, often on object storage where every
-request costs 10-50 ms. One object per record made every phase wait on the store: one read per
-task before the first request, one write per answer inside the event loop. So records travel in
-segments: a `Writer` buffers what a phase produces and writes it every `FLUSH_S` seconds as one
-Parquet file, from its own thread; a phase finds what is already done with one listing and one
-concurrent read of the segments, then a join with its plan (`read`).
+At paper scale a sweep files 1.9 million records, often on object storage at 10-50 ms a request,
+so records travel in segments: a `Writer` buffers what a phase produces and a thread writes it
+every `FLUSH_S` seconds as one Parquet file; a phase finds what is done with one listing, one
+concurrent read of the segments and a join with its plan (`read_table`, `read_frame`).
 
 Layout, under the store's root::
 
@@ -111,10 +109,9 @@ def leftovers(store, kind: str) -> list[str]:
 
 
 def read_segment(store, kind: str, name: str, wanted=None):
-    """(table of key, doc, problem) of one segment, only the keys in ``wanted`` (all when None);
-    None when the segment is gone (merged by a compaction since it was listed). A segment that
-    does not match its name's sha256 is read record by record: the good ones are returned, the
-    problem says how many were lost."""
+    """(table of key and doc, problem) of one segment, the keys in ``wanted`` (all when None), or
+    None when it is gone (merged away since it was listed). A segment not matching its sha256 is
+    checked record by record: the good ones are returned, the problem counts the others."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -301,10 +298,9 @@ def read_frame(store, kind: str, keys, schema: dict):
 
 
 def compact(store, kind: str, at: int = COMPACT_AT, legacy: bool = False) -> int:
-    """Merge the small segments of ``kind`` into large ones when there are ``at`` or more (and,
-    with ``legacy``, the one-file records of older stores); returns how many entries were merged.
-    New segments are written before the old entries are deleted, so a reader meanwhile finds
-    every record in one or the other."""
+    """Merge the small segments of ``kind`` (and, with ``legacy``, the one-file records of older
+    stores) into large ones when there are ``at`` or more; returns how many were merged. New
+    segments are written before old entries are deleted: a reader meanwhile misses nothing."""
     small = sorted(n for n, size in segments(store, kind).items() if size < SMALL_BYTES)
     old = _legacy_keys(store, kind) if legacy else []
     if len(small) + len(old) < max(at, 2):

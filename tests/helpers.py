@@ -77,9 +77,8 @@ def fs_selector(uri: str, recursive: bool = True):
 
 def legacy_put(root, kind: str, key: str, value: dict):
     """A record in the one-file layout of stores written before segments (still read)."""
-    from pathlib import Path
-
     import json
+    from pathlib import Path
 
     from mlit.integrity import RECORD_KEY, RECORD_SHA, digest
 
