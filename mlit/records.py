@@ -115,16 +115,9 @@ def read_segment(store, kind: str, name: str, wanted=None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = f"{_folder(store, kind)}/{name}"
-    try:
-        with store._fs.open_input_stream(path) as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+    raw = _read(store, f"{_folder(store, kind)}/{name}")
+    if raw is None:
         return None
-    except OSError:
-        if name not in segments(store, kind):
-            return None
-        raise
     sound = hashlib.sha256(raw).hexdigest()[:32] == name.removesuffix(".parquet")
     try:
         table = pq.read_table(pa.BufferReader(raw)).select(["key", "doc"])
@@ -146,6 +139,21 @@ def read_segment(store, kind: str, name: str, wanted=None):
     return table.filter(pa.array(good, pa.bool_())), problem
 
 
+def _read(store, path: str) -> bytes | None:
+    """A file's bytes, or None when it is not there (object storage may say so as an OSError)."""
+    from pyarrow import fs
+
+    try:
+        with store._fs.open_input_stream(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        if store._fs.get_file_info(path).type == fs.FileType.NotFound:
+            return None
+        raise
+
+
 def _empty():
     import pyarrow as pa
 
@@ -158,18 +166,10 @@ def legacy_path(store, kind: str, key: str) -> str:
 
 def legacy_raw(store, kind: str, key: str) -> str | None:
     """A record of the one-file layout (stores written before segments), checked, or None."""
-    from pyarrow import fs
-
     path = legacy_path(store, kind, key)
-    try:
-        with store._fs.open_input_stream(path) as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+    raw = _read(store, path)
+    if raw is None:
         return None
-    except OSError:
-        if store._fs.get_file_info(path).type == fs.FileType.NotFound:
-            return None
-        raise
     problem, _ = check_record(raw, key)
     if problem:
         report_damage(path, problem)

@@ -2,15 +2,16 @@
 
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import helpers
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import loopback
 
 from mlit import store as store_mod
 from mlit.store import COMPLETE, Store
@@ -24,33 +25,10 @@ def _port() -> int:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    port = _port()
-    # The moto of this environment (pinned), not whichever one comes first on PATH.
-    local = Path(sys.executable).parent / "moto_server"
-    server = str(local) if local.exists() else shutil.which("moto_server")
-    proc = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
+    proc, port = loopback.start_moto("mlit-test")
+    env = loopback.s3_env(port)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-    fs, _ = store_mod.filesystem("s3://mlit-test/init")
-    fs.create_dir("mlit-test")  # the bucket
     yield "s3://mlit-test"
     proc.terminate()
     proc.wait()
