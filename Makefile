@@ -27,10 +27,11 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -m "not cluster"
 
-# `ray up` -> `ray job submit` -> `ray down` on this machine over loopback SSH. It runs `ray stop`,
-# so never beside another Ray (CI runs it after the suite).
+# `ray up` -> `ray job submit` -> `ray down` on this machine over loopback SSH, and a sweep on a
+# three-node cluster that loses a training node and a serving node. The first runs `ray stop`,
+# so never beside another Ray (CI runs them after the suite).
 test-cluster: setup
-	$(PY) -m pytest -m cluster tests/test_cluster_local.py
+	$(PY) -m pytest -m cluster tests/test_cluster_local.py tests/test_node_loss.py
 
 # vLLM in its own environment (it needs transformers<5.20; the main one pins 5.24). Only a vLLM
 # model server runs there (Ray starts it with that interpreter); `make test` and `make demo` never

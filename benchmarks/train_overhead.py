@@ -1,6 +1,7 @@
 """Ray's per-trial overhead: the same tiny training job standalone and as a Tune + Train trial.
 
     python benchmarks/train_overhead.py            # writes benchmarks/results/train_overhead.json
+    python benchmarks/train_overhead.py --checkpoints   # writes .../train_checkpoints.json
 
 The job: a tiny Llama-style model (built locally, as in the demo) fine-tuned with DeepSpeed ZeRO-2
 for a fixed number of steps on one mixture of the bundled sample. It runs
@@ -12,6 +13,11 @@ for a fixed number of steps on one mixture of the bundled sample. It runs
 
 It does both at two step counts, so the overhead (Ray trial minus standalone) can be seen not to
 grow with the number of steps. Goal: under 15 s per trial on a 2-core CPU machine.
+
+``--checkpoints`` measures what in-run checkpoints cost: one demo model (the demo base model and
+`TrainConfig.demo()`, 40 steps, a checkpoint at the default interval, the dev evaluation's: step
+20) trained standalone with and without checkpoints into a local store, alternately, three times
+each; the report gives the median of each, the difference and the size of a checkpoint.
 """
 
 from __future__ import annotations
@@ -55,6 +61,54 @@ r = train.train_model(sys.argv[1], tr, dev, cfg, sys.argv[4])
 print("TRAIN_WALL", r.wall_time_s)
 """
 
+CHECKPOINTED = """
+import sys
+from mlit import checkpoints, data, mixtures, train
+from mlit.train import TrainConfig
+sample = data.sample()
+m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=0)
+tr, dev = mixtures.materialize(m, sample)
+cfg = TrainConfig.demo()
+ck = checkpoints.Checkpointing(sys.argv[3], "bench", cfg.eval_every) if sys.argv[3] else None
+r = train.train_model(sys.argv[1], tr, dev, cfg, sys.argv[2], checkpointing=ck)
+print("TRAIN_WALL", r.wall_time_s)
+"""
+
+
+def checkpoint_cost(work: Path) -> dict:
+    """Median train_model time of a demo model with and without checkpoints (3 runs each)."""
+    import shutil
+    import statistics
+
+    base = demo.build_demo_model(demo.default_dir())
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    size = 0
+    for i in range(3):
+        for mode in ("without", "with"):
+            store = work / f"ck-{mode}-{i}"
+            where = [str(work / f"m-{mode}-{i}"), str(store) if mode == "with" else ""]
+            out = subprocess.run(
+                [sys.executable, "-c", CHECKPOINTED, str(base), *where],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[mode].append(float(out.stdout.split("TRAIN_WALL")[-1].split()[0]))
+            if mode == "with":
+                size = sum(f.stat().st_size for f in store.rglob("step-*/**/*") if f.is_file())
+                shutil.rmtree(store)
+    without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
+    return {
+        "model": "the demo base model, TrainConfig.demo(): 40 steps, dev evaluation at 20 and 40",
+        "checkpoints_per_model": 1,
+        "train_model_s": times,
+        "median_without_s": without,
+        "median_with_s": with_,
+        "cost_s": round(with_ - without, 2),
+        "cost_share": round((with_ - without) / without, 3),
+        "checkpoint_bytes": size,
+    }
+
 
 def standalone(base: Path, steps: int, work: Path) -> dict:
     start = time.time()
@@ -89,6 +143,14 @@ def main() -> None:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="mlit-bench-"))
+    if "--checkpoints" in sys.argv:
+        from resume import machine  # benchmarks/resume.py: the CPU's model name
+
+        report = {"machine": machine(), **checkpoint_cost(work)}
+        path = OUT.with_name("train_checkpoints.json")
+        path.write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return
     base = demo.build_demo_model(work / "base", TINY, progress=False)
     standalone(base, 2, work)  # warm the DeepSpeed op cache and the file cache once
     rows = {}

@@ -61,7 +61,9 @@ def probe(j) -> None:
 
     from mlit import llm
 
-    endpoint = replace(j.endpoint(), timeout_s=PROBE_TIMEOUT_S, retries=1, backoff_s=0.5)
+    endpoint = replace(
+        j.endpoint(), timeout_s=PROBE_TIMEOUT_S, retries=1, backoff_s=0.5, patience_s=0
+    )
     where = j.api_base or j.model
 
     async def ask() -> dict:

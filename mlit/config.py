@@ -59,6 +59,17 @@ class SweepConfig:
     seed: int = _opt(0, "Seed of mixtures, training and sampling.")
     budget: int | None = _opt(None, "Examples per mixture (default: every training example).")
     max_steps: int | None = _opt(None, "Training steps (default: the preset's).")
+    checkpoint_every: int | None = _opt(
+        None,
+        "Steps between checkpoints inside a trial, written into the store; a retried trial goes "
+        "on from the latest (default: every dev evaluation; 0: none).",
+    )
+    max_failures: int = _opt(
+        3, "Retries of a failed trial (a lost node, a killed worker), each from its checkpoint."
+    )
+    keep_checkpoints: bool = _opt(
+        False, "Keep a model's checkpoints in the store once the model is stored."
+    )
     # 64, the server's batch: answers go one model after another, and with 128 in flight the
     # batches at each model boundary split in two (demo generation 70 s at 64; 77-93 s at 128).
     generation_concurrency: int = _opt(64, "Generation requests in flight.")
@@ -149,6 +160,8 @@ _MINIMUM = {
     "lora_rank": 0,
     "budget": 1,
     "max_steps": 1,
+    "checkpoint_every": 0,
+    "max_failures": 0,
     "generation_concurrency": 1,
     "n_boot": 1,
 }

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from mlit import console
+from mlit import retries as retries_rule
 from mlit.decoding import PAPER_SAMPLING
 from mlit.store import Store, content_key
 
@@ -55,6 +56,7 @@ class Client:
     timeout_s: float = 120.0
     retries: int = 4
     backoff_s: float = 0.5
+    patience_s: float = retries_rule.PATIENCE_S  # retry passing failures at least this long
     engine: str = "hf"  # the server's engine: answers of another engine are other answers
     # Served name -> shard of the Serve app (`mlit.serving.app.ServeConfig.shard_of`); None: one shard.
     lanes: Mapping[str, int] | None = None
@@ -155,8 +157,8 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
     if client.api_key:
         headers["Authorization"] = f"Bearer {client.api_key}"
     payload, url = json.dumps(body).encode(), f"{client.v1}/chat/completions"
-    last, status = "no attempt", None
-    for attempt in range(client.retries + 1):
+    last, status, first = "no attempt", None, time.monotonic()
+    for attempt in itertools.count():
         start = time.monotonic()
         try:
             async with http.post(url, data=payload, headers=headers) as r:
@@ -180,8 +182,12 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
             last, status = f"HTTP {code}: {_message(text)}", code
             if code not in RETRYABLE:
                 break
-        if attempt < client.retries:
-            await asyncio.sleep(client.backoff_s * 2**attempt * (0.5 + random.random()))
+        wait = retries_rule.pause(
+            attempt, time.monotonic() - first, client.retries, client.backoff_s, client.patience_s
+        )
+        if wait is None:
+            break
+        await asyncio.sleep(wait)
     return {"status": "error", "error": last, "http_status": status}
 
 

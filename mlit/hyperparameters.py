@@ -127,6 +127,8 @@ class TrainResult:
     steps: int = 0
     wall_time_s: float = 0.0
     effective_batch: int = 0
+    resumed_from_step: int = 0  # the checkpoint this attempt went on from (0: from the start)
+    attempt: int = 1
 
 
 # --------------------------------------------------------------------------------------------

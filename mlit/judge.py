@@ -28,6 +28,7 @@ import polars as pl
 from mlit import console, judgments, records
 from mlit.generate import workers
 from mlit.judgments import JUDGMENT_COLUMNS
+from mlit.retries import PATIENCE_S
 from mlit.store import Store, content_key
 
 # Judge templates by name, as alpaca_eval keeps evaluator configs; anything else is a file path.
@@ -86,6 +87,7 @@ class Judge:
     timeout_s: float = 60.0
     retries: int = 4
     backoff_s: float = 0.5
+    patience_s: float = PATIENCE_S  # passing failures (a restarting replica) are retried this long
     max_tokens: int = 2
     top_logprobs: int = 5
     # A reply that names no answer is asked again this many times (a sampled or overloaded judge
@@ -143,6 +145,7 @@ class Judge:
             self.timeout_s,
             self.retries,
             self.backoff_s,
+            self.patience_s,
         )
 
     def api_key(self) -> str | None:

@@ -9,10 +9,12 @@ can store them as errors and carry on. litellm is imported here only, when a cal
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-import random
 import time
 from dataclasses import dataclass
+
+from mlit import retries as retries_rule
 
 # Clusters may be offline: use the cost map bundled with litellm, never fetch it.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -28,6 +30,7 @@ class Endpoint:
     timeout_s: float = 60.0
     retries: int = 4
     backoff_s: float = 0.5
+    patience_s: float = retries_rule.PATIENCE_S  # retry passing failures at least this long
 
     def api_key(self) -> str | None:
         if not self.api_key_env:
@@ -118,8 +121,8 @@ async def complete(
     except ValueError as err:
         return {"status": "error", "error": str(err)}
     extra = {"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs else {}
-    last, fatal = "no attempt", None
-    for attempt in range(endpoint.retries + 1):
+    last, fatal, first = "no attempt", None, time.monotonic()
+    for attempt in itertools.count():
         start = time.monotonic()
         try:
             resp = await asyncio.wait_for(
@@ -142,8 +145,16 @@ async def complete(
             if not retryable(err):
                 fatal = fatal_status(err)
                 break
-            if attempt < endpoint.retries:
-                await asyncio.sleep(endpoint.backoff_s * 2**attempt * (0.5 + random.random()))
+            wait = retries_rule.pause(
+                attempt,
+                time.monotonic() - first,
+                endpoint.retries,
+                endpoint.backoff_s,
+                endpoint.patience_s,
+            )
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
             continue
         # A reply is only a reply if it holds an answer: no choices, a null message (a content
         # filter, a broken proxy) or a bad finish is an error record, never a result.

@@ -101,11 +101,40 @@ class Phase:
 
 @contextmanager
 def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
-    """A bar of models trained, drawn on a terminal while the trials run: the store is the one
-    place that knows, so a thread asks it every few seconds."""
+    """A bar of models trained, drawn on a terminal while the trials run, and one line per
+    attempt that went on after a failure: the store is the one place that knows, so a thread
+    asks it every few seconds."""
     from tqdm import tqdm
 
+    from mlit import checkpoints, trials
+
     todo = [j.key for j in plan.jobs if not store.has_model(j.key)]
+    waiting = {j.key: j for j in plan.jobs if j.key in todo}
+    said: dict[str, int] = {}
+
+    def resumptions() -> None:
+        for key, job in list(waiting.items()):
+            info = store.model_info(key)
+            if info is not None:  # stored (its checkpoints are gone): its record says the rest
+                del waiting[key]
+                tried = [{"attempt": info.get("attempts", 1), **info}]
+            else:
+                tried = checkpoints.attempts(trials.checkpointing(job, store.root, plan.compute))
+            for a in tried:
+                number = a.get("attempt", 1)
+                if number > max(1, said.get(key, 1)):
+                    said[key] = number
+                    step = a.get("resumed_from_step", 0)
+                    console.say(
+                        f"[train] {job.name}: attempt {number} "
+                        + (f"resumed from step {step}" if step else "started from step 0")
+                        + (
+                            f" ({len(a['damaged'])} damaged checkpoint(s) skipped)"
+                            if a.get("damaged")
+                            else ""
+                        )
+                    )
+
     bar = tqdm(
         total=len(todo),
         desc="training",
@@ -117,6 +146,7 @@ def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
     def update() -> None:
         bar.n = sum(store.has_model(k) for k in todo)
         bar.refresh()
+        resumptions()
 
     try:
         with _every(poll_s, update):
@@ -160,7 +190,12 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
         f"[train] {trained} trained, {len(plan.jobs) - trained} already stored "
         f"({time.time() - phase.started:.0f} s)"
     )
-    return phase.done(models_trained=trained)
+    done = [r for r in result.rows if r["status"] == "trained"]
+    return phase.done(
+        models_trained=trained,
+        models_resumed=sum(bool(r["resumed_from_step"]) for r in done),
+        attempts=sum(r["attempts"] or 1 for r in done),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -205,6 +205,9 @@ def compute(cfg: SweepConfig) -> Compute:
         workers=cfg.workers or (1 if cfg.is_demo else 2),
         gpus_per_worker=cfg.gpus_per_worker,
         storage_path=str((cfg.run_dir() / "ray").resolve()),
+        max_failures=cfg.max_failures,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
         # The demo's models train in seconds; its trials each take a share of them so the
         # start-up of a trial is paid a few times, not 22 times (see trials.Compute).
         models_per_trial=None if cfg.is_demo else 1,

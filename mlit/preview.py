@@ -42,6 +42,22 @@ def cached(plans: Sequence[Plan], store: Store) -> list[tuple[int, int]]:
     return [(len(answers[id(p)]), sum(k in present for k in verdict_keys[id(p)])) for p in plans]
 
 
+def _resilience(plan) -> str:
+    """How a trial survives a lost node: its checkpoints and retries."""
+    comp, every = plan.compute, plan.compute.checkpoint_every
+    every = plan.train.eval_every if every is None else every
+    where = (
+        "none: a retried trial starts from step 0"
+        if not every
+        else (
+            f"every {every} steps into the store's checkpoints/, "
+            + ("kept" if comp.keep_checkpoints else "deleted")
+            + " once the model is stored"
+        )
+    )
+    return f"checkpoints: {where}; a failed trial is retried up to {comp.max_failures} times"
+
+
 def describe(plan: Plan, store: Store, held: tuple[int, int] | None = None) -> str:
     """The dry-run plan: mixtures, models (new or stored), generations and judge calls.
     ``held``: this plan's `cached` counts, when the caller read them for several plans."""
@@ -63,6 +79,7 @@ def describe(plan: Plan, store: Store, held: tuple[int, int] | None = None) -> s
     lines += [
         f"models to train: {c.distinct_models - stored} new, {stored} stored "
         f"({c.distinct_models} distinct models)",
+        _resilience(plan),
         f"generations: {c.generations} ({c.generations - gen_cached} new, {gen_cached} cached; "
         f"{len(exp.answering())} models x their eval languages x {c.eval_instructions} "
         f"instructions), up to {sp.max_tokens} new tokens each",

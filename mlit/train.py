@@ -15,26 +15,31 @@ What it does, in order:
 3. trains with a DeepSpeed config built from `TrainConfig` (ZeRO stage 0-3, optional offload,
    bf16 on GPU; ``DS_ACCELERATOR=cpu`` where there is no CUDA);
 4. every ``eval_every`` steps and at the end, generates greedy answers for the dev set, scores them
-   with multi-script ROUGE-L (`mlit.rouge`) and saves the checkpoint when it is the best so far;
-5. exports the best checkpoint in HF format (LoRA adapters merged, and also kept in ``adapter/``
+   with multi-script ROUGE-L and keeps the weights when they are the best so far
+   (`mlit.selection`);
+5. with ``checkpointing``, writes a checkpoint into the store every K steps and first resumes from
+   the latest one that verifies (`mlit.checkpoints`): a retried run ends with the same model;
+6. exports the best checkpoint in HF format (LoRA adapters merged, and also kept in ``adapter/``
    for vLLM's multi-LoRA serving) with ``mlit_model.json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from mlit import chat, decoding, model_refs, rouge
+from mlit import chat, checkpoints, decoding, model_refs, selection
 from mlit.atomic import atomic_dir
 from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
+from mlit.selection import Report, dev_rouge_l
+
+__all__ = ["TrainConfig", "TrainError", "dev_rouge_l", "train_model"]
 
 Example = tuple[str, str]  # (instruction, response)
 METADATA = "mlit_model.json"
@@ -144,47 +149,7 @@ def _skip_shared_memory_allreduce() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Dev-set ROUGE-L
-
-
-def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> float:
-    """Mean ROUGE-L of greedy answers on the dev set, sharded over ranks and averaged."""
-    import torch
-    import torch.distributed as dist
-
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    shard = list(dev[rank::world])
-    batches = math.ceil(math.ceil(len(dev) / world) / cfg.dev_batch_size)
-    sampling = decoding.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
-    total, count = 0.0, 0
-    for b in range(batches):  # every rank runs the same number of batches (ZeRO-3 lockstep)
-        batch = shard[b * cfg.dev_batch_size : (b + 1) * cfg.dev_batch_size]
-        real = len(batch)
-        batch = batch or list(dev[:1])  # a stand-in keeps an idle rank stepping with the others
-        prompts = [chat.format_prompt(tokenizer, i) for i, _ in batch]
-        outs = decoding.generate(model, tokenizer, prompts, sampling, synced=world > 1)
-        if real:
-            total += sum(
-                rouge.rouge_l(o.text, ref) for o, (_, ref) in zip(outs, batch, strict=True)
-            )
-            count += real
-    if distributed and world > 1:
-        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=_device(model))
-        dist.all_reduce(sums)
-        total, count = float(sums[0]), int(sums[1])
-    return total / max(count, 1)
-
-
-def _device(model):
-    return next(model.parameters()).device
-
-
-# --------------------------------------------------------------------------------------------
 # Training
-
-
-Report = Callable[[dict], None]
 
 
 def training_arguments(cfg: TrainConfig, work: Path, world: int, on_gpu: bool):
@@ -228,24 +193,22 @@ def train_model(
     output_dir: str | Path,
     metadata: dict | None = None,
     report: Report | None = None,
+    checkpointing: checkpoints.Checkpointing | None = None,
 ) -> TrainResult:
-    """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L."""
+    """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L;
+    with ``checkpointing``, resume from the model's latest checkpoint and write new ones."""
     if not train:
         raise TrainError("no training examples")
     if not dev:
         raise TrainError("no dev examples: checkpoint selection needs a dev set")
     _prepare_distributed_env()
     import torch
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        PrinterCallback,
-        Trainer,
-        TrainerCallback,
-    )
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
 
     start = time.time()
     output_dir = Path(output_dir)
     work = output_dir.with_name(f".{output_dir.name}.work")
+    shutil.rmtree(work, ignore_errors=True)  # an earlier attempt's leftovers are not this run's
     model, tokenizer = load_model_and_tokenizer(base_model, cfg)
     # Which of the base model's dropout settings the paper's dropout reached (recorded with the
     # model; an empty list means the architecture has none and dropout is not applied).
@@ -256,62 +219,55 @@ def train_model(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     encoded = [encode_example(tokenizer, i, r, cfg) for i, r in train]
     args = training_arguments(cfg, work, world, on_gpu)
-    state = {"best": -1.0, "best_step": 0, "curve": [], "losses": []}
     best_dir = work / "best"
-
-    class DevSelection(TrainerCallback):
-        """Score the dev set every K steps and keep the best checkpoint."""
-
-        trainer = None
-
-        def on_log(self, args, st, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                state["losses"].append((st.global_step, float(logs["loss"])))
-
-        def on_step_end(self, args, st, control, model=None, **kw):
-            step = st.global_step
-            if step % cfg.eval_every and step != cfg.max_steps:
-                return
-            score = dev_rouge_l(model, tokenizer, dev, cfg)
-            state["curve"].append((step, score))
-            if score > state["best"]:
-                state["best"], state["best_step"] = score, step
-                self.trainer.save_model(str(best_dir))  # every rank: ZeRO-3 gathers weights
-            if report is not None:
-                loss = state["losses"][-1][1] if state["losses"] else float("nan")
-                report(
-                    {
-                        "step": step,
-                        "dev_rouge_l": score,
-                        "best_dev_rouge_l": state["best"],
-                        "loss": loss,
-                    }
-                )
-
-    selection = DevSelection()
+    restored = checkpoints.restore(checkpointing, work) if checkpointing else None
+    state = selection.Selection.from_dict(restored.state) if restored else selection.Selection()
+    if restored:
+        checkpoints.report(restored)
+    resumed = restored.step if restored else 0
+    attempt = (
+        checkpoints.begin(checkpointing, resumed, restored.damaged if restored else ())
+        if checkpointing
+        else None
+    )
+    context = {"report_extra": {"resumed_from_step": resumed}}
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=encoded,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
-        callbacks=[selection],
+        callbacks=[
+            selection.callback(state, cfg, tokenizer, dev, best_dir, report, checkpointing, context)
+        ],
     )
-    selection.trainer = trainer
+    context["trainer"] = trainer
     trainer.remove_callback(PrinterCallback)  # progress goes through `report`, not stdout dicts
-    trainer.train()
+    try:
+        trainer.train(resume_from_checkpoint=str(restored.path) if restored else None)
+    except BaseException as err:
+        if attempt is not None and int(os.environ.get("RANK", "0")) == 0:
+            checkpoints.ended(
+                checkpointing,
+                attempt,
+                failed_at_step=context.get("step", resumed),
+                error=f"{type(err).__name__}: {str(err).strip()[-300:]}",
+            )
+        raise
     if not trainer.is_deepspeed_enabled:  # a silent fallback would make ZeRO settings a lie
         raise TrainError("the HF Trainer did not start DeepSpeed; check the deepspeed install")
 
     result = TrainResult(
         output_dir=str(output_dir),
-        best_step=state["best_step"],
-        best_dev_rouge_l=state["best"],
-        curve=tuple(state["curve"]),
-        losses=tuple(state["losses"]),
+        best_step=state.best_step,
+        best_dev_rouge_l=state.best,
+        curve=tuple(map(tuple, state.curve)),
+        losses=tuple(map(tuple, state.losses)),
         steps=cfg.max_steps,
         wall_time_s=round(time.time() - start, 2),
         effective_batch=world * cfg.batch_plan(world)[0] * cfg.accumulation(world),
+        resumed_from_step=resumed,
+        attempt=attempt.number if attempt else 1,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         _export(base_model, best_dir, output_dir, tokenizer, cfg, result, metadata)
@@ -346,6 +302,7 @@ def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metad
         "dev_rouge_l_curve": [list(p) for p in result.curve],
         "loss_curve": [list(p) for p in result.losses],
         "steps": result.steps,
+        "resumed_from_step": result.resumed_from_step,
         "effective_batch": result.effective_batch,
         "wall_time_s": result.wall_time_s,
         "versions": versions(),

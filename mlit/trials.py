@@ -4,7 +4,13 @@ Every model is looked up in the store first; only missing ones become trials. A 
 function trainable that builds and fits a `TorchTrainer` (Train V2), whose workers run
 `mlit.train.train_model` with DeepSpeed and report dev ROUGE-L back through `TuneReportCallback`.
 Rank 0 publishes the exported model to the store, so a sweep killed mid-way and rerun retrains
-nothing that finished and restarts the rest from scratch.
+nothing that finished.
+
+A model in training writes a checkpoint into the store every ``checkpoint_every`` steps
+(`mlit.checkpoints`). A trial that fails (a lost node, a killed worker) is retried by Tune up to
+``max_failures`` times, and a retry, a rerun of the command or another sweep on the same store
+goes on from the latest checkpoint that verifies. A failure that a retry cannot change (bad input,
+out of memory at the same step twice) is not retried: the worker records why and moves on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mlit import console, leases
+from mlit import checkpoints, console, leases
 from mlit.compute import Compute, ResourceError
 from mlit.identity import ModelJob
 from mlit.store import Store, filesystem
@@ -158,6 +164,8 @@ def train_phase(
                 "wall_time_s": info.get("wall_time_s"),
                 "effective_batch": info.get("effective_batch"),
                 "dropout_settings": ",".join(info.get("dropout_settings") or []) or None,
+                "resumed_from_step": info.get("resumed_from_step", 0),
+                "attempts": info.get("attempts", 1),
                 "status": (
                     "failed"
                     if job.key in failed
@@ -225,8 +233,15 @@ def _run_tune(
     # "failed".
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     grid = tuner.fit()
-    errors = [str(e).strip().splitlines()[-1] for e in grid.errors if str(e).strip()]
-    return [j.key for j in todo if not store.has_model(j.key)], errors
+    missing = [j for j in todo if not store.has_model(j.key)]
+    errors = []
+    for job in missing:  # a model not retried says why (the trial itself ended well)
+        reason = checkpoints.stopped(checkpointing(job, store.root, compute))
+        if reason:
+            console.say(f"[train] {job.name}: not retried: {reason}")
+            errors.append(reason)
+    errors += [str(e).strip().splitlines()[-1] for e in grid.errors if str(e).strip()]
+    return [j.key for j in missing], errors
 
 
 def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: str) -> None:
@@ -242,7 +257,7 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
     storage_fs, storage_path = filesystem(storage)
     trainer = TorchTrainer(
         train_loop_per_worker=_worker_loop,
-        train_loop_config={"jobs": jobs, "store_root": store_root},
+        train_loop_config={"jobs": jobs, "store_root": store_root, "compute": comp},
         scaling_config=ScalingConfig(
             num_workers=comp.workers,
             use_gpu=use_gpu,
@@ -260,13 +275,39 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
     trainer.fit()
 
 
+def checkpointing(job: ModelJob, store_root: str, compute: Compute) -> checkpoints.Checkpointing:
+    """Where and how often a model's training run checkpoints (default: every dev evaluation)."""
+    every = compute.checkpoint_every
+    every = job.config.eval_every if every is None else every
+    return checkpoints.Checkpointing(store_root, job.key, every, compute.keep_checkpoints)
+
+
 def _worker_loop(config: dict) -> None:
     """Runs on every Ray Train worker: the plain training step per model, rank 0 publishes each
     model as soon as it is done (so a retried trial skips what finished)."""
     store = Store(config["store_root"])
     for job in config["jobs"]:
         if not store.valid_model(job.key):
-            _train_one(job, store)
+            _train_one(job, store, checkpointing(job, store.root, config["compute"]))
+
+
+def not_retried(err: BaseException, ck: checkpoints.Checkpointing) -> str | None:
+    """Why a failure would only repeat on retry (bad input; out of memory at the step where an
+    earlier attempt ran out too), or None: a lost node, a killed process, anything else is
+    retried, from the latest checkpoint."""
+    from mlit.hyperparameters import TrainError
+
+    if isinstance(err, TrainError):
+        return f"bad input: {err}"
+    text = f"{type(err).__name__}: {err}"
+    if "OutOfMemoryError" in text or "out of memory" in text.lower():
+        tried = checkpoints.attempts(ck)
+        step = tried[-1].get("failed_at_step") if tried else None
+        if any(a.get("failed_at_step") == step for a in tried[:-1] if a.get("out_of_memory")):
+            return f"out of memory at step {step} twice ({text.splitlines()[0][:200]})"
+        if tried:
+            checkpoints.ended(ck, checkpoints.Attempt(tried[-1]["attempt"], 0), out_of_memory=True)
+    return None
 
 
 def model_config(folder: Path):
@@ -277,22 +318,30 @@ def model_config(folder: Path):
     return SimpleNamespace(**json.loads((folder / "config.json").read_text()))
 
 
-def _train_one(job: ModelJob, store: Store) -> None:
+def _train_one(job: ModelJob, store: Store, ck: checkpoints.Checkpointing) -> None:
     import ray.train
 
     from mlit import train
 
     rank = ray.train.get_context().get_world_rank()
     out = Path(tempfile.gettempdir()) / "mlit-train" / f"{job.key}-{rank}"
-    result = train.train_model(
-        job.base_model,
-        list(job.train),
-        list(job.dev),
-        job.config,
-        out,
-        metadata={"mixture": job.manifest, "model_key": job.key, "mixture_name": job.name},
-        report=lambda metrics: ray.train.report({**metrics, "mixture": job.name}),
-    )
+    try:
+        result = train.train_model(
+            job.base_model,
+            list(job.train),
+            list(job.dev),
+            job.config,
+            out,
+            metadata={"mixture": job.manifest, "model_key": job.key, "mixture_name": job.name},
+            report=lambda metrics: ray.train.report({**metrics, "mixture": job.name}),
+            checkpointing=ck,
+        )
+    except Exception as err:
+        reason = not_retried(err, ck)
+        if reason is None:
+            raise  # Tune retries the trial; the retry resumes from the latest checkpoint
+        checkpoints.stop(ck, reason)  # every rank fails alike on bad input: all move on
+        return
     if rank == 0:
         info = {
             "model_key": job.key,
@@ -304,6 +353,10 @@ def _train_one(job: ModelJob, store: Store) -> None:
             "base_model": job.base_model,
             "effective_batch": result.effective_batch,
             "dropout_settings": train.dropout_settings(model_config(out)),
+            "resumed_from_step": result.resumed_from_step,
+            "attempts": result.attempt,
         }
         store.publish_model(out, job.key, info)
         shutil.rmtree(out, ignore_errors=True)
+        if not ck.keep:
+            checkpoints.delete(ck)  # the model is stored: its checkpoints have done their job

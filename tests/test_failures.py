@@ -73,7 +73,7 @@ def test_unparseable_and_null_replies_are_reasked_then_recorded_never_stored(end
 def test_a_timeout_is_called_a_timeout(endpoint, tmp_path):
     script, url = endpoint
     script.delay_s = 2.0
-    j = Judge("openai/slow", api_base=url, timeout_s=0.3, retries=0)
+    j = Judge("openai/slow", api_base=url, timeout_s=0.3, retries=0, patience_s=0)
     out = judge.judge_pairs(pairs(1), j, Store(str(tmp_path)), progress=False)
     assert "timed out" in out["error"][0] and "unreachable" not in out["error"][0]
 
@@ -262,7 +262,7 @@ def test_a_generation_reply_without_an_answer_is_an_error_never_stored(endpoint,
     tasks = [
         generate.Task(m, f"key-{m}", "ex1", "en", "Hi?") for m in ("no-choices", "null-content")
     ]
-    client = generate.Client(url, concurrency=2, retries=0)
+    client = generate.Client(url, concurrency=2, retries=0, patience_s=0)
     out = generate.generate(tasks, client, store, progress=False)
     assert out["status"].to_list() == ["error", "error"]
     errors = dict(zip(out["model"], out["error"], strict=True))
@@ -301,3 +301,19 @@ def test_confidence_intervals_are_the_same_on_every_rebuild():
         assert again.sort("eval_lang", "model").equals(first.sort("eval_lang", "model"))
     assert not scores.score(frame, n_boot=200, seed=4).table.equals(first)
     assert isinstance(first, pl.DataFrame)
+
+
+def test_a_passing_failure_is_asked_again_for_the_whole_patience_window(endpoint, tmp_path):
+    """A replica restarting on another node refuses for a while: the client outlasts it (four
+    refusals against one retry's worth of tries), and still gives up once both are spent."""
+    from mlit import generate, retries
+
+    script, url = endpoint
+    script.fail_first["good"] = 4
+    task = [generate.Task("good", "key-good", "ex1", "en", "Hi?")]
+    patient = generate.Client(url, retries=1, backoff_s=0.05, patience_s=5)
+    out = generate.generate(task, patient, Store(str(tmp_path)), progress=False)
+    assert out["status"].to_list() == ["ok"] and script.calls["good"] == 5
+    assert retries.pause(1, 10.0, 1, 0.05, 5.0) is None  # past the tries and the window
+    assert retries.pause(0, 10.0, 1, 0.05, 5.0) is not None  # the tries still hold
+    assert retries.pause(5, 1.0, 1, 0.05, 5.0) is not None  # the window still holds

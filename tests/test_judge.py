@@ -24,7 +24,7 @@ def pairs(n=3):
 def test_verdicts_both_orders_cached_and_zero_calls_on_rerun(endpoint, tmp_path):
     script, url = endpoint
     store = Store(str(tmp_path / "store"))
-    j = Judge("openai/good", api_base=url, retries=0)
+    j = Judge("openai/good", api_base=url, retries=0, patience_s=0)
     saved = []
     first = judge.judge_pairs(pairs(), j, store, saved.append, progress=False)
     assert script.calls["good"] == 6  # 3 pairs x 2 orders
@@ -92,6 +92,7 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
         api_base=f"http://127.0.0.1:{port}/v1",
         retries=2,
         backoff_s=0.01,
+        patience_s=0,
         timeout_s=5,
     )
     out = judge.judge_pairs(pairs(2), j, store, progress=False)

@@ -4,11 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from mlit import data, identity, mixtures, trials
+from mlit import checkpoints, data, identity, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
 
@@ -105,10 +107,14 @@ def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sampl
     )
     store = Store(root)
     deadline = time.time() + 300
+
+    def second_checkpointed() -> bool:  # the model in training has a checkpoint in the store
+        return any(Path(root, "checkpoints").glob(f"*/step-*/{checkpoints.MANIFEST}"))
+
     try:
-        while not store.model_keys() and time.time() < deadline:
+        while not (store.model_keys() and second_checkpointed()) and time.time() < deadline:
             assert proc.poll() is None, "the sweep ended before the test could kill it"
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, Ray driver included
         proc.wait()
@@ -123,6 +129,52 @@ def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sampl
     rerun = trials.train_phase(jobs, store, trials.Compute(workers=1), "resume")
     assert len(rerun.launched) == 1 and rerun.launched[0] not in finished
     assert len(store.model_keys()) == 2
+    # The model killed in training went on from its checkpoint, in the rerun of the command.
+    [row] = rerun.table().filter(status="trained").rows(named=True)
+    assert row["resumed_from_step"] > 0 and row["attempts"] == 2
+    assert not any(Path(root, "checkpoints").iterdir())  # deleted once the models are stored
+
+
+def test_a_lost_training_worker_is_retried_from_its_checkpoint(
+    ray_session, tiny_base, sample, tmp_path
+):
+    """Two DeepSpeed workers; one is SIGKILLed after the first checkpoint. Tune retries the
+    trial, every rank takes its own files back, and the model equals an undisturbed run's."""
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig.demo(
+        max_steps=24, eval_every=4, dev_max_new_tokens=6, batch_size=8, per_device_batch_size=4
+    )
+    [job] = _jobs(tiny_base, sample, [mixtures.monolingual("cs")], cfg)
+    compute = trials.Compute(workers=2, storage_path=str(tmp_path / "ray"))
+    undisturbed = Store(str(tmp_path / "undisturbed"))
+    trials.train_phase([job], undisturbed, compute, "undisturbed")
+    store = Store(str(tmp_path / "store"))
+    ck = trials.checkpointing(job, store.root, compute)
+    first = Path(checkpoints.uri(ck, "step-000004", checkpoints.MANIFEST))
+    killed = []
+
+    def kill_a_worker() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            tried = checkpoints.attempts(ck)
+            if tried and first.exists():
+                os.kill(tried[0]["pid"], signal.SIGKILL)  # rank 0's worker process
+                killed.append(tried[0]["pid"])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_a_worker, daemon=True)
+    thread.start()
+    result = trials.train_phase([job], store, compute, "lost")
+    thread.join()
+    assert killed, "the test never saw the first checkpoint"
+    [row] = result.table().rows(named=True)
+    assert row["status"] == "trained" and row["attempts"] == 2
+    assert row["resumed_from_step"] >= 4
+    want = load_file(str(undisturbed.local_model_dir(job.key) / "model.safetensors"))
+    got = load_file(str(store.local_model_dir(job.key) / "model.safetensors"))
+    assert max(float((want[k] - got[k]).abs().max()) for k in want) <= 1e-6
+    assert store.model_info(job.key)["best_step"] == undisturbed.model_info(job.key)["best_step"]
 
 
 def test_impossible_gpu_requests_fail_before_any_trial(ray_session, tiny_base, sample, tmp_path):

@@ -23,7 +23,7 @@ SOURCE = rows(
 
 def _translator(url, model="translate", **kw):
     return translate.Translator(
-        llm.Endpoint(f"openai/{model}", url, retries=1, backoff_s=0.01, **kw)
+        llm.Endpoint(f"openai/{model}", url, retries=1, backoff_s=0.01, patience_s=0, **kw)
     )
 
 

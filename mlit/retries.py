@@ -1,0 +1,26 @@
+"""When the generation and judge clients ask again: one rule for both.
+
+A failure that passes (a rate limit, a 5xx, a dropped connection, a timeout) is asked again,
+with exponential backoff and jitter. Tries alone are a poor measure, because the failures that
+matter at scale last a while: a Serve replica on a lost node is started again elsewhere and loads
+its model (tens of seconds), a provider's rate-limit window lasts as long as it lasts. So a
+request is asked again at least ``retries`` times *and* until ``patience_s`` seconds have passed
+since its first try; each wait is capped at ``MAX_WAIT_S``. Answers are keyed by content and
+sampled with a per-request seed, so asking twice never stores two answers.
+"""
+
+from __future__ import annotations
+
+import random
+
+MAX_WAIT_S = 10.0
+PATIENCE_S = 120.0  # outlasts a replica restart on another node (measured in the note of issue 24)
+
+
+def pause(
+    attempt: int, elapsed_s: float, retries: int, backoff_s: float, patience_s: float
+) -> float | None:
+    """Seconds to wait before try ``attempt + 2`` (``attempt`` counts from 0), or None: give up."""
+    if attempt >= retries and elapsed_s >= patience_s:
+        return None
+    return min(MAX_WAIT_S, backoff_s * 2**attempt) * (0.5 + random.random())
