@@ -320,9 +320,9 @@ def begin(ck: Checkpointing, resumed_from_step: int, damaged=()) -> Attempt:
     """Record an attempt at the model (rank 0 writes; every rank gets the same number)."""
     rank, _ = _group()
     number = _gather(1 + len(attempts(ck)) if rank == 0 else None)[0]
-    stopped = _fs(ck)
-    if rank == 0 and stopped[0].get_file_info(f"{stopped[1]}/{STOPPED}").type.name == "File":
-        stopped[0].delete_file(f"{stopped[1]}/{STOPPED}")  # an earlier run gave up; this one tries
+    filesystem, folder = _fs(ck)
+    if rank == 0 and stopped(ck) is not None:
+        filesystem.delete_file(f"{folder}/{STOPPED}")  # an earlier run gave up; this one tries
     attempt = Attempt(number, resumed_from_step, list(damaged))
     if rank == 0:
         record = {
