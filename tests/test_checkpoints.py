@@ -114,3 +114,36 @@ def test_failures_a_retry_cannot_change_are_not_retried(tmp_path):
     assert checkpoints.stopped(ck) is None
     checkpoints.delete(ck)
     assert checkpoints.attempts(ck) == []
+
+
+def test_checkpoints_on_object_storage_resume_the_same_way(runs, tiny_base, tmp_path):
+    """The store on a real S3 server (moto on loopback): the checkpoints of a killed run are in
+    the bucket, and the rerun takes them from there to the same model."""
+    import os
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import loopback
+
+    proc, port = loopback.start_moto("mlit-ck")
+    old = {k: os.environ.get(k) for k in loopback.s3_env(port)}
+    os.environ.update(loopback.s3_env(port))
+    try:
+        root, whole = runs
+        store = "s3://mlit-ck/store"
+        _train(tiny_base, store, tmp_path / "unused", "--kill-at", "15")
+        ck = checkpoints.Checkpointing(store, KEY, every=5)
+        assert checkpoints.uri(ck, "x").startswith("s3://mlit-ck/store/checkpoints/")
+        assert [a["resumed_from_step"] for a in checkpoints.attempts(ck)] == [0]
+        resumed, _ = _train(tiny_base, store, tmp_path / "resumed")
+        assert resumed["resumed_from_step"] == 10 and resumed["curve"] == whole["curve"]
+        assert _max_difference(_weights(root / "whole"), _weights(tmp_path / "resumed")) <= 1e-6
+        checkpoints.delete(ck)
+        assert checkpoints.attempts(ck) == []
+    finally:
+        proc.terminate()
+        proc.wait()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
