@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -88,3 +92,26 @@ def legacy_put(root, kind: str, key: str, value: dict):
     doc[RECORD_SHA] = digest(doc)
     path.write_text(json.dumps(doc, ensure_ascii=False))  # as mlit wrote them before segments
     return path
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str) -> Iterator[str]:
+    """A real S3 server (moto) on loopback with ``bucket``, and the environment pointing pyarrow
+    and boto3 (and child processes) at it; yields ``s3://bucket``. The environment is restored."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import loopback
+
+    proc, port = loopback.start_moto(bucket)
+    env = loopback.s3_env(port)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield f"s3://{bucket}"
+    finally:
+        proc.terminate()
+        proc.wait()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 
 from mlit import checkpoints, trials
@@ -119,15 +120,7 @@ def test_failures_a_retry_cannot_change_are_not_retried(tmp_path):
 def test_checkpoints_on_object_storage_resume_the_same_way(runs, tiny_base, tmp_path):
     """The store on a real S3 server (moto on loopback): the checkpoints of a killed run are in
     the bucket, and the rerun takes them from there to the same model."""
-    import os
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import loopback
-
-    proc, port = loopback.start_moto("mlit-ck")
-    old = {k: os.environ.get(k) for k in loopback.s3_env(port)}
-    os.environ.update(loopback.s3_env(port))
-    try:
+    with helpers.s3_server("mlit-ck"):
         root, whole = runs
         store = "s3://mlit-ck/store"
         _train(tiny_base, store, tmp_path / "unused", "--kill-at", "15")
@@ -139,11 +132,3 @@ def test_checkpoints_on_object_storage_resume_the_same_way(runs, tiny_base, tmp_
         assert _max_difference(_weights(root / "whole"), _weights(tmp_path / "resumed")) <= 1e-6
         checkpoints.delete(ck)
         assert checkpoints.attempts(ck) == []
-    finally:
-        proc.terminate()
-        proc.wait()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -3,15 +3,11 @@
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 import helpers
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import loopback
 
 from mlit import store as store_mod
 from mlit.store import COMPLETE, Store
@@ -25,18 +21,8 @@ def _port() -> int:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    proc, port = loopback.start_moto("mlit-test")
-    env = loopback.s3_env(port)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield "s3://mlit-test"
-    proc.terminate()
-    proc.wait()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with helpers.s3_server("mlit-test") as bucket:
+        yield bucket
 
 
 def _model_dir(tmp_path: Path) -> Path:
