@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlit import console
-from mlit.integrity import file_digest
+from mlit.integrity import file_digest, manifest
 
 MANIFEST = "_CHECKPOINT.json"
 STOPPED = "not_retried.json"  # a failure that a retry cannot change, and why
@@ -208,14 +208,6 @@ def _reads(rel: str, rank: int) -> bool:
     return tag is None or int(tag.group(1)) == rank
 
 
-def _files(local: Path) -> dict[str, dict]:
-    return {
-        p.relative_to(local).as_posix(): {"size": p.stat().st_size, "sha256": file_digest(p)}
-        for p in sorted(local.rglob("*"))
-        if p.is_file()
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Saving
 
@@ -224,7 +216,7 @@ def save(ck: Checkpointing, step: int, local: Path, state: dict, best: Path | No
     """Upload the checkpoint HF Trainer just wrote to ``local`` (on every rank), then its
     manifest; ``best`` is the local folder of the best weights so far (rank 0)."""
     rank, world = _group()
-    mine = _files(local)
+    mine = manifest(local)
     everyone = _gather(mine)
     owner = {}
     for r, files in enumerate(everyone):
@@ -236,7 +228,7 @@ def save(ck: Checkpointing, step: int, local: Path, state: dict, best: Path | No
     if rank == 0 and state.get("best_step"):
         best_name = f"best-{state['best_step']:06d}"
         if _read_json(ck, best_name, MANIFEST) is None:
-            files = _files(best)
+            files = manifest(best)
             _upload(ck, best, list(files), best_name)
             _write_json(ck, {"step": state["best_step"], "files": files}, best_name, MANIFEST)
     _barrier()  # every rank's files are up before the manifest says the checkpoint exists
@@ -245,8 +237,8 @@ def save(ck: Checkpointing, step: int, local: Path, state: dict, best: Path | No
             rel: {**everyone[r][rel], "ranks": [i for i, f in enumerate(everyone) if rel in f]}
             for rel, r in owner.items()
         }
-        manifest = {"step": step, "workers": world, "files": files, "state": state}
-        _write_json(ck, {**manifest, "best": best_name, "time": time.time()}, name, MANIFEST)
+        record = {"step": step, "workers": world, "files": files, "state": state}
+        _write_json(ck, {**record, "best": best_name, "time": time.time()}, name, MANIFEST)
         _prune(ck, step)
 
 
@@ -254,9 +246,9 @@ def _prune(ck: Checkpointing, latest: int) -> None:
     """Keep the latest KEEP checkpoints and the best weights they name; remove the rest
     (older checkpoints, and uploads that were cut off before their manifest)."""
     filesystem, folder = _fs(ck)
-    done = [n for n in _names(ck, r"step-\d+") if _read_json(ck, n, MANIFEST) is not None]
-    kept = set(done[-KEEP:])
-    named = {(_read_json(ck, n, MANIFEST) or {}).get("best") for n in kept}
+    found = {n: _read_json(ck, n, MANIFEST) for n in _names(ck, r"step-\d+")}
+    kept = [n for n, m in found.items() if m is not None][-KEEP:]
+    named = {found[n].get("best") for n in kept}
     for n in _names(ck, r"(step|best)-\d+"):
         if n in kept or n in named or int(n.split("-")[1]) > latest:
             continue
@@ -275,30 +267,30 @@ def restore(ck: Checkpointing, dest: Path) -> Restored | None:
     names = _gather(_names(ck, r"step-\d+") if rank == 0 else None)[0]
     damaged = []
     for name in reversed(names):
-        manifest = _read_json(ck, name, MANIFEST)
-        if manifest is None:
+        meta = _read_json(ck, name, MANIFEST)
+        if meta is None:
             continue  # an upload that was cut off: not a checkpoint
-        if manifest.get("workers") != world:
+        if meta.get("workers") != world:
             damaged.append(
-                f"{uri(ck, name)}: written by {manifest.get('workers')} workers, this run has "
+                f"{uri(ck, name)}: written by {meta.get('workers')} workers, this run has "
                 f"{world} (ZeRO shards do not move between worker counts)"
             )
             continue
-        local = dest / f"checkpoint-{manifest['step']}"
-        mine = {r: f for r, f in manifest["files"].items() if _reads(r, rank)}
+        local = dest / f"checkpoint-{meta['step']}"
+        mine = {r: f for r, f in meta["files"].items() if _reads(r, rank)}
         problem = _download(ck, mine, local, name)
         best = None
-        if problem is None and rank == 0 and manifest.get("best"):
-            best_manifest = _read_json(ck, manifest["best"], MANIFEST)
+        if problem is None and rank == 0 and meta.get("best"):
+            best_manifest = _read_json(ck, meta["best"], MANIFEST)
             best = dest / "best"
             problem = (
-                f"{manifest['best']}: its manifest is missing"
+                f"{meta['best']}: its manifest is missing"
                 if best_manifest is None
-                else _download(ck, best_manifest["files"], best, manifest["best"])
+                else _download(ck, best_manifest["files"], best, meta["best"])
             )
         problems = _gather(problem)
         if not any(problems):
-            return Restored(local, manifest["step"], manifest["state"], best, tuple(damaged))
+            return Restored(local, meta["step"], meta["state"], best, tuple(damaged))
         for p in filter(None, problems):
             damaged.append(f"{uri(ck, name)}: {p}")
     if damaged and rank == 0:
@@ -308,6 +300,9 @@ def restore(ck: Checkpointing, dest: Path) -> Restored | None:
 
 
 def report(restored: Restored) -> None:
+    """The damaged checkpoints skipped, once (rank 0: every rank knows the same list)."""
+    if _group()[0] != 0:
+        return
     for line in restored.damaged:
         console.warn(f"[train] checkpoint {line}; resuming from step {restored.step}")
 
