@@ -108,11 +108,17 @@ def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sampl
     store = Store(root)
     deadline = time.time() + 300
 
-    def second_checkpointed() -> bool:  # the model in training has a checkpoint in the store
-        return any(Path(root, "checkpoints").glob(f"*/step-*/{checkpoints.MANIFEST}"))
+    def second_checkpointed(done: list[str]) -> bool:
+        # The model still in training has a checkpoint in the store. The finished model's own
+        # checkpoints stay for a moment after it is stored (they are deleted next): not those.
+        found = Path(root, "checkpoints").glob(f"*/step-*/{checkpoints.MANIFEST}")
+        return any(m.parent.parent.name not in done for m in found)
 
     try:
-        while not (store.model_keys() and second_checkpointed()) and time.time() < deadline:
+        while time.time() < deadline:
+            done = store.model_keys()
+            if done and second_checkpointed(done):
+                break
             assert proc.poll() is None, "the sweep ended before the test could kill it"
             time.sleep(0.2)
     finally:
