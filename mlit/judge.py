@@ -42,6 +42,12 @@ TEMPLATES = {
     "compact": "judge_compact.txt",
 }
 DEFAULT_TEMPLATE = "paper"
+# A template's placeholders: ours, or the ones the paper's Fig. 9 prints (pasted verbatim).
+FIELDS = (
+    ("{instruction}", "{instruction}"),
+    ("{answer_1}", "{response 1}"),
+    ("{answer_2}", "{response 2}"),
+)
 
 
 class JudgeError(RuntimeError):
@@ -101,9 +107,12 @@ class Judge:
         if self.parser not in PARSERS:
             raise JudgeError(f"unknown parser {self.parser!r}; known: {', '.join(PARSERS)}")
         text = _read_template(self.template)
-        for field in ("{instruction}", "{answer_1}", "{answer_2}"):
-            if field not in text:
-                raise JudgeError(f"judge template {self.template_name} lacks {field}")
+        for field, alias in FIELDS:
+            if field not in text and alias not in text:
+                raise JudgeError(
+                    f"judge template {self.template_name} lacks {field} (or {alias}, as in the "
+                    "paper's Fig. 9)"
+                )
         # Read once: every prompt and every verdict key needs the text and its hash.
         object.__setattr__(self, "_text", text)
         object.__setattr__(self, "_hash", hashlib.sha256(text.encode()).hexdigest()[:16])
@@ -133,6 +142,8 @@ class Judge:
             self._text.replace("{instruction}", instruction)
             .replace("{answer_1}", answer_1)
             .replace("{answer_2}", answer_2)
+            .replace("{response 1}", answer_1)
+            .replace("{response 2}", answer_2)
         )
 
     def endpoint(self):

@@ -20,6 +20,7 @@ from mlit import retries as retries_rule
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 GOOD_FINISH = ("stop", "length", "eos", None)
+JUDGE_TEMPERATURE = 0  # the paper's greedy judge (App. C); `complete` decodes with it
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ async def complete(
                     messages=[{"role": "user", "content": prompt}],
                     api_base=endpoint.api_base,
                     api_key=key,
-                    temperature=0,
+                    temperature=JUDGE_TEMPERATURE,
                     max_tokens=max_tokens,
                     timeout=endpoint.timeout_s,
                     num_retries=0,

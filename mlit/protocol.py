@@ -7,15 +7,14 @@ they match. A `--preset paper` run on the paper's data matches on every item; th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
 
-from mlit import data, experiments, mixtures
-from mlit.hyperparameters import TrainConfig
-from mlit.judge import TEMPLATES
-from mlit.languages import LANGUAGE_ORDERS
+from mlit import judgments, scores
 from mlit.plan import Plan
-
-PAPER = TrainConfig.paper()
 
 
 @dataclass(frozen=True)
@@ -23,89 +22,136 @@ class Item:
     name: str
     paper: str
     ours: str
-    matches: bool | None  # None: cannot be told from here (a template file, checked by hand)
+    matches: bool | None  # None: cannot be told from here
+    section: str = ""
 
     @property
     def mark(self) -> str:
         return {True: "ok", False: "DIFFERS", None: "check"}[self.matches]
 
 
+@cache
+def paper_protocol() -> dict:
+    """The paper's protocol as data (`mlit/paper/protocol.json`), written from the paper alone."""
+    return json.loads((resources.files("mlit") / "paper" / "protocol.json").read_text("utf-8"))
+
+
+def prompt_sha256(text: str) -> str:
+    """A judge prompt's fingerprint: runs of whitespace count as one space."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
 def _langs(codes) -> str:
     return " ".join(sorted(codes))
 
 
-def _judge_rule(plan: Plan) -> tuple[str, bool | None]:
-    name = plan.judge.prompt or ("compact" if plan.judge.self_hosted else "paper")
-    if name in TEMPLATES:
-        return f"template {name}", name == "paper"
-    return f"template file {name}", None
+def _judge_rule(plan: Plan) -> tuple[str, bool]:
+    """What the judge that runs is told, from its template text: Fig. 9 itself, mlit's wording
+    of its rule, or another rule."""
+    from mlit.judge import Judge
+
+    judge = Judge(plan.judge.model or "openai/x", template=plan.judge.prompt or _default(plan))
+    sha, paper = prompt_sha256(judge.template_text()), paper_protocol()
+    if sha == paper["fig9_sha256"]:
+        return "Fig. 9", True
+    if sha == paper["mlit_wording_sha256"]:
+        return "Fig. 9's rule in mlit's words (template paper)", True
+    return f"template {judge.template_name} (another rule)", False
+
+
+def _default(plan: Plan) -> str:
+    return "compact" if plan.judge.self_hosted else "paper"
+
+
+def _judge_decoding(plan: Plan) -> str:
+    from mlit import llm
+    from mlit.judge import Judge
+
+    judge = Judge(plan.judge.model or "openai/x", template=plan.judge.prompt or _default(plan))
+    greedy = "greedy" if llm.JUDGE_TEMPERATURE == 0 else f"T={llm.JUDGE_TEMPERATURE:g}"
+    digit = "one digit" if judge.parser == "digit" and judge.max_tokens <= 2 else judge.parser
+    return f"{greedy}, {digit}"
+
+
+def _verdict_rule() -> str:
+    """Read off `pair_verdict` and the scores over their whole truth table."""
+    names = {
+        "win": "chosen in both orders",
+        "tie": "orders disagree",
+        "loss": "chosen in neither",
+    }
+    seen = {}
+    for c1 in (1, 2):
+        for c2 in (1, 2):
+            seen.setdefault(judgments.pair_verdict(c1, c2), set()).add((c1, c2))
+    expected = {"win": {(1, 2)}, "tie": {(1, 1), (2, 2)}, "loss": {(2, 1)}}
+    parts = []
+    for verdict in ("win", "tie", "loss"):
+        value = scores.VALUES.get(verdict)
+        what = names[verdict] if seen.get(verdict) == expected[verdict] else str(seen.get(verdict))
+        parts.append(f"{verdict} {value:g} ({what})")
+    return ", ".join(parts[:2]) + f", {parts[2].split(' (')[0]}"
+
+
+def _orders(exp) -> str:
+    """The language orders the run trains, rebuilt from its mixtures (a missing step shows ?)."""
+    by_order: dict[int, dict[int, set]] = {}
+    for r in exp.recipes:
+        meta = r.meta_dict()
+        for o in str(meta.get("orders", "")).split(","):
+            if o:
+                by_order.setdefault(int(o), {})[int(meta["k"])] = set(r.languages)
+    out = []
+    for o in sorted(by_order):
+        steps, before = [], set()
+        for k in range(1, 7):
+            now = by_order[o].get(k)
+            new = sorted(now - before) if now is not None else []
+            steps.append(new[0] if len(new) == 1 else "?")
+            before = now if now is not None else before
+        out.append(",".join(steps))
+    return "; ".join(out)
 
 
 def items(plan: Plan) -> list[Item]:
+    """Each item of the paper's protocol that applies to the experiment, beside what runs."""
     exp, tc, sp = plan.experiment, plan.train, plan.sampling
-    full = experiments.get(exp.name, plan.config.seed)
     dev = sum(plan.mixtures[0].dev_counts.values()) if plan.mixtures else 0
     rule, rule_ok = _judge_rule(plan)
-    out = [
-        ("languages", _langs(full.all_languages()), _langs(exp.all_languages())),
-        ("training examples per mixture", str(mixtures.PAPER_BUDGET), str(plan.mixtures[0].budget)),
-        (
-            "evaluation instructions per language",
-            str(data.PAPER_EVAL_SIZE),
-            str(len(plan.eval_ids)),
+    ours = {
+        "languages": _langs(exp.all_languages()),
+        "training examples per mixture": str(plan.mixtures[0].budget),
+        "evaluation instructions per language": str(len(plan.eval_ids)),
+        "training steps": str(tc.max_steps),
+        "learning rate": f"{tc.learning_rate:g} {tc.lr_scheduler}",
+        "batch": str(tc.batch_size),
+        "dropout": f"{tc.dropout:g}",
+        "input / target tokens": f"{tc.max_input_tokens} / {tc.max_target_tokens}",
+        "dev set per mixture": str(dev),
+        "sampling": f"nucleus p={sp.top_p:g}, T={sp.temperature:g}, up to {sp.max_tokens} tokens",
+        "judge rule": rule,
+        "judge decoding": _judge_decoding(plan),
+        "both orders, tie rule": _verdict_rule(),
+        "baseline": exp.baseline,
+        "P grid (%)": ",".join(
+            str(p)
+            for p in sorted({int(r.meta_dict().get("percent", r.percent)) for r in exp.recipes})
         ),
-        ("training steps", str(PAPER.max_steps), str(tc.max_steps)),
-        (
-            "learning rate",
-            f"{PAPER.learning_rate:g} {PAPER.lr_scheduler}",
-            f"{tc.learning_rate:g} {tc.lr_scheduler}",
-        ),
-        ("batch (exact, any worker count)", str(PAPER.batch_size), str(tc.batch_size)),
-        ("dropout", f"{PAPER.dropout:g}", f"{tc.dropout:g}"),
-        (
-            "input / target tokens",
-            f"{PAPER.max_input_tokens} / {PAPER.max_target_tokens}",
-            f"{tc.max_input_tokens} / {tc.max_target_tokens}",
-        ),
-        ("dev set per mixture", str(mixtures.PAPER_DEV_SIZE), str(dev)),
-        ("checkpoint rule", "best dev ROUGE-L", "best dev ROUGE-L"),
-        (
-            "sampling",
-            "nucleus p=0.9, T=0.7, up to 512 tokens",
-            f"nucleus p={sp.top_p:g}, T={sp.temperature:g}, up to {sp.max_tokens} tokens",
-        ),
-        ("judge rule", "template paper", rule),
-        ("judge decoding", "greedy, one digit", "greedy, one digit"),
-        ("both orders", "yes", "yes"),
-        ("tie rule", "orders disagree = tie = 0.5", "orders disagree = tie = 0.5"),
-        ("baseline", full.baseline, exp.baseline),
-        ("averages", "diagonal 50 included (Fig. 1)", "diagonal 50 included (Fig. 1)"),
-    ]
-    if exp.table_kind == "fraction":
-        grid = sorted(int(r.meta_dict()["percent"]) for r in exp.recipes)
-        out.append(
-            ("P grid (%)", ",".join(map(str, experiments.PERCENTS)), ",".join(map(str, grid)))
+        "language orders": _orders(exp),
+        "§4.2 shares": (
+            "pretraining documents" if plan.config.pretraining_shares else "proxy: sample text"
         )
-    if exp.table_kind == "count":
-        out.append(
-            (
-                "language orders",
-                "; ".join(",".join(o) for o in LANGUAGE_ORDERS),
-                "; ".join(",".join(o) for o in LANGUAGE_ORDERS),
-            )
-        )
-    if exp.table_kind == "pretraining":
-        given = plan.config.pretraining_shares
-        shares = "pretraining documents" if given else "proxy: sample text"
-        out.append(
-            (
-                "§4.2 shares",
-                "pretraining documents, English excluded",
-                f"{shares}, English excluded",
-            )
-        )
-    result = [Item(name, paper, ours, paper == ours) for name, paper, ours in out]
-    return [replace(i, matches=rule_ok) if i.name == "judge rule" else i for i in result]
+        + ", English excluded",
+    }
+    out = []
+    for spec in paper_protocol()["items"]:
+        if "applies" in spec and exp.table_kind not in spec["applies"]:
+            continue
+        paper = spec.get("by_experiment", {}).get(exp.name, spec["paper"])
+        mine = ours[spec["name"]]
+        same = rule_ok if spec["name"] == "judge rule" else paper == mine
+        out.append(Item(spec["name"], paper, mine, same, spec["section"]))
+    return out
 
 
 def render(report: list[Item]) -> str:
