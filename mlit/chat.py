@@ -44,3 +44,18 @@ def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
     if len(ids) <= max_tokens:
         return text
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def instruction_cutter(model: str, max_tokens: int | None):
+    """The cut training applies to an instruction (`truncate_text` at ``max_tokens``, with the
+    base model's tokenizer), as a function of the text, for the prompts of generation: the models
+    never saw a longer input. None when there is no cut (``max_tokens`` 0 or None)."""
+    if not max_tokens:
+        return None
+    from transformers import AutoTokenizer
+
+    from mlit import model_refs
+
+    tokenizer = AutoTokenizer.from_pretrained(model_refs.source(model))
+    tokenizer.model_max_length = 2**62  # counting only: no warning about long texts
+    return lambda text: truncate_text(tokenizer, text, max_tokens)

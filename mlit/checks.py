@@ -152,7 +152,7 @@ def prompts_fit(plan: Plan) -> None:
     if plan.frame is None or plan.base_model == PLACEHOLDER_BASE:
         return
     try:
-        count, context = prompt_length(plan.base_model)
+        count, context = prompt_length(plan.base_model, plan.prompt_limit)
     except (
         OSError,
         ValueError,
@@ -178,15 +178,17 @@ def prompts_fit(plan: Plan) -> None:
         )
 
 
-def prompt_length(spec: str):
+def prompt_length(spec: str, cut_at: int | None = None):
     """(instruction -> its prompt's tokens as the server counts them, the context length or
-    None) for a model directory or hub id."""
+    None) for a model directory or hub id; ``cut_at``: the instruction is first cut to that many
+    tokens, as generation cuts it (`Plan.prompt_limit`)."""
     from transformers import AutoTokenizer
 
     from mlit import chat, decoding
 
     tok = AutoTokenizer.from_pretrained(model_refs.source(spec))
     tok.model_max_length = 2**62  # counting only: no warning about prompts longer than that
+    cut = (lambda text: chat.truncate_text(tok, text, cut_at)) if cut_at else (lambda text: text)
     if model_refs.parse(spec).kind == "dir":
         context = model_refs.context(spec)
     else:
@@ -195,7 +197,9 @@ def prompt_length(spec: str):
         cfg = AutoConfig.from_pretrained(spec).to_dict()
         names = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
         context = next((cfg[n] for n in names if isinstance(cfg.get(n), int)), None)
-    return (lambda text: len(decoding.encode_prompt(tok, chat.format_prompt(tok, text)))), context
+    return (
+        lambda text: len(decoding.encode_prompt(tok, chat.format_prompt(tok, cut(text))))
+    ), context
 
 
 def preflight(plan: Plan, store: Store) -> None:

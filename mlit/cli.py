@@ -178,6 +178,8 @@ TRAIN_FIELDS = (
     "zero_stage",
     "lora_rank",
     "max_steps",
+    "dropout_scope",
+    "dev_max_tokens",
     "seed",
 )
 

@@ -59,6 +59,22 @@ class SweepConfig:
     seed: int = _opt(0, "Seed of mixtures, training and sampling.")
     budget: int | None = _opt(None, "Examples per mixture (default: every training example).")
     max_steps: int | None = _opt(None, "Training steps (default: the preset's).")
+    dropout_scope: str = _opt(
+        "all",
+        "Where the dropout goes: all (the base model's dropout settings, plus dropout on every "
+        "attention and MLP output when the model has only attention dropout, as Llama and Qwen "
+        "do) or config (the model's own settings only).",
+    )
+    dev_max_tokens: int | None = _opt(
+        None,
+        "Longest greedy dev answer scored for checkpoint selection (default: the target limit, "
+        "512 in the paper preset; demo 32).",
+    )
+    prompt_tokens: int | None = _opt(
+        None,
+        "Cut evaluation instructions to this many tokens before generation, as training cuts "
+        "its inputs (default: the training input limit, 1,024 in the paper; 0: no cut).",
+    )
     checkpoint_every: int | None = _opt(
         None,
         "Steps between checkpoints inside a trial, written into the store; a retried trial goes "
@@ -161,6 +177,8 @@ _MINIMUM = {
     "budget": 1,
     "max_steps": 1,
     "checkpoint_every": 0,
+    "dev_max_tokens": 1,
+    "prompt_tokens": 0,
     "max_failures": 0,
     "generation_concurrency": 1,
     "n_boot": 1,
@@ -177,6 +195,8 @@ def _check_ranges(cfg: SweepConfig) -> None:
         raise ValueError(f"--zero-stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
     if not 0 <= cfg.max_error_rate <= 1:
         raise ValueError(f"--max-error-rate must be in [0, 1], got {cfg.max_error_rate}")
+    if cfg.dropout_scope not in ("all", "config"):
+        raise ValueError(f"--dropout-scope must be all or config, got {cfg.dropout_scope!r}")
     if cfg.engine not in ("hf", "vllm", "auto"):
         raise ValueError(f"--engine must be hf, vllm or auto, got {cfg.engine!r}")
     if cfg.serve_port is not None and not 1 <= cfg.serve_port <= 65535:

@@ -21,6 +21,24 @@ def dropout_settings(config) -> list[str]:
     )
 
 
+def attention_only(settings: list[str]) -> bool:
+    """True when a model's dropout settings all sit inside attention (Llama, Qwen, Mistral, Gemma
+    have only ``attention_dropout``): a dropout set there alone leaves the residual stream, where
+    most of dropout's effect is, untouched."""
+    return all("attn" in n or "attention" in n for n in settings)
+
+
+def dropout_reach(settings: list[str], scope: str) -> list[str]:
+    """Where the run's dropout goes: the model's own settings, plus residual dropout on every
+    attention and MLP output (added by mlit, `mlit.train.residual_dropout`) when the model has
+    only attention dropout and ``scope`` is "all"."""
+    extra = ["residual (added)"] if scope == "all" and attention_only(settings) else []
+    return [*settings, *extra]
+
+
+DROPOUT_SCOPES = ("all", "config")
+
+
 class TrainError(ValueError):
     """A training request that cannot run as given."""
 
@@ -34,6 +52,7 @@ class TrainConfig:
     batch_size: int = 128  # effective batch, reached through gradient accumulation
     per_device_batch_size: int = 4
     dropout: float = 0.05
+    dropout_scope: str = "all"  # "config": only the base model's own dropout settings
     max_input_tokens: int = 1024
     max_target_tokens: int = 512
     weight_decay: float = 0.0
@@ -43,7 +62,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: on where CUDA supports it
     lora_rank: int = 0  # 0: full fine-tuning
     eval_every: int = 250
-    dev_max_new_tokens: int = 128
+    dev_max_new_tokens: int = 512  # dev answers as long as the references (the target limit)
     dev_batch_size: int = 16
     seed: int = 0
 
@@ -69,6 +88,14 @@ class TrainConfig:
             raise TrainError("max_input_tokens must be >= 1 and max_target_tokens >= 2")
         if not 0 <= self.dropout < 1:
             raise TrainError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout_scope not in DROPOUT_SCOPES:
+            raise TrainError(
+                f"dropout scope must be one of {', '.join(DROPOUT_SCOPES)}, got {self.dropout_scope!r}"
+            )
+        if self.dev_max_new_tokens < 1:
+            raise TrainError(
+                f"dev_max_new_tokens must be at least 1, got {self.dev_max_new_tokens}"
+            )
         if self.lora_rank < 0:
             raise TrainError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
 

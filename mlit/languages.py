@@ -139,3 +139,44 @@ def parse(codes: str | Iterable[str]) -> tuple[str, ...]:
 
 def known() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
+
+
+# Scripts by their ISO 15924 code: the name a translation prompt uses, and the prefixes of the
+# Unicode character names written in it (what `script_share` counts).
+SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Latn": ("Latin", ("LATIN",)),
+    "Cyrl": ("Cyrillic", ("CYRILLIC",)),
+    "Arab": ("Arabic", ("ARABIC",)),
+    "Hebr": ("Hebrew", ("HEBREW",)),
+    "Deva": ("Devanagari", ("DEVANAGARI",)),
+    "Beng": ("Bengali", ("BENGALI",)),
+    "Thai": ("Thai", ("THAI",)),
+    "Hans": ("Simplified Chinese characters", ("CJK",)),
+    "Jpan": ("Japanese", ("CJK", "HIRAGANA", "KATAKANA")),
+    "Kore": ("Hangul", ("HANGUL", "CJK")),
+}
+# Languages commonly written in more than one script: a translation prompt names the script
+# (Table 1 of the paper has Serbian in Cyrillic; translators often answer in Latin).
+MULTI_SCRIPT = frozenset({"sr"})
+
+
+def prompt_name(code: str) -> str:
+    """How a translation prompt names the language: with its script where that is a choice."""
+    lang = get(code)
+    if lang.code in MULTI_SCRIPT and lang.script in SCRIPTS:
+        return f"{lang.name}, written in {SCRIPTS[lang.script][0]} script"
+    return lang.name
+
+
+def script_share(text: str, script: str) -> float | None:
+    """The share of a text's letters written in ``script`` (None: no letters, or a script not in
+    `SCRIPTS`)."""
+    import unicodedata
+
+    if script not in SCRIPTS:
+        return None
+    prefixes = SCRIPTS[script][1]
+    letters = [unicodedata.name(c, "") for c in text if c.isalpha()]
+    if not letters:
+        return None
+    return sum(n.startswith(prefixes) for n in letters) / len(letters)

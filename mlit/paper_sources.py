@@ -29,21 +29,41 @@ def lima_rows(records: Iterable[dict]) -> list[dict]:
 
 
 def oasst_rows(messages: Iterable[dict], lang: str = "en") -> list[dict]:
-    """OpenAssistant message table -> the first prompt and first reply of each conversation tree.
+    """OpenAssistant message table -> the first prompt and first reply of each conversation tree
+    (`oasst_selection` without its counts)."""
+    return oasst_selection(messages, lang)[0]
 
-    The "first reply" is the root's assistant child with the best rank (rank 0 is the reply that
-    human rankers preferred); a reply without a rank comes after ranked ones, then by message id.
+
+def _usable(m: dict) -> bool:
+    # Deleted messages and those reviewers rejected are not part of the released conversations;
+    # a tree that is not "ready_for_export" was never finished.
+    return (
+        not m.get("deleted", False)
+        and m.get("review_result", True) is not False
+        and m.get("tree_state", "ready_for_export") == "ready_for_export"
+    )
+
+
+def oasst_selection(messages: Iterable[dict], lang: str = "en") -> tuple[list[dict], dict]:
+    """(rows, counts): each English conversation root of the train split with its first reply.
+
+    The paper keeps 3,640 first turns without saying how it picked them. mlit's rule: a root
+    prompt in ``lang`` that is not deleted, not rejected by review and in a finished tree
+    (`_usable`), with its best-ranked usable assistant reply (rank 0 is the reply rankers
+    preferred; an unranked reply comes after ranked ones, then by message id). The counts say
+    how many roots each filter dropped, so a run can report how close it lands to 3,640.
     """
     messages = list(messages)
-    roots = {
-        m["message_id"]: m
+    english = [
+        m
         for m in messages
         if m.get("parent_id") is None and m.get("role") == "prompter" and m.get("lang") == lang
-    }
+    ]
+    roots = {m["message_id"]: m for m in english if _usable(m)}
     best: dict[str, tuple[tuple, dict]] = {}
     for m in messages:
         parent = m.get("parent_id")
-        if parent in roots and m.get("role") == "assistant" and not m.get("deleted", False):
+        if parent in roots and m.get("role") == "assistant" and _usable(m):
             rank = m.get("rank")
             sort_key = (rank is None, rank if rank is not None else 0, m["message_id"])
             if parent not in best or sort_key < best[parent][0]:
@@ -54,7 +74,13 @@ def oasst_rows(messages: Iterable[dict], lang: str = "en") -> list[dict]:
             reply = best[root_id][1]
             tree = root.get("message_tree_id", root_id)
             out.append(_row(f"oasst-{tree}", "train", root["text"], reply["text"]))
-    return sorted(out, key=lambda r: r["example_id"])
+    counts = {
+        "roots": len(english),
+        "dropped_deleted_rejected_or_unfinished": len(english) - len(roots),
+        "dropped_without_reply": len(roots) - len(out),
+        "kept": len(out),
+    }
+    return sorted(out, key=lambda r: r["example_id"]), counts
 
 
 def alpaca_farm_rows(records: Iterable[dict]) -> list[dict]:

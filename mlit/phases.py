@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from mlit import console, generate, judge, judge_host
+from mlit import chat, console, generate, hyperparameters, judge, judge_host
 from mlit.judgments import error_summary
 from mlit.plan import Plan
 from mlit.run_folder import RunFolder
@@ -178,13 +178,17 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
             "retrained"
         )
     trained = len(result.launched)
-    bare = [
-        r["mixture"] for r in result.rows if r["status"] == "trained" and not r["dropout_settings"]
-    ]
-    if bare:
+    reached = {r["dropout_settings"] or "" for r in result.rows if r["status"] == "trained"} - {""}
+    if any(r["status"] == "trained" and not r["dropout_settings"] for r in result.rows):
         console.say(
             f"[train] warning: the base model's config has no dropout setting, so dropout "
-            f"{plan.train.dropout} reached nothing ({len(bare)} models; see train.parquet)"
+            f"{plan.train.dropout} reached nothing (see train.parquet)"
+        )
+    elif reached and all(hyperparameters.attention_only(s.split(",")) for s in reached):
+        console.say(
+            f"[train] note: dropout {plan.train.dropout} reached only attention "
+            f"({', '.join(sorted(reached))}; --dropout-scope config); the paper's reaches hidden "
+            "states too (--dropout-scope all)"
         )
     console.say(
         f"[train] {trained} trained, {len(plan.jobs) - trained} already stored "
@@ -273,10 +277,23 @@ def served_models(plan: Plan, models: dict[str, dict], judge_weights: str | None
 # Generate
 
 
+def prompt_cut(plan: Plan):
+    """The instruction cut of training (`Plan.prompt_limit`), or None when there is none or the
+    base model's tokenizer is out of reach (then the server sees whole instructions, and says)."""
+    try:
+        return chat.instruction_cutter(plan.base_model, plan.prompt_limit)
+    except (OSError, ValueError, ImportError) as err:
+        console.warn(
+            f"[generate] the tokenizer of {plan.base_model} could not be read "
+            f"({type(err).__name__}); instructions are sent uncut"
+        )
+        return None
+
+
 def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     """Every answer of the plan: from the store, or asked of the served models."""
     phase = Phase()
-    tasks = plan.generation_tasks()
+    tasks = plan.generation_tasks(prompt_cut(plan))
     engine = plan.serving.engine
     stored = generate.stored_answers(tasks, plan.sampling, store, engine)
     pending = len(tasks) - stored[1].height

@@ -12,7 +12,7 @@ preparation stage builds the demo's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -147,10 +147,20 @@ class Plan:
     def evals(self) -> pl.DataFrame:
         return self.frame.filter(pl.col("split") == "eval")
 
-    def generation_tasks(self) -> list[Task]:
-        """Every answer the sweep needs: each model in each evaluation language it answers."""
+    @property
+    def prompt_limit(self) -> int | None:
+        """Evaluation instructions are cut to this many tokens before generation, as training
+        cuts its inputs (App. C: 1,024); None: no cut (``--prompt-tokens 0``)."""
+        limit = self.config.prompt_tokens
+        return (self.train.max_input_tokens if limit is None else limit) or None
+
+    def generation_tasks(self, cut: Callable[[str], str] | None = None) -> list[Task]:
+        """Every answer the sweep needs: each model in each evaluation language it answers.
+        ``cut`` shortens each instruction as training did (`chat.instruction_cutter`)."""
         need = self.experiment.answering()
         rows = self.evals().select("example_id", "lang", "instruction").rows()
+        if cut is not None:
+            rows = [(ex, lang, cut(instruction)) for ex, lang, instruction in rows]
         return [
             Task(name, self.key_of[name], ex, lang, instruction)
             for name, langs in sorted(need.items())
@@ -197,7 +207,9 @@ def train_config(cfg: SweepConfig) -> TrainConfig:
     overrides: dict = {"zero_stage": cfg.zero_stage, "lora_rank": cfg.lora_rank, "seed": cfg.seed}
     if cfg.max_steps is not None:
         overrides["max_steps"] = cfg.max_steps
-    return make(**overrides)
+    if cfg.dev_max_tokens is not None:
+        overrides["dev_max_new_tokens"] = cfg.dev_max_tokens
+    return make(dropout_scope=cfg.dropout_scope, **overrides)
 
 
 def compute(cfg: SweepConfig) -> Compute:

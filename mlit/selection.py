@@ -20,6 +20,13 @@ Example = tuple[str, str]  # (instruction, response)
 Report = Callable[[dict], None]
 
 
+def dev_sampling(cfg: TrainConfig) -> decoding.Sampling:
+    """How dev answers are generated. The paper names the metric (ROUGE-L on 250 dev examples)
+    but not the decoding; greedy keeps the selection free of sampling noise, and the answers may
+    be as long as the references they are scored against (the target limit, 512 in the paper)."""
+    return decoding.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
+
+
 def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> float:
     """Mean ROUGE-L of greedy answers on the dev set, sharded over ranks and averaged."""
     import torch
@@ -29,7 +36,7 @@ def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> f
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     shard = list(dev[rank::world])
     batches = math.ceil(math.ceil(len(dev) / world) / cfg.dev_batch_size)
-    sampling = decoding.Sampling(max_new_tokens=cfg.dev_max_new_tokens)
+    sampling = dev_sampling(cfg)
     total, count = 0.0, 0
     for b in range(batches):  # every rank runs the same number of batches (ZeRO-3 lockstep)
         batch = shard[b * cfg.dev_batch_size : (b + 1) * cfg.dev_batch_size]
@@ -58,6 +65,15 @@ class Selection:
     best_step: int = 0
     curve: list = field(default_factory=list)  # [step, dev ROUGE-L]
     losses: list = field(default_factory=list)  # [step, training loss]
+
+    def record(self, step: int, score: float) -> bool:
+        """Add one dev evaluation; True when it is the best so far (its weights are kept).
+        The first of equal scores stays best: a later checkpoint must do strictly better."""
+        self.curve.append([step, score])
+        if score > self.best:
+            self.best, self.best_step = score, step
+            return True
+        return False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,9 +111,7 @@ def callback(
             if step % cfg.eval_every and step != cfg.max_steps:
                 return
             score = dev_rouge_l(model, tokenizer, dev, cfg)
-            selection.curve.append([step, score])
-            if score > selection.best:
-                selection.best, selection.best_step = score, step
+            if selection.record(step, score):
                 context["trainer"].save_model(str(best_dir))  # every rank: ZeRO-3 gathers
             if report is not None:
                 loss = selection.losses[-1][1] if selection.losses else float("nan")

@@ -36,7 +36,13 @@ from pathlib import Path
 
 from mlit import chat, checkpoints, decoding, model_refs, selection
 from mlit.atomic import atomic_dir
-from mlit.hyperparameters import TrainConfig, TrainError, TrainResult, dropout_settings
+from mlit.hyperparameters import (
+    TrainConfig,
+    TrainError,
+    TrainResult,
+    dropout_reach,
+    dropout_settings,
+)
 from mlit.selection import Report, dev_rouge_l
 
 __all__ = ["TrainConfig", "TrainError", "dev_rouge_l", "train_model"]
@@ -85,6 +91,33 @@ def load_model_and_tokenizer(base_model: str, cfg: TrainConfig):
     if tokenizer.eos_token_id is None:
         raise TrainError(f"base model {base_model!r}: its tokenizer has no EOS token")
     return model, tokenizer
+
+
+def residual_dropout(model, cfg: TrainConfig) -> list[str]:
+    """Dropout on every attention and MLP output, where the base model has only attention
+    dropout (Llama, Qwen, Mistral, Gemma): the paper's 0.05 then reaches the residual stream as
+    it does in models with hidden dropout. Forward hooks, so nothing changes in the saved
+    weights or config. Returns where dropout goes (`hyperparameters.dropout_reach`)."""
+    import torch.nn.functional as F
+
+    settings = dropout_settings(model.config)
+    reach = dropout_reach(settings, cfg.dropout_scope)
+    if len(reach) == len(settings) or cfg.dropout == 0:
+        return settings
+
+    def hook(module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention: (output, weights, ...)
+            return (F.dropout(output[0], cfg.dropout, True), *output[1:])
+        return F.dropout(output, cfg.dropout, True)
+
+    hooked = 0
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("self_attn", "mlp"):
+            module.register_forward_hook(hook)
+            hooked += 1
+    return reach if hooked else settings
 
 
 def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
@@ -210,9 +243,9 @@ def train_model(
     work = output_dir.with_name(f".{output_dir.name}.work")
     shutil.rmtree(work, ignore_errors=True)  # an earlier attempt's leftovers are not this run's
     model, tokenizer = load_model_and_tokenizer(base_model, cfg)
-    # Which of the base model's dropout settings the paper's dropout reached (recorded with the
-    # model; an empty list means the architecture has none and dropout is not applied).
-    metadata = {**(metadata or {}), "dropout_settings": dropout_settings(model.config)}
+    # Where the paper's dropout reached (recorded with the model; an empty list means the
+    # architecture has no dropout setting and none is applied).
+    metadata = {**(metadata or {}), "dropout_settings": residual_dropout(model, cfg)}
     if cfg.lora_rank:
         model = _with_lora(model, cfg)
     on_gpu = torch.cuda.is_available()

@@ -80,7 +80,28 @@ def restore(text: str, spans: list[str]) -> str:
 
 
 def translation_key(t: Translator, text: str, lang: str) -> str:
-    return content_key("translation", t.identity(), text, lang)
+    # The language as the prompt names it (with its script, for Serbian) is part of the request:
+    # an answer to the plain name is not reused for the one that names the script.
+    named = languages.prompt_name(lang)
+    target = lang if named == languages.get(lang).name else f"{lang}:{named}"
+    return content_key("translation", t.identity(), text, target)
+
+
+def prompt_for(text: str, lang: str) -> str:
+    """The request for one (masked) text: into the language as `languages.prompt_name` names it."""
+    return PROMPT.format(language=languages.prompt_name(lang), text=text)
+
+
+def script_error(text: str, lang: str) -> str | None:
+    """A translation in the wrong script: for a language written in more than one (Serbian),
+    most letters must be in the one asked for; for any other, at least some."""
+    script = languages.get(lang).script
+    share = languages.script_share(_PLACEHOLDER.sub("", text), script)
+    low = 0.5 if lang in languages.MULTI_SCRIPT else 1e-9
+    if share is None or share >= low:
+        return None
+    name = languages.SCRIPTS[script][0]
+    return f"written in another script: {share:.0%} of its letters in {name}, the script asked for"
 
 
 async def _translate_one(t: Translator, text: str, lang: str, stored, writer, sem) -> dict:
@@ -89,7 +110,7 @@ async def _translate_one(t: Translator, text: str, lang: str, stored, writer, se
     if hit is not None:
         return {**hit, "status": "ok", "cached": True}
     masked, spans = protect(text)
-    prompt = PROMPT.format(language=languages.get(lang).name, text=masked)
+    prompt = prompt_for(masked, lang)
     async with sem:
         result = await llm.complete(t.endpoint, prompt, t.max_tokens)
     if result["status"] != "ok":
@@ -100,6 +121,9 @@ async def _translate_one(t: Translator, text: str, lang: str, stored, writer, se
         return {"status": "error", "error": str(err), "cached": False}
     if not out:
         return {"status": "error", "error": "empty translation", "cached": False}
+    wrong_script = script_error(result["text"] or "", lang)
+    if wrong_script:
+        return {"status": "error", "error": wrong_script, "cached": False}
     record = {"text": out, "cost_usd": result["cost_usd"]}
     writer.put(key, record)
     return {**record, "status": "ok", "cached": False}

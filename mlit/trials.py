@@ -310,12 +310,13 @@ def not_retried(err: BaseException, ck: checkpoints.Checkpointing) -> str | None
     return None
 
 
-def model_config(folder: Path):
-    """The HF config of an exported model, as a plain namespace (no transformers import)."""
+def model_metadata(folder: Path) -> dict:
+    """What training wrote beside an exported model (`train.METADATA`)."""
     import json
-    from types import SimpleNamespace
 
-    return SimpleNamespace(**json.loads((folder / "config.json").read_text()))
+    from mlit import train
+
+    return json.loads((folder / train.METADATA).read_text())
 
 
 def _train_one(job: ModelJob, store: Store, ck: checkpoints.Checkpointing) -> None:
@@ -352,7 +353,7 @@ def _train_one(job: ModelJob, store: Store, ck: checkpoints.Checkpointing) -> No
             "wall_time_s": result.wall_time_s,
             "base_model": job.base_model,
             "effective_batch": result.effective_batch,
-            "dropout_settings": train.dropout_settings(model_config(out)),
+            "dropout_settings": model_metadata(out).get("dropout_settings", []),
             "resumed_from_step": result.resumed_from_step,
             "attempts": result.attempt,
         }

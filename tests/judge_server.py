@@ -75,7 +75,7 @@ class Script:
         elif model == "garbage-first" and n <= self.garbage_first:
             text = "#@!"
         elif model.startswith("translate"):
-            text = translate(prompt)
+            text = translate(prompt, cyrillic=model != "translate-latin")
         else:
             text = digit
         return 200, {
@@ -99,12 +99,22 @@ class Script:
         }
 
 
-def translate(prompt: str) -> str:
-    """Pretend translation: uppercases prose outside placeholders, keeps ⟦n⟧ markers."""
+# A word in the target's script, so that a pretend translation passes the script check.
+SCRIPT_WORD = {"Arabic": "عربي", "Russian": "русский", "Chinese": "中文", "Hebrew": "עברית"}
+
+
+def translate(prompt: str, cyrillic: bool = True) -> str:
+    """Pretend translation: uppercases prose outside placeholders, keeps ⟦n⟧ markers; a prompt
+    that names Cyrillic script gets Cyrillic letters (unless ``cyrillic`` is False: a translator
+    that answers Serbian in Latin script)."""
     text = prompt.split("<<<", 1)[-1].rsplit(">>>", 1)[0]
     target = re.search(r"into (\w+)", prompt)
     lang = target.group(1) if target else "?"
-    return f"[{lang}] " + re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
+    out = re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
+    if cyrillic and "Cyrillic script" in prompt:
+        out = re.sub(r"(?<!⟦)[A-Z]", "Д", out)
+    word = SCRIPT_WORD.get(lang)
+    return f"[{lang}] " + (f"{word} " if word else "") + out
 
 
 def start(script: Script) -> tuple[ThreadingHTTPServer, str]:

@@ -130,9 +130,18 @@ def test_lima_loader_keeps_single_turn_pairs():
 def test_oasst_loader_takes_first_prompt_and_best_ranked_reply():
     out = paper_sources.oasst_rows(data.hf_dataset(str(FIXTURES / "oasst_like.jsonl")))
     by_id = {r["example_id"]: r for r in out}
-    assert set(by_id) == {"oasst-t1", "oasst-t2"}  # Spanish tree and unanswered prompt left out
+    # Spanish tree, unanswered, deleted and rejected prompts left out
+    assert set(by_id) == {"oasst-t1", "oasst-t2", "oasst-t7"}
     assert by_id["oasst-t1"]["response"].startswith("It says no three")  # rank 0 wins
     assert by_id["oasst-t2"]["response"] == "Give it fresh water often."
+    assert by_id["oasst-t7"]["response"].startswith("A number with")  # rejected rank 0 skipped
+    _, counts = paper_sources.oasst_selection(data.hf_dataset(str(FIXTURES / "oasst_like.jsonl")))
+    assert counts == {
+        "roots": 6,
+        "dropped_deleted_rejected_or_unfinished": 2,
+        "dropped_without_reply": 1,
+        "kept": 3,
+    }
 
 
 def test_alpaca_farm_loader_drops_openassistant_items_and_joins_input():
@@ -151,4 +160,4 @@ def test_paper_sources_build_a_valid_english_dataset():
     )
     report = data.validate(frame)
     assert report.ok, report.summary()
-    assert report.examples == {"train": 5, "eval": 4}
+    assert report.examples == {"train": 6, "eval": 4}

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlit import comparison, experiments, human, judge, mixtures, protocol, scores
+from mlit import comparison, experiments, human, judge, mixtures, scores
 from mlit.config import SweepConfig
 from mlit.hyperparameters import TrainConfig, TrainError, dropout_settings
 from mlit.judge import Judge
@@ -235,107 +235,6 @@ def test_dropout_reaches_every_dropout_setting_the_config_has():
     gpt2 = dropout_settings(GPT2Config())
     assert {"attn_pdrop", "embd_pdrop", "resid_pdrop"} <= set(gpt2)
     assert dropout_settings(type("C", (), {"to_dict": lambda self: {"hidden_size": 8}})()) == []
-
-
-# 8. The protocol report --------------------------------------------------------------------------
-
-
-def test_paper_dry_run_prints_a_protocol_report_that_matches_everywhere(tmp_path):
-    out = _script(
-        tmp_path,
-        "monolingual",
-        "--preset",
-        "paper",
-        "--dry-run",
-        "--base-model",
-        "X/base",
-        "--judge",
-        "openai/x",
-    )
-    assert out.returncode == 0, out.stderr
-    assert "judge template: paper" in out.stdout
-    n = len(protocol.items(_paper_plan()))
-    assert f"protocol (paper vs this run): {n} of {n} items match" in out.stdout
-    assert "DIFFERS" not in out.stdout
-    demo = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "monolingual.py"), "--dry-run"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MLIT_STORE": str(tmp_path)},
-    )
-    assert "DIFFERS training steps" in " ".join(demo.stdout.split())
-
-
-def _paper_plan(experiment: str = "monolingual", **kw):
-    from mlit import plan
-
-    cfg = SweepConfig(
-        experiment=experiment,
-        preset="paper",
-        dry_run=True,
-        base_model="X/y",
-        judge="openai/x",
-        **kw,
-    )
-    return plan.prepare(cfg)
-
-
-def _item(p, name: str):
-    return {i.name: i for i in protocol.items(p)}[name]
-
-
-def test_every_item_that_applies_matches_in_the_paper_preset_and_no_other_shows():
-    kinds = {"P grid (%)": "fraction", "language orders": "count", "§4.2 shares": "pretraining"}
-    for name in experiments.NAMES:
-        p = _paper_plan(name, pretraining_shares="x.json" if name.startswith("pre") else None)
-        report = protocol.items(p)
-        assert all(i.matches for i in report), (name, [i for i in report if not i.matches])
-        for item, kind in kinds.items():
-            assert (item in {i.name for i in report}) == (p.experiment.table_kind == kind)
-
-
-def test_each_item_reads_what_runs_and_differs_when_it_changes(monkeypatch):
-    from dataclasses import replace
-
-    from mlit import judgments, llm
-
-    p = _paper_plan()
-    changed = {
-        "dropout": replace(p.train, dropout=0.1),
-        "training steps": replace(p.train, max_steps=1000),
-        "learning rate": replace(p.train, learning_rate=2e-5),
-        "batch": replace(p.train, batch_size=64),
-        "input / target tokens": replace(p.train, max_input_tokens=512),
-    }
-    for name, train in changed.items():
-        assert _item(replace(p, train=train), name).matches is False, name
-    monkeypatch.setattr(llm, "JUDGE_TEMPERATURE", 0.7)
-    assert _item(p, "judge decoding").matches is False
-    monkeypatch.undo()
-    monkeypatch.setattr(judgments, "pair_verdict", lambda a, b: "win" if a == 1 else "loss")
-    assert _item(p, "both orders, tie rule").matches is False
-    monkeypatch.undo()
-    monkeypatch.setitem(scores.VALUES, "tie", 0.25)
-    assert _item(p, "both orders, tie rule").matches is False
-    monkeypatch.undo()
-    rubric = _paper_plan(judge_prompt="rubric")
-    assert _item(rubric, "judge rule").matches is False
-    reduced = _paper_plan("language_count", languages=("fi", "en", "ru", "cs", "zh"))
-    assert _item(reduced, "language orders").matches is False
-
-
-def test_the_papers_fig9_prompt_pasted_verbatim_runs_and_is_the_papers_rule(tmp_path):
-    reference = ROOT.parent / "shared" / "reference" / "000_35bb7f13077f6a2c.txt"
-    lines = reference.read_text("utf-8").splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("Below is an instruction"))
-    last = next(i for i in range(first, len(lines)) if lines[i].startswith("Figure 9:"))
-    fig9 = tmp_path / "fig9.txt"
-    fig9.write_text("\n".join(lines[first:last]).strip() + "\n")
-    j = Judge("openai/x", template=str(fig9))
-    assert "Answer1:\nan apple" in j.prompt("Q?", "an apple", "a pear")
-    item = _item(_paper_plan(judge_prompt=str(fig9)), "judge rule")
-    assert item.matches is True and item.ours == "Fig. 9"
 
 
 # 9. Side by side with the paper ------------------------------------------------------------------

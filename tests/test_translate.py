@@ -142,3 +142,24 @@ def test_dry_run_counts_calls_and_skips_stored_texts(endpoint, tmp_path):
     assert est["calls"] == 10 and est["prompt_tokens"] > 0
     translate.translate(SOURCE, ["fi"], _translator(url), store, progress=False)
     assert translate.dry_run(SOURCE, ["fi", "ar"], _translator(url), store)["calls"] == 5
+
+
+def test_serbian_is_asked_for_in_cyrillic_and_a_latin_answer_is_refused(endpoint, tmp_path):
+    _, url = endpoint
+    assert "Serbian, written in Cyrillic script" in translate.prompt_for("x", "sr")
+    assert translate.prompt_for("x", "hr").startswith(
+        "Translate the following text from English into Croatian."
+    )
+    store = Store(str(tmp_path / "store"))
+    source = SOURCE.head(2)
+    latin = translate.translate(
+        source, ["sr"], _translator(url, "translate-latin"), store, progress=False
+    )
+    assert latin.failures.height == 4 and "another script" in latin.failures["error"][0]
+    assert latin.frame.filter(pl.col("lang") == "sr").height == 0  # nothing written, nothing cached
+    assert not store.keys("translations")
+    cyrillic = translate.translate(source, ["sr"], _translator(url), store, progress=False)
+    assert cyrillic.failures.height == 0
+    serbian = cyrillic.frame.filter(pl.col("lang") == "sr")
+    assert serbian.height == 2 and "Д" in serbian["instruction"][0]
+    assert languages.script_share(serbian["instruction"][0], "Cyrl") > 0.5
