@@ -12,6 +12,8 @@ below, which is documented so users can reproduce prompts by hand:
 
 from __future__ import annotations
 
+import functools
+
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
@@ -46,6 +48,7 @@ def truncate_text(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
+@functools.cache  # one tokenizer load per run: generation and judging cut alike
 def instruction_cutter(model: str, max_tokens: int | None):
     """The cut training applies to an instruction (`truncate_text` at ``max_tokens``, with the
     base model's tokenizer), as a function of the text, for the prompts of generation: the models

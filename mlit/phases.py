@@ -348,7 +348,8 @@ def judge_answers(
     answers = {
         (r["model"], r["lang"], r["example_id"]): r["response"] for r in ok.iter_rows(named=True)
     }
-    pairs = plan.judge_pairs(answers)
+    # The judge reads each instruction as the models were given it (cut as training cuts).
+    pairs = plan.judge_pairs(answers, prompt_cut(plan))
     j = plan.judge.build(judge_weights)
 
     stored = judge.stored_verdicts(pairs, j, store)

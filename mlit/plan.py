@@ -168,13 +168,17 @@ class Plan:
             if lang in langs
         ]
 
-    def judge_pairs(self, answers: Mapping[tuple[str, str, str], str]) -> list[Pair]:
-        """Every comparison per instruction; ``answers`` maps (model, lang, example) -> text."""
+    def judge_pairs(
+        self, answers: Mapping[tuple[str, str, str], str], cut: Callable[[str], str] | None = None
+    ) -> list[Pair]:
+        """Every comparison per instruction; ``answers`` maps (model, lang, example) -> text;
+        ``cut`` gives the judge each instruction as the models were given it."""
         by_lang = self.evals().partition_by("lang", as_dict=True)
         pairs = []
         for cand, base, lang in self.experiment.comparisons():
             rows = by_lang.get((lang,), pl.DataFrame(schema=data.SCHEMA))
             for ex, instruction in rows.select("example_id", "instruction").rows():
+                instruction = cut(instruction) if cut is not None else instruction
                 pairs.append(
                     Pair(
                         cand,

@@ -348,8 +348,13 @@ def test_instructions_longer_than_the_context_are_refused_before_compute(
     )
     assert out.exit_code == 1 and "too_long: 17" in out.stdout  # the sample's 17 languages
     assert "sample-eval-01 [ar]" in out.stdout and "> the context of 256" in out.stdout
-    cfg = _cfg(tmp_path, base_model=str(tiny_base), data=str(path))
+    # Sent whole (--prompt-tokens 0), they are refused before any compute.
+    cfg = _cfg(tmp_path, base_model=str(tiny_base), data=str(path), prompt_tokens=0)
     assert cfg.sampling_params().max_tokens == 32  # the demo preset's: short prompts fit 256
     with pytest.raises(checks.PreflightError, match=r"3 of \d+ evaluation instructions do not fit"):
         pipeline.run_sweep(cfg)
     assert not (tmp_path / "run").exists()
+    # Cut as training cuts them (the default: the training input limit), they fit.
+    cut = pipeline.prepare(_cfg(tmp_path, base_model=str(tiny_base), data=str(path)))
+    assert cut.prompt_limit == cut.train.max_input_tokens
+    checks.prompts_fit(cut)
