@@ -20,6 +20,7 @@ from mlit import (
     mixtures,
     model_commands,
     store_commands,
+    translation_commands,
 )
 from mlit.config import SweepConfig
 
@@ -33,7 +34,7 @@ def app() -> None:
 
 @app.group("data")
 def data_app() -> None:
-    """Inspect and validate parallel datasets."""
+    """Build, inspect and validate parallel datasets."""
 
 
 app.add_command(human_commands.human_app, "human")
@@ -41,6 +42,8 @@ app.add_command(store_commands.store_app, "store")
 app.add_command(model_commands.demo_model_cmd, "demo-model")
 app.add_command(model_commands.serve_cmd, "serve")
 app.add_command(model_commands.demo_judge_cmd, "demo-judge")
+app.add_command(translation_commands.translate_cmd, "translate")
+data_app.add_command(translation_commands.data_paper_cmd, "paper")
 
 
 def _load(source: str):
@@ -300,77 +303,6 @@ def estimate_cmd(
     except ValueError as err:
         console.fail(str(err))
     click.echo(estimate.render(estimate.estimate(names, a), a))
-
-
-@app.command("translate")
-@click.option("--source", required=True, help="English dataset: a JSONL/Parquet path or 'hf:NAME'.")
-@click.option("--languages", "languages_", required=True, help="Target languages, e.g. 'ar,cs'.")
-@click.option("--translator", required=True, help="litellm model, e.g. openai/gpt-4o-mini.")
-@click.option("--api-base", help="Endpoint (self-hosted translators, our Serve app).")
-@click.option("--api-key-env", help="Environment variable holding the API key.")
-@click.option("--out", type=PathArg, required=True, help="The parallel dataset (.jsonl/.parquet).")
-@click.option("--store", "store_root", help="Store folder or URI (the cache).")
-@click.option("--concurrency", default=8, show_default=True, help="Requests in flight.")
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds a request.")
-@click.option("--strict/--no-strict", help="Fail when any quality check flags a row.")
-@click.option("--dry-run", is_flag=True, help="Estimate calls, tokens and cost only.")
-def translate_cmd(
-    source: str,
-    languages_: str,
-    translator: str,
-    api_base: str | None,
-    api_key_env: str | None,
-    out: Path,
-    store_root: str | None,
-    concurrency: int,
-    timeout_s: float,
-    strict: bool,
-    dry_run: bool,
-) -> None:
-    """Translate an English dataset into other languages (cached, resumable, quality-checked)."""
-    from mlit import llm, translate
-    from mlit.store import Store, default_root
-
-    try:
-        langs = languages.parse(languages_)
-        frame = data.open_source(source)
-        endpoint = llm.Endpoint(translator, api_base, api_key_env, timeout_s)
-        if api_key_env:
-            endpoint.api_key()  # a missing key is an error now, not 10,000 failed calls later
-        t = translate.Translator(endpoint, concurrency)
-    except (ValueError, data.DataError) as err:
-        console.fail(str(err))
-    store = Store(store_root or default_root())
-    if dry_run:
-        est = translate.dry_run(frame, langs, t, store)
-        price = "unknown price" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}"
-        click.echo(
-            f"{est['calls']} calls, ~{est['prompt_tokens']:,} prompt and "
-            f"~{est['completion_tokens']:,} completion tokens, {price}"
-        )
-        return
-    outcome = translate.translate(frame, langs, t, store)
-    translate.write(outcome.frame, out)
-    click.echo(
-        f"{outcome.calls} translations requested, {outcome.cached} from the store; "
-        f"wrote {outcome.frame.height} rows to {out}"
-    )
-    report = translate.quality_report(outcome.frame)
-    if report.height:
-        click.echo(f"quality checks flagged {report.height} text(s):")
-        for r in report.head(50).iter_rows(named=True):
-            click.echo(
-                f"  {r['check']:<16} {r['example_id']} [{r['lang']}] {r['field']}: {r['detail']}"
-            )
-    if outcome.failures.height:
-        first = outcome.failures.row(0, named=True)
-        console.fail(
-            f"{outcome.failures.height} translation(s) failed and were not written (rerun to "
-            f"retry); first: {first['example_id']} [{first['lang']}]: {first['error']}",
-            1,
-        )
-    if strict and report.height:
-        console.fail(f"--strict: {report.height} flagged text(s)", 1)
 
 
 def main() -> None:

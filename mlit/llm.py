@@ -152,6 +152,7 @@ async def complete(
                 endpoint.retries,
                 endpoint.backoff_s,
                 endpoint.patience_s,
+                retries_rule.retry_after(err),
             )
             if wait is None:
                 break

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import data, languages, llm
+from mlit import data, languages, llm, rate_limit, translation_checks
 from mlit.store import Store, content_key
 
 PROMPT = (
@@ -36,14 +36,6 @@ PROMPT = (
 )
 _PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://[^\s)>\]]+", re.S)
 _PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
-LEFTOVERS = (
-    "<<<",
-    ">>>",
-    "Translate the following",
-    "placeholder",
-    "Here is the translation",
-    "Reply with the translation",
-)
 
 
 @dataclass(frozen=True)
@@ -51,6 +43,7 @@ class Translator:
     endpoint: llm.Endpoint
     concurrency: int = 8
     max_tokens: int = 2048
+    limiter: rate_limit.Limiter | None = None  # --rpm / --tpm
 
     def identity(self) -> dict:
         prompt_sha = hashlib.sha256(PROMPT.encode()).hexdigest()[:16]
@@ -92,18 +85,6 @@ def prompt_for(text: str, lang: str) -> str:
     return PROMPT.format(language=languages.prompt_name(lang), text=text)
 
 
-def script_error(text: str, lang: str) -> str | None:
-    """A translation in the wrong script: for a language written in more than one (Serbian),
-    most letters must be in the one asked for; for any other, at least some."""
-    script = languages.get(lang).script
-    share = languages.script_share(_PLACEHOLDER.sub("", text), script)
-    low = 0.5 if lang in languages.MULTI_SCRIPT else 1e-9
-    if share is None or share >= low:
-        return None
-    name = languages.SCRIPTS[script][0]
-    return f"written in another script: {share:.0%} of its letters in {name}, the script asked for"
-
-
 async def _translate_one(t: Translator, text: str, lang: str, stored, writer, sem) -> dict:
     key = translation_key(t, text, lang)
     hit = stored.get(key)
@@ -112,18 +93,20 @@ async def _translate_one(t: Translator, text: str, lang: str, stored, writer, se
     masked, spans = protect(text)
     prompt = prompt_for(masked, lang)
     async with sem:
+        if t.limiter is not None:
+            await t.limiter.acquire(rate_limit.tokens(prompt, t.max_tokens))
         result = await llm.complete(t.endpoint, prompt, t.max_tokens)
     if result["status"] != "ok":
-        return {"status": "error", "error": result["error"], "cached": False}
-    try:
-        out = restore((result["text"] or "").strip(), spans)
-    except ValueError as err:
-        return {"status": "error", "error": str(err), "cached": False}
-    if not out:
-        return {"status": "error", "error": "empty translation", "cached": False}
-    wrong_script = script_error(result["text"] or "", lang)
-    if wrong_script:
-        return {"status": "error", "error": wrong_script, "cached": False}
+        return {"status": "error", "check": "call", "error": result["error"], "cached": False}
+    reply = (result["text"] or "").strip()
+    failed = translation_checks.check(masked, reply, lang)
+    if failed is None:
+        try:
+            out = restore(reply, spans)
+        except ValueError as err:
+            failed = translation_checks.Failed("placeholders", str(err))
+    if failed is not None:  # never written, never cached: asked again on the next run
+        return {"status": "error", "check": failed.check, "error": str(failed), "cached": False}
     record = {"text": out, "cost_usd": result["cost_usd"]}
     writer.put(key, record)
     return {**record, "status": "ok", "cached": False}
@@ -168,7 +151,13 @@ async def _run(
             texts.setdefault((row["example_id"], lang), {})[field] = r["text"]
         else:
             failures.append(
-                {"example_id": row["example_id"], "lang": lang, "field": field, "error": r["error"]}
+                {
+                    "example_id": row["example_id"],
+                    "lang": lang,
+                    "field": field,
+                    "check": r["check"],
+                    "error": r["error"],
+                }
             )
     failed = {(f["example_id"], f["lang"]) for f in failures}
     rows = [dict(r) for r in source.iter_rows(named=True)]
@@ -188,7 +177,13 @@ async def _run(
     frame = data.from_records(rows, "translation")
     fail_frame = pl.DataFrame(
         failures,
-        schema={"example_id": pl.String, "lang": pl.String, "field": pl.String, "error": pl.String},
+        schema={
+            "example_id": pl.String,
+            "lang": pl.String,
+            "field": pl.String,
+            "check": pl.String,
+            "error": pl.String,
+        },
     )
     return Outcome(frame, fail_frame, calls, cached)
 
@@ -218,8 +213,15 @@ def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: S
     return store.records("translations", keys)
 
 
-def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
-    """Calls, tokens and cost a translation would take (texts already stored cost nothing)."""
+def dry_run(
+    source: pl.DataFrame,
+    langs: Sequence[str],
+    t: Translator,
+    store: Store,
+    prices: tuple[float, float] | None = None,
+) -> dict:
+    """Calls, tokens and cost a translation would take (texts already stored cost nothing);
+    ``prices``: dollars per million input and output tokens (default: litellm's price map)."""
     langs = [lang for lang in languages.parse(langs) if lang != "en"]
     english = source.filter(pl.col("lang") == "en")
     calls = chars = 0
@@ -233,22 +235,31 @@ def dry_run(source: pl.DataFrame, langs: Sequence[str], t: Translator, store: St
                     chars += len(text)
     prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt
     completion_tokens = math.ceil(chars / 4 * 1.3)  # most languages take more tokens than English
-    cost = None
+    return {
+        "texts": calls + len(stored),
+        "calls": calls,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost_usd(t.endpoint.model, prompt_tokens, completion_tokens, prices),
+    }
+
+
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, prices: tuple[float, float] | None
+) -> float | None:
+    """Dollars for these tokens: at ``prices`` (per million input, output), or litellm's price
+    for the model; None when neither is known."""
+    if prices is not None:
+        return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
     try:
         import litellm
 
         p, c = litellm.cost_per_token(
-            model=t.endpoint.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
-        cost = p + c
+        return p + c
     except Exception:  # a model litellm has no price for
-        cost = None
-    return {
-        "calls": calls,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "cost_usd": cost,
-    }
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +291,7 @@ def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFr
                     {**where, "check": "untranslated", "detail": "identical to the source"}
                 )
                 continue
-            leftover = [s for s in LEFTOVERS if s.lower() in text.lower()]
+            leftover = [s for s in translation_checks.LEFTOVERS if s.lower() in text.lower()]
             if leftover or _PLACEHOLDER.search(text):
                 flags.append(
                     {

@@ -6,6 +6,7 @@ ramble or go quiet on purpose, and count every call it receives.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -18,6 +19,9 @@ class Script:
     def __init__(self):
         self.calls: Counter[str] = Counter()
         self.fail_first: dict[str, int] = {}  # model -> number of 429s before success
+        self.retry_after: float | None = None  # the Retry-After header of each 429
+        self.echo: str | None = None  # translators send texts containing this back untranslated
+        self.times: list[float] = []  # when each call arrived (monotonic)
         self.garbage_first = 0  # "garbage-first": this many unparseable replies, then digits
         self.delay_s = 2.0  # "slow": seconds before each reply
         self.refuse_after: dict[
@@ -29,6 +33,7 @@ class Script:
         with self.lock:
             self.calls[model] += 1
             n = self.calls[model]
+            self.times.append(time.monotonic())
         if model in self.refuse_after and n > self.refuse_after[model]:
             return 401, {"error": {"message": "key revoked", "type": "auth"}}
         if n <= self.fail_first.get(model, 0):
@@ -75,7 +80,9 @@ class Script:
         elif model == "garbage-first" and n <= self.garbage_first:
             text = "#@!"
         elif model.startswith("translate"):
-            text = translate(prompt, cyrillic=model != "translate-latin")
+            source = prompt.split("<<<", 1)[-1].rsplit(">>>", 1)[0]
+            echo = self.echo and self.echo.lower() in source.lower()
+            text = source if echo else translate(prompt, model)
         else:
             text = digit
         return 200, {
@@ -99,22 +106,90 @@ class Script:
         }
 
 
-# A word in the target's script, so that a pretend translation passes the script check.
-SCRIPT_WORD = {"Arabic": "عربي", "Russian": "русский", "Chinese": "中文", "Hebrew": "עברית"}
+# Words of each language, so that a pretend translation is identified as that language and is
+# written in its script (the translation checks look at both).
+WORDS = {
+    "Finnish": [
+        "tämä",
+        "on",
+        "hyvä",
+        "talo",
+        "ja",
+        "kissa",
+        "juoksee",
+        "nopeasti",
+        "kotiin",
+        "tänään",
+    ],
+    "Arabic": ["هذا", "بيت", "جميل", "والقطة", "تجري", "بسرعة", "إلى", "المنزل", "اليوم"],
+    "Swahili": [
+        "hii",
+        "ni",
+        "nyumba",
+        "nzuri",
+        "na",
+        "paka",
+        "anakimbia",
+        "haraka",
+        "nyumbani",
+        "leo",
+    ],
+    "Italian": [
+        "questa",
+        "è",
+        "una",
+        "bella",
+        "casa",
+        "e",
+        "il",
+        "gatto",
+        "corre",
+        "veloce",
+        "a",
+        "casa",
+        "oggi",
+    ],
+    "Spanish": [
+        "esta",
+        "es",
+        "una",
+        "casa",
+        "bonita",
+        "y",
+        "el",
+        "gato",
+        "corre",
+        "rápido",
+        "a",
+        "casa",
+        "hoy",
+    ],
+    "Serbian": ["ово", "је", "лепа", "кућа", "и", "мачка", "брзо", "трчи", "кући", "данас"],
+    "Serbian-Latin": ["ovo", "je", "lepa", "kuća", "i", "mačka", "brzo", "trči", "kući", "danas"],
+    "Croatian": ["ovo", "je", "lijepa", "kuća", "i", "mačka", "brzo", "trči", "kući", "danas"],
+}
 
 
-def translate(prompt: str, cyrillic: bool = True) -> str:
-    """Pretend translation: uppercases prose outside placeholders, keeps ⟦n⟧ markers; a prompt
-    that names Cyrillic script gets Cyrillic letters (unless ``cyrillic`` is False: a translator
-    that answers Serbian in Latin script)."""
+def translate(prompt: str, model: str = "translate") -> str:
+    """Pretend translation: each English word becomes a word of the target language, while
+    ⟦n⟧ markers, punctuation and markdown stay. ``translate-latin`` answers Serbian in Latin
+    script even when Cyrillic is asked for; ``translate-lazy`` sends "hello" texts back as they
+    came (untranslated)."""
     text = prompt.split("<<<", 1)[-1].rsplit(">>>", 1)[0]
+    if model == "translate-lazy" and "hello" in text.lower():
+        return text
     target = re.search(r"into (\w+)", prompt)
     lang = target.group(1) if target else "?"
-    out = re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
-    if cyrillic and "Cyrillic script" in prompt:
-        out = re.sub(r"(?<!⟦)[A-Z]", "Д", out)
-    word = SCRIPT_WORD.get(lang)
-    return f"[{lang}] " + (f"{word} " if word else "") + out
+    if lang == "Serbian" and (model == "translate-latin" or "Cyrillic script" not in prompt):
+        lang = "Serbian-Latin"
+    words = WORDS.get(lang)
+    if words is None:
+        return re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
+
+    def word(m: re.Match) -> str:  # the same English word, the same word: texts stay distinct
+        return words[int(hashlib.md5(m.group(0).lower().encode()).hexdigest(), 16) % len(words)]
+
+    return re.sub(r"(?<!⟦)[A-Za-z]+", word, text)
 
 
 def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
@@ -130,6 +205,8 @@ def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if status == 429 and script.retry_after is not None:
+                self.send_header("Retry-After", str(script.retry_after))
             self.end_headers()
             self.wfile.write(data)
 
