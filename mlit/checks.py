@@ -50,6 +50,31 @@ def judge(plan: Plan) -> None:
         probe(j)
 
 
+def budget(plan: Plan, store: Store) -> None:
+    """A judge expected to cost more than --max-cost stops before any work. The budget is what
+    this run may spend: verdicts already stored cost nothing (counted where the answers they
+    judge are stored too; before training they cannot be told, so all are counted)."""
+    from mlit import preview, pricing
+
+    spec = plan.judge
+    if spec.max_cost is None:
+        return
+    try:
+        calls = plan.counts().judge_calls - preview.cached([plan], store)[0][1]
+        dollars = preview.judge_cost(plan, calls)
+    except ValueError as err:
+        raise PreflightError(str(err)) from err
+    if dollars is None and not spec.self_hosted:
+        raise PreflightError(
+            f"--max-cost needs the judge's price: litellm has none for {spec.model}; give "
+            "--judge-input-price and --judge-output-price (dollars per million tokens)"
+        )
+    try:
+        pricing.check_plan(dollars or 0.0, spec.max_cost, f"judging ({spec.mode})")
+    except pricing.BudgetError as err:
+        raise PreflightError(str(err)) from err
+
+
 PROBE_TIMEOUT_S = 10.0  # a try; two tries and a backoff stay under PROBE_DEADLINE_S
 PROBE_DEADLINE_S = 25.0  # a hung judge is reported within 30 s, litellm's import included
 
@@ -209,5 +234,6 @@ def preflight(plan: Plan, store: Store) -> None:
     shares(plan.config.pretraining_shares)
     port(plan.config.serve_port)
     writable(store)
+    budget(plan, store)  # before the judge's probe: over budget, not even that call is made
     judge(plan)
     writable_folder(plan.config.run_dir())

@@ -45,6 +45,28 @@ class SweepConfig:
         "Judge requests in flight (default: 128 for a self-hosted judge, twice the batch its "
         "server runs; 32 for an API judge).",
     )
+    judge_mode: str = _opt(
+        "online",
+        "online, or batch: the judge calls through the provider's Batch API (half price, "
+        "resumable by batch id; OpenAI-compatible judges).",
+    )
+    max_cost: float | None = _opt(
+        None,
+        "Dollars the judge may cost: a plan expected to cost more stops before any work; a run "
+        "stops before it would pass it (resumable).",
+    )
+    judge_input_price: float | None = _opt(
+        None, "Judge $ per million input tokens (default: litellm's price of --judge)."
+    )
+    judge_output_price: float | None = _opt(
+        None, "Judge $ per million output tokens (default: litellm's price of --judge)."
+    )
+    judge_rpm: float | None = _opt(None, "Judge requests per minute the provider allows.")
+    judge_tpm: float | None = _opt(None, "Judge tokens per minute the provider allows.")
+    judge_batch_size: int = _opt(50_000, "Judge calls per batch (batch mode; OpenAI's limit).")
+    judge_batch_poll: float = _opt(
+        10.0, "Seconds before a batch is first polled; later polls back off to 5 minutes."
+    )
     data: str = _opt("sample", "'sample', a JSONL/Parquet path or 'hf:NAME'.")
     languages: tuple[str, ...] | None = _opt(None, "Restrict to these languages, e.g. 'fi,en,ru'.")
     pairs: tuple[str, ...] | None = _opt(
@@ -171,6 +193,13 @@ def _paper_requirements(cfg: SweepConfig, table_kind: str) -> None:
 # types --workers 0 gets told, not a silent 1 (the default is what leaving the flag out gives).
 _MINIMUM = {
     "judge_concurrency": 1,
+    "max_cost": 0,
+    "judge_input_price": 0,
+    "judge_output_price": 0,
+    "judge_rpm": 0.001,
+    "judge_tpm": 1,
+    "judge_batch_size": 1,
+    "judge_batch_poll": 0.01,
     "workers": 1,
     "gpus_per_worker": 0,
     "lora_rank": 0,
@@ -197,6 +226,13 @@ def _check_ranges(cfg: SweepConfig) -> None:
         raise ValueError(f"--max-error-rate must be in [0, 1], got {cfg.max_error_rate}")
     if cfg.dropout_scope not in ("all", "config"):
         raise ValueError(f"--dropout-scope must be all or config, got {cfg.dropout_scope!r}")
+    if cfg.judge_mode not in ("online", "batch"):
+        raise ValueError(f"--judge-mode must be online or batch, got {cfg.judge_mode!r}")
+    if cfg.judge_mode == "batch" and not cfg.judge:
+        raise ValueError(
+            "--judge-mode batch needs an API judge (--judge, e.g. openai/gpt-4o): the self-hosted "
+            "judge answers online at no cost"
+        )
     if cfg.engine not in ("hf", "vllm", "auto"):
         raise ValueError(f"--engine must be hf, vllm or auto, got {cfg.engine!r}")
     if cfg.serve_port is not None and not 1 <= cfg.serve_port <= 65535:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mlit import data, mixtures
 from mlit.hyperparameters import TrainConfig
+from mlit.pricing import BATCH_DISCOUNT
 
 PAPER = TrainConfig.paper()
 
@@ -126,7 +127,7 @@ def estimate(names: list[str], a: Assumptions, preset: str = "paper") -> Estimat
     else:
         gen_gpu_h = 2 * a.params * gen_tokens / (peak * a.generation_mfu) / 3600
     calls = call_units * a.eval_instructions
-    judge_in = calls * (a.judge_template_tokens + a.input_tokens + 2 * a.new_tokens)
+    judge_in = calls * judge_call_tokens(a)
     dollars = judge_in / 1e6 * a.judge_input_price + calls / 1e6 * a.judge_output_price
     train_gpu_h = distinct * per_model_gpu_h
     return Estimate(
@@ -147,6 +148,13 @@ def estimate(names: list[str], a: Assumptions, preset: str = "paper") -> Estimat
     )
 
 
+def judge_call_tokens(a: Assumptions = Assumptions(), answer_cap: int | None = None) -> int:
+    """Input tokens of one judge call: template, instruction and two answers (of the average
+    length, or at most ``answer_cap`` tokens); the reply is one token."""
+    answer = a.new_tokens if answer_cap is None else min(a.new_tokens, answer_cap)
+    return a.judge_template_tokens + a.input_tokens + 2 * answer
+
+
 def render(e: Estimate, a: Assumptions) -> str:
     lines = [
         f"estimate for {', '.join(e.experiments)} on {a.gpus} x {a.gpu.upper()}, "
@@ -162,7 +170,9 @@ def render(e: Estimate, a: Assumptions) -> str:
             else f"{a.generation_mfu:.0%} MFU"
         ),
         f"  judge:      {e.judge_calls:,} calls, {e.judge_input_tokens:,.0f} input tokens, "
-        f"${e.judge_dollars:,.0f} at ${a.judge_input_price}/M in, ${a.judge_output_price}/M out",
+        f"${e.judge_dollars:,.0f} online at ${a.judge_input_price}/M in, "
+        f"${a.judge_output_price}/M out; ${e.judge_dollars * BATCH_DISCOUNT:,.0f} through a "
+        "Batch API (--judge-mode batch)",
         f"  wall time:  {e.wall_hours:,.1f} h (GPU-hours / GPUs, phases back to back)",
         "assumptions: " + ", ".join(f"{k}={v}" for k, v in asdict(a).items()),
         f"measured: training MFU and generation speed from {a.measured_from}"

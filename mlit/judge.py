@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -27,7 +26,10 @@ import polars as pl
 
 from mlit import console, judgments, records
 from mlit.generate import workers
+from mlit.judge_parsers import PARSERS as PARSERS
+from mlit.judge_parsers import parse_digit as parse_digit
 from mlit.judgments import JUDGMENT_COLUMNS
+from mlit.pricing import Budget, BudgetError
 from mlit.retries import PATIENCE_S
 from mlit.store import Store, content_key
 
@@ -55,30 +57,6 @@ class JudgeError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Parsers, looked up by name
-
-
-def parse_digit(text: str | None, top_logprobs: list[tuple[str, float]] | None):
-    """(choice, how): a clean '1' or '2'; otherwise the likelier of '1'/'2' in the first token's
-    top log-probabilities; otherwise unparseable."""
-    match = re.fullmatch(r"\s*([12])\s*[.)]?\s*", text or "")
-    if match:
-        return int(match.group(1)), "text"
-    if top_logprobs:
-        best: dict[str, float] = {}
-        for token, lp in top_logprobs:
-            t = token.strip()
-            if t in ("1", "2"):
-                best[t] = max(lp, best.get(t, float("-inf")))
-        if best:
-            return int(max(best, key=best.get)), "logprobs"
-    return None, "unparseable"
-
-
-PARSERS: dict[str, Callable] = {"digit": parse_digit}
-
-
-# --------------------------------------------------------------------------------------------
 # Configuration
 
 
@@ -102,6 +80,9 @@ class Judge:
     # What identifies the endpoint in cache keys when api_base is not stable (a self-hosted
     # judge on a port picked per run); defaults to api_base.
     endpoint_id: str | None = None
+    # The provider's rate limits (--judge-rpm, --judge-tpm): calls wait for them, not for 429s.
+    rpm: float | None = None
+    tpm: float | None = None
 
     def __post_init__(self) -> None:
         if self.parser not in PARSERS:
@@ -228,14 +209,21 @@ def pair_keys(pairs: Sequence[Pair], judge: Judge) -> list[tuple[str, str] | Non
 # Calls
 
 
-async def call_judge(judge: Judge, prompt: str) -> dict:
+async def call_judge(judge: Judge, prompt: str, throttled=None) -> dict:
     """One judge call (greedy, a few tokens, top log-probabilities) through `mlit.llm`, parsed.
 
     Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
     """
     from mlit import llm
 
-    result = await llm.complete(judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs)
+    result = await llm.complete(
+        judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs, throttled
+    )
+    return verdict_of(judge, result)
+
+
+def verdict_of(judge: Judge, result: dict) -> dict:
+    """A reply (online or from a batch) as a verdict record: the parser's choice and the usage."""
     if result["status"] != "ok":
         return {**result, "error": f"judge: {result['error']}"}
     verdict, how = PARSERS[judge.parser](result["text"], result["top_logprobs"])
@@ -275,12 +263,13 @@ def asked(keys, stored) -> int:
     return sum(k not in stored for ks in keys if ks for k in ks)
 
 
-async def _judge_all(pairs, keys, judge, stored, writer, progress) -> list[dict]:
+async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh) -> list[dict]:
     from tqdm import tqdm
 
-    from mlit import llm
+    from mlit import llm, rate_limit
 
     gate = llm.Gate(judge.concurrency)
+    limiter = rate_limit.Limiter(judge.rpm, judge.tpm) if judge.rpm or judge.tpm else None
     calls = 2 * sum(judged(p) for p in pairs)
     bar = tqdm(
         total=calls,
@@ -291,10 +280,18 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress) -> list[dict]
     )
 
     async def order(key: str, instruction: str, a: str, b: str) -> dict:
+        prompt = judge.prompt(instruction, a, b)
         try:
             async with gate:
                 for _ in range(judge.reasks + 1):
-                    result = await call_judge(judge, judge.prompt(instruction, a, b))
+                    estimate = budget.estimate(prompt, judge.max_tokens)
+                    if not budget.hold(estimate):
+                        error = f"not sent: {budget.stopped}"
+                        return {"status": "error", "error": error, "cached": False}
+                    if limiter is not None:
+                        await limiter.acquire(rate_limit.tokens(prompt, judge.max_tokens))
+                    result = await call_judge(judge, prompt, gate.throttle)
+                    result["cost_usd"] = budget.settle(estimate, result)
                     gate.answered(result)
                     if result["status"] != "ok" or result["choice"] is not None:
                         break
@@ -305,6 +302,7 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress) -> list[dict]
                 "cached": False,
             }
         bar.update(1)
+        bar.set_postfix_str(budget.progress(), refresh=False)
         if result["status"] == "ok" and result["choice"] is not None:
             writer.put(key, result)  # only verdicts are results
         elif result["status"] == "ok":
@@ -317,6 +315,9 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress) -> list[dict]
         return {**result, "cached": False}
 
     async def either(key: str, instruction: str, a: str, b: str) -> dict:
+        if key in fresh:  # answered by a batch this run
+            bar.update(1)
+            return {**fresh[key], "cached": False}
         hit = stored.get(key)
         return cached(hit) if hit is not None else await order(key, instruction, a, b)
 
@@ -354,14 +355,39 @@ def judge_pairs(
     save: Callable[[pl.DataFrame], object] | None = None,
     progress: bool = True,
     stored: tuple[list, dict[str, str]] | None = None,
+    budget: Budget | None = None,
+    batch=None,  # batches.BatchOptions: through the Batch API
+    report=None,  # batches.Report, filled in batch mode
 ) -> pl.DataFrame:
     """Judge every pair in both orders; returns the judgments table (and hands it to ``save``).
-    A fatal answer from the judge (401, 403, 404) stops judging at once: `JudgeError`.
+    ``batch``: through the provider's Batch API first (what it leaves unanswered is asked
+    online). ``budget``: no call is sent that could pass it (`BudgetError` once the rest is
+    saved). A fatal answer from the judge (401, 403, 404) stops judging at once: `JudgeError`.
     ``stored`` is `stored_verdicts` when the caller has it already."""
     pairs = list(pairs)
     keys, stored = stored or stored_verdicts(pairs, judge, store)
+    budget = budget or Budget(None, None)
     with store.writer("verdicts") as writer:
-        rows, gate = asyncio.run(_judge_all(pairs, keys, judge, stored, writer, progress))
+        fresh = {}
+        if batch is not None:
+            from mlit import judge_batch
+
+            fresh = judge_batch.verdicts(
+                pairs,
+                keys,
+                judge,
+                stored,
+                writer,
+                store,
+                budget,
+                batch,
+                report,
+                progress,
+                verdict_of,
+            )
+        rows, gate = asyncio.run(
+            _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh)
+        )
     frame = pl.from_dicts(rows, schema=JUDGMENT_COLUMNS).sort(
         "candidate", "baseline", "eval_lang", "example_id"
     )
@@ -372,5 +398,10 @@ def judge_pairs(
             f"the judge {judge.model} refused a call ({gate.stopped.removeprefix('judge: ')}); "
             f"judging stopped after {gate.sent} calls, the rest were not sent. Verdicts so far "
             "are stored: fix the judge (--judge, --judge-api-key-env) and rerun"
+        )
+    if budget.stopped:
+        raise BudgetError(
+            f"judging stopped: {budget.stopped}. ${budget.spent:.4f} spent; verdicts so far are "
+            "stored and the run resumes where it stopped: rerun with a larger --max-cost"
         )
     return frame

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlit import retries as retries_rule
@@ -60,6 +61,12 @@ def retryable(err: Exception) -> bool:
     return isinstance(status, int) and (status == 429 or status >= 500)
 
 
+def rate_limited(err: Exception) -> bool:
+    import litellm
+
+    return isinstance(err, litellm.RateLimitError) or getattr(err, "status_code", None) == 429
+
+
 FATAL_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not found"}
 
 
@@ -92,8 +99,13 @@ def describe(err: Exception, where: str, timeout_s: float = 60.0) -> str:
     return f"call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
 
 
+def _get(obj, name: str):
+    """A field of a reply, whether litellm's object or a Batch API result's JSON body."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def _top_logprobs(choice) -> list[tuple[str, float]] | None:
-    lp = getattr(choice, "logprobs", None)
+    lp = _get(choice, "logprobs")
     if lp is None:
         return None
     content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
@@ -109,10 +121,64 @@ def _top_logprobs(choice) -> list[tuple[str, float]] | None:
     return out or None
 
 
+def reply_record(resp, where: str, start: float | None = None) -> dict:
+    """One chat completion (litellm's reply, or a Batch API result's body) as a record."""
+    # A reply is only a reply if it holds an answer: no choices, a null message (a content
+    # filter, a broken proxy) or a bad finish is an error record, never a result.
+    choices = _get(resp, "choices") or []
+    if not choices:
+        return {"status": "error", "error": f"the reply from {where} has no choices"}
+    choice = choices[0]
+    finish = _get(choice, "finish_reason")
+    if finish not in GOOD_FINISH:
+        return {"status": "error", "error": f"stopped with finish_reason={finish!r} at {where}"}
+    message = _get(choice, "message")
+    if message is None or _get(message, "content") is None:
+        return {"status": "error", "error": f"the reply from {where} has no content (null)"}
+    usage = _get(resp, "usage")
+    cost = 0.0
+    if not isinstance(resp, dict):
+        import litellm
+
+        try:
+            cost = float(litellm.completion_cost(completion_response=resp))
+        except Exception:  # self-hosted models have no price in litellm's map
+            cost = 0.0
+    return {
+        "status": "ok",
+        "text": _get(message, "content"),
+        "top_logprobs": _top_logprobs(choice),
+        "finish_reason": finish,
+        "prompt_tokens": _get(usage, "prompt_tokens") if usage else None,
+        "completion_tokens": _get(usage, "completion_tokens") if usage else None,
+        "cost_usd": cost,
+        "latency_s": round(time.monotonic() - start, 4) if start is not None else None,
+    }
+
+
+def chat_body(model: str, prompt: str, max_tokens: int, top_logprobs: int | None) -> dict:
+    """The request body of one greedy call, as a Batch API line carries it (``model`` is the
+    provider's name, without litellm's prefix)."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": JUDGE_TEMPERATURE,
+        "max_tokens": max_tokens,
+    }
+    if top_logprobs:
+        body.update(logprobs=True, top_logprobs=top_logprobs)
+    return body
+
+
 async def complete(
-    endpoint: Endpoint, prompt: str, max_tokens: int, top_logprobs: int | None = None
+    endpoint: Endpoint,
+    prompt: str,
+    max_tokens: int,
+    top_logprobs: int | None = None,
+    throttled: Callable[[], None] | None = None,
 ) -> dict:
-    """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error."""
+    """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error.
+    ``throttled`` is told of every rate-limit answer (429), so the caller can send less."""
     import litellm
 
     litellm.suppress_debug_info = True
@@ -146,45 +212,26 @@ async def complete(
             if not retryable(err):
                 fatal = fatal_status(err)
                 break
+            limited = rate_limited(err)
+            if limited and throttled is not None:
+                throttled()
             wait = retries_rule.pause(
                 attempt,
                 time.monotonic() - first,
                 endpoint.retries,
                 endpoint.backoff_s,
-                endpoint.patience_s,
+                # A rate limit passes when its window does: a storm of 429s is waited out, not
+                # counted against the patience meant for a lost replica.
+                max(endpoint.patience_s, retries_rule.RATE_LIMIT_PATIENCE_S)
+                if limited
+                else endpoint.patience_s,
                 retries_rule.retry_after(err),
             )
             if wait is None:
                 break
             await asyncio.sleep(wait)
             continue
-        # A reply is only a reply if it holds an answer: no choices, a null message (a content
-        # filter, a broken proxy) or a bad finish is an error record, never a result.
-        choices = getattr(resp, "choices", None) or []
-        if not choices:
-            return {"status": "error", "error": f"the reply from {where} has no choices"}
-        choice = choices[0]
-        finish = getattr(choice, "finish_reason", None)
-        if finish not in GOOD_FINISH:
-            return {"status": "error", "error": f"stopped with finish_reason={finish!r} at {where}"}
-        message = getattr(choice, "message", None)
-        if message is None or getattr(message, "content", None) is None:
-            return {"status": "error", "error": f"the reply from {where} has no content (null)"}
-        usage = getattr(resp, "usage", None)
-        try:
-            cost = float(litellm.completion_cost(completion_response=resp))
-        except Exception:  # self-hosted models have no price in litellm's map
-            cost = 0.0
-        return {
-            "status": "ok",
-            "text": choice.message.content,
-            "top_logprobs": _top_logprobs(choice),
-            "finish_reason": finish,
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-            "cost_usd": cost,
-            "latency_s": round(time.monotonic() - start, 4),
-        }
+        return reply_record(resp, where, start)
     if fatal is not None:  # the caller stops the whole phase on this, not just this call
         return {"status": "error", "error": last, "fatal_status": fatal}
     return {"status": "error", "error": last}
@@ -193,14 +240,29 @@ async def complete(
 class Gate:
     """How many calls may be in flight. A few at first, one more after each answer, up to
     the caller's concurrency: an endpoint that turns out to refuse every call (a revoked key) is
-    asked a handful of times, not ``concurrency`` times. After a fatal answer (401, 403, 404)
-    nothing more is sent: `stop` records why, and every waiting call gives up."""
+    asked a handful of times, not ``concurrency`` times. A rate-limit answer (429) halves the
+    window (at most once per `THROTTLE_EVERY_S`), so a storm is met by sending less, and answers
+    grow it back. After a fatal answer (401, 403, 404) nothing more is sent: `stop` records why,
+    and every waiting call gives up."""
+
+    THROTTLE_EVERY_S = 1.0
 
     def __init__(self, limit: int, start: int = 4):
         self.limit, self.window, self.active = limit, min(start, limit), 0
         self.sent = 0
+        self.throttles = 0
+        self.smallest = self.window
         self.stopped: str | None = None
         self._cond = asyncio.Condition()
+        self._last_throttle = float("-inf")
+
+    def throttle(self) -> None:
+        now = time.monotonic()
+        if now - self._last_throttle >= self.THROTTLE_EVERY_S:
+            self._last_throttle = now
+            self.window = max(1, self.window // 2)
+            self.smallest = min(self.smallest, self.window)
+            self.throttles += 1
 
     async def __aenter__(self) -> None:
         async with self._cond:

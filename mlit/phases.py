@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from mlit import chat, console, generate, hyperparameters, judge, judge_host
+from mlit import batches, chat, console, generate, hyperparameters, judge, judge_host, pricing
 from mlit.judgments import error_summary
 from mlit.plan import Plan
 from mlit.run_folder import RunFolder
@@ -356,7 +356,25 @@ def judge_answers(
     uncached = judge.asked(*stored)
     if uncached and plan.judge.self_hosted:
         j = replace(j, api_base=f"{serve.url()}/v1")
-    judgments = judge.judge_pairs(pairs, j, store, run.saver("judgments"), stored=stored)
+    budget = pricing.Budget(plan.judge.max_cost, plan.judge.prices(), batch=plan.judge.batch)
+    report = batches.Report()
+    try:
+        judgments = judge.judge_pairs(
+            pairs,
+            j,
+            store,
+            run.saver("judgments"),
+            stored=stored,
+            budget=budget,
+            batch=plan.judge.batch_options(),
+            report=report,
+        )
+    except pricing.BudgetError as err:
+        # Stopped before passing the budget: what was answered is stored and saved.
+        raise pricing.BudgetStop(
+            str(err),
+            phase.done(cost_usd=round(budget.spent, 6), stopped=budget.stopped, **report.as_dict()),
+        ) from err
     asked = [(~judgments[f"cached_{i}"].fill_null(True)) for i in (1, 2)]
     failed = [
         asked[i - 1] & judgments[f"parse_{i}"].is_in(["error", "unparseable"]) for i in (1, 2)
@@ -380,5 +398,6 @@ def judge_answers(
         failed_calls=failed_calls,
         errors=errors.height,
         first_error=errors["error"][0] if errors.height else None,
-        cost_usd=float(judgments["cost_usd"].fill_null(0).sum()),
+        cost_usd=round(budget.spent, 6),
+        **({"mode": "batch", **report.as_dict()} if plan.judge.batch else {"mode": "online"}),
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import checks, console, experiments, phases, preview, protocol, results_page
+from mlit import checks, console, experiments, phases, preview, pricing, protocol, results_page
 from mlit.config import DEMO_NOTE, SweepConfig
 from mlit.plan import PLACEHOLDER_BASE, Plan, prepare
 from mlit.report import build, shares_for
@@ -118,8 +118,17 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
             gens, summary = phases.generate_answers(plan, store, run, serve)
             record.phase("generate", summary)
         with phases.heartbeat("judge"):
-            judgments, summary = phases.judge_answers(plan, store, run, serve, gens, judge_weights)
+            try:
+                judgments, summary = phases.judge_answers(
+                    plan, store, run, serve, gens, judge_weights
+                )
+            except pricing.BudgetStop as stop:  # a clean stop: rc 1, nothing lost, resumable
+                record.phase("judge", stop.summary)
+                record.set(cost_usd={"generate": 0.0, "judge": stop.summary["cost_usd"]})
+                record.finish("stopped: budget")
+                raise phases.SweepFailed(f"{stop}\nrun folder {run.path}") from stop
             record.phase("judge", summary)
+            record.set(cost_usd={"generate": 0.0, "judge": summary["cost_usd"]})
         record.phase("serve_start", {"seconds": serve.start_s})  # inside generate's time
 
     t = time.time()

@@ -40,6 +40,34 @@ class JudgeSpec:
     prompt: str | None  # a template file; None: the judge's default
     model_dir: str | None  # a self-hosted HF judge; None with no ``model``: the demo judge
     concurrency: int
+    mode: str = "online"
+    max_cost: float | None = None
+    input_price: float | None = None
+    output_price: float | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    batch_size: int = 50_000
+    batch_poll_s: float = 10.0
+
+    @property
+    def batch(self) -> bool:
+        return self.mode == "batch"
+
+    def prices(self):
+        """`pricing.Prices` of the judge (given, or litellm's), or None (self-hosted, unpriced)."""
+        from mlit import pricing
+
+        if self.self_hosted and self.input_price is None and self.output_price is None:
+            return None
+        return pricing.prices_for(self.model, self.input_price, self.output_price)
+
+    def batch_options(self):
+        """`batches.BatchOptions` in batch mode, None online."""
+        if not self.batch:
+            return None
+        from mlit import batches
+
+        return batches.BatchOptions(max_requests=self.batch_size, poll_s=self.batch_poll_s)
 
     @property
     def self_hosted(self) -> bool:
@@ -56,6 +84,8 @@ class JudgeSpec:
                 api_key_env=self.api_key_env,
                 template=self.prompt,
                 concurrency=self.concurrency,
+                rpm=self.rpm,
+                tpm=self.tpm,
             )
         weights = judge_dir or judge_host.weights(self.model_dir)
         return Judge(
@@ -276,6 +306,14 @@ def prepare(cfg: SweepConfig, base_model: str | None = None) -> Plan:
         # one runs (measured: 64 in flight, 77 s for the demo's 3,072 calls). An API judge gets
         # fewer at once, for its rate limits.
         cfg.judge_concurrency or (32 if cfg.judge else 128),
+        cfg.judge_mode,
+        cfg.max_cost,
+        cfg.judge_input_price,
+        cfg.judge_output_price,
+        cfg.judge_rpm,
+        cfg.judge_tpm,
+        cfg.judge_batch_size,
+        cfg.judge_batch_poll,
     )
     return Plan(
         cfg,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlit import judge_host, protocol
+from mlit import estimate, judge_host, protocol
 from mlit.generate import STORED_SCHEMA, generation_keys, task_frame
 from mlit.judge import pair_keys
 from mlit.plan import Plan
@@ -89,7 +89,37 @@ def describe(plan: Plan, store: Store, held: tuple[int, int] | None = None) -> s
         f"estimated tokens: generation <= {(c.generations - gen_cached) * sp.max_tokens:,} new, "
         f"judge ~{(c.judge_calls - calls_cached) * (INSTRUCTION_TOKENS + 2 * sp.max_tokens + JUDGE_TEMPLATE_TOKENS):,} prompt",
     ]
+    lines.append(judge_cost_line(plan, c.judge_calls - calls_cached))
     judge = plan.judge.build()
     lines.append(f"judge template: {judge.template_name} (sha256 {judge.template_hash()})")
     lines.append(protocol.render(protocol.items(plan)))
     return "\n".join(lines)
+
+
+def judge_cost(plan: Plan, calls: int) -> float | None:
+    """The expected dollars of ``calls`` new judge calls (`mlit estimate`'s token model, answers
+    at most the sampling limit; the batch discount in batch mode), or None: not priced."""
+    prices = plan.judge.prices()
+    if prices is None:
+        return None
+    tokens = estimate.judge_call_tokens(answer_cap=plan.sampling.max_tokens)
+    return calls * prices.cost(tokens, 1, plan.judge.batch)
+
+
+def judge_cost_line(plan: Plan, calls: int) -> str:
+    spec = plan.judge
+    mode = "batch (half price)" if spec.batch else "online"
+    limits = [f"{n} {v:g}" for n, v in (("rpm", spec.rpm), ("tpm", spec.tpm)) if v]
+    limit_text = f"; rate limits {', '.join(limits)}" if limits else ""
+    budget = f"; budget --max-cost ${spec.max_cost:,.2f}" if spec.max_cost is not None else ""
+    try:
+        dollars = judge_cost(plan, calls)
+    except ValueError as err:
+        return f"judge cost: {err}"
+    if dollars is None:
+        what = "self-hosted, no price" if spec.self_hosted else "litellm has no price for it"
+        return f"judge cost: not priced ({what}; --judge-input-price/--judge-output-price){budget}"
+    return (
+        f"judge cost: ~${dollars:,.2f} expected for {calls:,} new calls, {mode}, at "
+        f"{spec.prices().describe()}{limit_text}{budget}"
+    )

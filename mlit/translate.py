@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlit import data, languages, llm, rate_limit, translation_checks
+from mlit import data, languages, llm, pricing, rate_limit, translation_checks
 from mlit.store import Store, content_key
 
 PROMPT = (
@@ -85,17 +85,34 @@ def prompt_for(text: str, lang: str) -> str:
     return PROMPT.format(language=languages.prompt_name(lang), text=text)
 
 
-async def _translate_one(t: Translator, text: str, lang: str, stored, writer, sem) -> dict:
-    key = translation_key(t, text, lang)
-    hit = stored.get(key)
+def _request(t: Translator, text: str, lang: str) -> tuple[str, str, list[str], str]:
+    """(key, masked text, protected spans, prompt) of one text into one language."""
+    masked, spans = protect(text)
+    return translation_key(t, text, lang), masked, spans, prompt_for(masked, lang)
+
+
+def reply_tokens(t: Translator, masked: str) -> int:
+    """The reply a call is expected to take, for the budget: twice the text's estimated tokens
+    (most languages take more tokens than English), at most ``max_tokens``."""
+    return min(t.max_tokens, 2 * pricing.prompt_tokens(masked))
+
+
+async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict:
+    key, masked, spans, prompt = _request(t, text, lang)
+    hit = run.stored.get(key)
     if hit is not None:
         return {**hit, "status": "ok", "cached": True}
-    masked, spans = protect(text)
-    prompt = prompt_for(masked, lang)
-    async with sem:
-        if t.limiter is not None:
-            await t.limiter.acquire(rate_limit.tokens(prompt, t.max_tokens))
-        result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+    result = run.fresh.get(key)  # answered by a batch this run
+    if result is None:
+        async with run.sem:
+            estimate = run.budget.estimate(prompt, reply_tokens(t, masked))
+            if not run.budget.hold(estimate):
+                error = f"not sent: {run.budget.stopped}"
+                return {"status": "error", "check": "budget", "error": error, "cached": False}
+            if t.limiter is not None:
+                await t.limiter.acquire(rate_limit.tokens(prompt, t.max_tokens))
+            result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+            result["cost_usd"] = run.budget.settle(estimate, result)
     if result["status"] != "ok":
         return {"status": "error", "check": "call", "error": result["error"], "cached": False}
     reply = (result["text"] or "").strip()
@@ -108,8 +125,19 @@ async def _translate_one(t: Translator, text: str, lang: str, stored, writer, se
     if failed is not None:  # never written, never cached: asked again on the next run
         return {"status": "error", "check": failed.check, "error": str(failed), "cached": False}
     record = {"text": out, "cost_usd": result["cost_usd"]}
-    writer.put(key, record)
+    run.writer.put(key, record)
     return {**record, "status": "ok", "cached": False}
+
+
+@dataclass
+class _Run:
+    """What every call of one translation run shares."""
+
+    stored: dict
+    writer: object
+    budget: pricing.Budget
+    fresh: dict  # key -> reply, from batches
+    sem: asyncio.Semaphore | None = None
 
 
 @dataclass(frozen=True)
@@ -118,25 +146,33 @@ class Outcome:
     failures: pl.DataFrame  # example_id, lang, field, error
     calls: int  # translations requested from the endpoint this run
     cached: int
+    cost_usd: float = 0.0
+    stopped: str | None = None  # why calls were not sent (the budget), or None
+
+
+def _jobs(source: pl.DataFrame, langs: Sequence[str]) -> list[tuple[dict, str, str]]:
+    return [
+        (row, lang, field)
+        for row in source.iter_rows(named=True)
+        for lang in langs
+        for field in ("instruction", "response")
+        if row[field]
+    ]
 
 
 async def _run(
-    source: pl.DataFrame, langs: Sequence[str], t: Translator, stored, writer, progress: bool
+    source: pl.DataFrame, langs: Sequence[str], t: Translator, run: _Run, progress: bool
 ) -> Outcome:
     from tqdm import tqdm
 
-    sem = asyncio.Semaphore(t.concurrency)
-    jobs = []
-    for row in source.iter_rows(named=True):
-        for lang in langs:
-            for field in ("instruction", "response"):
-                if row[field]:
-                    jobs.append((row, lang, field))
+    run.sem = asyncio.Semaphore(t.concurrency)
+    jobs = _jobs(source, langs)
     bar = tqdm(total=len(jobs), desc="translating", unit="text", disable=None if progress else True)
 
     async def one(row, lang, field):
-        result = await _translate_one(t, row[field], lang, stored, writer, sem)
+        result = await _translate_one(t, row[field], lang, run)
         bar.update(1)
+        bar.set_postfix_str(run.budget.progress(), refresh=False)
         return row, lang, field, result
 
     results = await asyncio.gather(*(one(*j) for j in jobs))
@@ -185,20 +221,51 @@ async def _run(
             "error": pl.String,
         },
     )
-    return Outcome(frame, fail_frame, calls, cached)
+    spent = round(run.budget.spent, 6)
+    return Outcome(frame, fail_frame, calls, cached, spent, run.budget.stopped)
 
 
 def translate(
-    source: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store, progress: bool = True
+    source: pl.DataFrame,
+    langs: Sequence[str],
+    t: Translator,
+    store: Store,
+    progress: bool = True,
+    budget: pricing.Budget | None = None,
+    batch=None,  # batches.BatchOptions: through the provider's Batch API first
 ) -> Outcome:
-    """Translate every English row into ``langs``; returns the parallel dataset and failures."""
+    """Translate every English row into ``langs``; returns the parallel dataset and failures.
+    No call is sent that could pass ``budget``; in batch mode what the batches leave unanswered
+    is asked online."""
     langs = [lang for lang in languages.parse(langs) if lang != "en"]
     english = source.filter(pl.col("lang") == "en")
     if english.height == 0:
         raise data.DataError("the source has no English rows to translate")
     stored = _stored(english, langs, t, store)
+    budget = budget or pricing.Budget(None, None)
     with store.writer("translations") as writer:
-        return asyncio.run(_run(english, langs, t, stored, writer, progress))
+        run = _Run(stored, writer, budget, {})
+        if batch is not None:
+            run.fresh = _batch(english, langs, t, store, run, batch, progress)
+        return asyncio.run(_run(english, langs, t, run, progress))
+
+
+def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progress) -> dict:
+    """The texts not stored, through the Batch API: key -> reply; checked and written by the
+    online path's `_translate_one`, as a reply it got itself."""
+    from mlit import batches
+
+    calls = {}
+    for row, lang, field in _jobs(english, langs):
+        key, masked, _spans, prompt = _request(t, row[field], lang)
+        if key not in run.stored and key not in calls:
+            calls[key] = batches.Call(key, prompt, t.max_tokens, None, reply_tokens(t, masked))
+    if not calls:
+        return {}
+    got = batches.run(
+        calls.values(), t.endpoint, store, run.budget, lambda _k, r: r, opts, progress
+    )
+    return {k: v for k, v in got.items() if v["status"] == "ok"}
 
 
 def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:

@@ -36,6 +36,26 @@ def translator_options(command):
         click.option(
             "--output-price", type=float, help="$ per million output tokens (default: litellm's)."
         ),
+        click.option(
+            "--mode",
+            type=click.Choice(["online", "batch"]),
+            default="online",
+            show_default=True,
+            help="batch: through the provider's Batch API (half price, resumable by batch id).",
+        ),
+        click.option(
+            "--max-cost",
+            type=float,
+            help="Dollars the translation may cost: over it by estimate, nothing is sent; a run "
+            "stops before passing it (resumable).",
+        ),
+        click.option(
+            "--batch-poll",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="Seconds before a batch is first polled (later polls back off).",
+        ),
         click.option("--dry-run", is_flag=True, help="Print texts, tokens and cost; no call."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), command)
@@ -63,6 +83,39 @@ def _translator(values: dict):
     if (given[0] is None) != (given[1] is None):
         console.fail("give both --input-price and --output-price, or neither")
     return t, (None if given[0] is None else given)
+
+
+def _budget(values: dict, t, prices, est: dict):
+    """(Budget, BatchOptions or None) from the options; an estimate over --max-cost stops here,
+    before any call."""
+    from mlit import batches, pricing
+
+    batch = values["mode"] == "batch"
+    given = prices or (None, None)
+    try:
+        priced = pricing.prices_for(t.endpoint.model, *given)
+        budget = pricing.Budget(values["max_cost"], priced, batch=batch)
+        if values["max_cost"] is not None and priced is None:
+            raise ValueError(
+                f"--max-cost needs the translator's price: litellm has none for "
+                f"{t.endpoint.model}; give --input-price and --output-price"
+            )
+        expected = (est["cost_usd"] or 0.0) * (pricing.BATCH_DISCOUNT if batch else 1.0)
+        pricing.check_plan(expected, values["max_cost"], f"translation ({values['mode']})")
+        opts = batches.BatchOptions(poll_s=values["batch_poll"]) if batch else None
+    except (ValueError, pricing.BudgetError) as err:
+        console.fail(str(err))
+    return budget, opts
+
+
+def _report_cost(outcome) -> None:
+    click.echo(f"cost: ${outcome.cost_usd:,.4f}")
+    if outcome.stopped:
+        console.fail(
+            f"translation stopped: {outcome.stopped}; what was translated is stored: rerun with "
+            "a larger --max-cost to go on",
+            1,
+        )
 
 
 def _store(store_root: str | None):
@@ -119,15 +172,18 @@ def translate_cmd(source: str, languages_: str, out: Path, strict: bool, **value
         console.fail(str(err))
     t, prices = _translator(values)
     store = _store(values["store_root"])
+    est = translate.dry_run(frame, langs, t, store, prices)
     if values["dry_run"]:
-        _echo_estimate(translate.dry_run(frame, langs, t, store, prices))
+        _echo_estimate(est)
         return
-    outcome = translate.translate(frame, langs, t, store)
+    budget, batch = _budget(values, t, prices, est)
+    outcome = translate.translate(frame, langs, t, store, budget=budget, batch=batch)
     translate.write(outcome.frame, out)
     click.echo(
         f"{outcome.calls} translations requested, {outcome.cached} from the store; "
         f"wrote {outcome.frame.height} rows to {out}"
     )
+    _report_cost(outcome)
     report = translate.quality_report(outcome.frame)
     if report.height:
         click.echo(f"the dataset-wide quality report flagged {report.height} text(s):")
@@ -192,7 +248,8 @@ def data_paper_cmd(
     _echo_estimate(est)
     if values["dry_run"]:
         return
-    outcome = translate.translate(english, langs, t, store)
+    budget, batch = _budget(values, t, prices, est)
+    outcome = translate.translate(english, langs, t, store, budget=budget, batch=batch)
     path, card_path = paper_data.write(
         outcome.frame, paper_data.card(sources, counts, langs, t, outcome), out
     )
@@ -200,4 +257,5 @@ def data_paper_cmd(
         f"{outcome.calls:,} translations requested, {outcome.cached:,} from the store; wrote "
         f"{outcome.frame.height:,} rows to {path}, its data card to {card_path}"
     )
+    _report_cost(outcome)
     _report_failures(outcome)

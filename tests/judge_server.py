@@ -28,12 +28,26 @@ class Script:
             str, int
         ] = {}  # model -> calls answered before 401s (a revoked key)
         self.lock = threading.Lock()
+        # The Batch API: files, batches (tests/judge_server.py's own, like OpenAI's).
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_calls: Counter[str] = Counter()  # calls answered inside batches, per model
+        self.batch_delay_s = 0.5  # a batch stays in progress this long
+        self.expire_batches = 0  # this many batches expire with half their requests unanswered
+        self.fail_in_batch: set[str] = set()  # prompts containing one of these fail in a batch
+        self.limited_until = 0.0  # a 429 storm: every other call refused until this time
+        self.limited_calls = 0
+        self.prompt_tokens: int | None = None  # the usage each reply reports (None: its words)
 
     def reply(self, model: str, prompt: str) -> tuple[int, dict]:
         with self.lock:
             self.calls[model] += 1
             n = self.calls[model]
             self.times.append(time.monotonic())
+        if time.monotonic() < self.limited_until and n % 2 == 0:
+            with self.lock:
+                self.limited_calls += 1
+            return 429, {"error": {"message": "rate limited", "type": "rate_limit"}}
         if model in self.refuse_after and n > self.refuse_after[model]:
             return 401, {"error": {"message": "key revoked", "type": "auth"}}
         if n <= self.fail_first.get(model, 0):
@@ -99,9 +113,9 @@ class Script:
                 }
             ],
             "usage": {
-                "prompt_tokens": len(prompt.split()),
+                "prompt_tokens": self.prompt_tokens or len(prompt.split()),
                 "completion_tokens": 1,
-                "total_tokens": len(prompt.split()) + 1,
+                "total_tokens": (self.prompt_tokens or len(prompt.split())) + 1,
             },
         }
 
@@ -192,13 +206,133 @@ def translate(prompt: str, model: str = "translate") -> str:
     return re.sub(r"(?<!⟦)[A-Za-z]+", word, text)
 
 
+def _multipart_file(body: bytes, content_type: str) -> bytes:
+    """The uploaded file's bytes in a multipart/form-data body."""
+    boundary = re.search(r"boundary=\"?([^\";]+)", content_type).group(1).encode()
+    for part in body.split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return data.rsplit(b"\r\n", 1)[0]
+    raise ValueError("no file in the upload")
+
+
+def _run_batch(script: Script, batch: dict) -> None:
+    """Answer a batch's requests once its time is up: output and error files, like OpenAI's."""
+    lines = script.files[batch["input_file_id"]].decode().splitlines()
+    with script.lock:
+        number = len([b for b in script.batches.values() if b.get("ran")])
+        batch["ran"] = True
+    expire = number < script.expire_batches
+    out, errors = [], []
+    for i, raw in enumerate(lines):
+        request = json.loads(raw)
+        if expire and i % 2 == 1:
+            continue  # an expired batch never reached these
+        body = request["body"]
+        prompt = body["messages"][-1]["content"]
+        if any(marker in prompt for marker in script.fail_in_batch):
+            errors.append(
+                {
+                    "id": f"r{i}",
+                    "custom_id": request["custom_id"],
+                    "response": {"status_code": 500, "body": {"error": {"message": "boom"}}},
+                    "error": None,
+                }
+            )
+            continue
+        with script.lock:
+            script.batch_calls[body["model"]] += 1
+        status, payload = script.reply(body["model"], prompt)
+        with script.lock:  # not an online call
+            script.calls[body["model"]] -= 1
+        item = {"status_code": status, "body": payload}
+        row = {"id": f"r{i}", "custom_id": request["custom_id"], "response": item, "error": None}
+        (out if status == 200 else errors).append(row)
+    for name, rows in (("output_file_id", out), ("error_file_id", errors)):
+        if rows:
+            file_id = f"file-{len(script.files)}"
+            script.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            batch[name] = file_id
+    batch["status"] = "expired" if expire else "completed"
+    batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errors)}
+
+
 def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep test output quiet
             pass
 
+        def send_json(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            path = self.path.split("?")[0].removeprefix("/v1")
+            if path == "/batches":
+                self.send_json(
+                    200,
+                    {"object": "list", "data": list(script.batches.values()), "has_more": False},
+                )
+            elif path.startswith("/batches/") and path[9:] in script.batches:
+                batch = script.batches[path[9:]]
+                if batch["status"] == "in_progress" and time.time() >= batch["due"]:
+                    _run_batch(script, batch)
+                self.send_json(200, {k: v for k, v in batch.items() if k not in ("due", "ran")})
+            elif path.startswith("/files/") and path.endswith("/content"):
+                data = script.files[path[7:-8]]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            else:
+                self.send_json(404, {"error": {"message": f"no route {path}"}})
+
         def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            path = self.path.split("?")[0].removeprefix("/v1")
+            if path == "/files":
+                file_id = f"file-{len(script.files)}"
+                script.files[file_id] = _multipart_file(raw, self.headers["Content-Type"])
+                size = len(script.files[file_id])
+                return self.send_json(
+                    200,
+                    {
+                        "id": file_id,
+                        "object": "file",
+                        "bytes": size,
+                        "created_at": int(time.time()),
+                        "filename": "in.jsonl",
+                        "purpose": "batch",
+                        "status": "processed",
+                    },
+                )
+            if path == "/batches":
+                body = json.loads(raw)
+                batch_id = f"batch-{len(script.batches)}"
+                script.batches[batch_id] = {
+                    "id": batch_id,
+                    "object": "batch",
+                    "endpoint": body["endpoint"],
+                    "input_file_id": body["input_file_id"],
+                    "completion_window": body["completion_window"],
+                    "status": "in_progress",
+                    "created_at": int(time.time()),
+                    "metadata": body.get("metadata"),
+                    "output_file_id": None,
+                    "error_file_id": None,
+                    "errors": None,
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                    "due": time.time() + script.batch_delay_s,
+                }
+                return self.send_json(
+                    200, {k: v for k, v in script.batches[batch_id].items() if k != "due"}
+                )
+            body = json.loads(raw)
             prompt = body["messages"][-1]["content"]
             status, payload = script.reply(body["model"], prompt)
             data = json.dumps(payload).encode()

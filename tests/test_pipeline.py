@@ -195,6 +195,80 @@ def test_a_judge_failing_mid_run_ends_non_zero_with_the_causes(
     assert len(Store(shared_store).keys("verdicts")) == before
 
 
+def _api_judge(cfg, url, **extra):
+    return pipeline.replace(
+        cfg,
+        judge="openai/good",
+        judge_api_base=url,
+        judge_model_dir=None,
+        judge_input_price=1.0,
+        judge_output_price=0.0,
+        **extra,
+    )
+
+
+def test_batch_judging_in_a_sweep_gives_the_online_verdicts_at_half_the_cost(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
+    """The same sweep judged online and through the Batch API (each against its own server, so
+    neither finds the other's verdicts): identical verdicts; batch mode's only online call is
+    the probe; run.json records the mode, the batches and the cost."""
+    from judge_server import Script, start
+
+    runs = {}
+    for mode in ("online", "batch"):
+        script = Script()
+        server, url = start(script)
+        cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / mode)
+        cfg = _api_judge(cfg, url, judge_mode=mode, judge_batch_poll=0.2)
+        result = pipeline.run_sweep(cfg)
+        meta = json.loads((result.run_dir / "run.json").read_text())
+        runs[mode] = (script, meta, pl.read_parquet(result.run_dir / "judgments.parquet"))
+        server.shutdown()
+    (online, online_meta, online_j), (batch, batch_meta, batch_j) = runs["online"], runs["batch"]
+    assert online.calls["good"] == 1 + 64 and online_meta["phases"]["judge"]["mode"] == "online"
+    assert batch.calls["good"] == 1 and batch.batch_calls["good"] == 64  # 1: the probe
+    assert batch_j["verdict"].to_list() == online_j["verdict"].to_list()
+    judged = batch_meta["phases"]["judge"]
+    assert judged["mode"] == "batch" and judged["batches_submitted"] == 1
+    assert judged["calls"] == 64 and judged["answered"] == 64
+    cost = online_meta["phases"]["judge"]["cost_usd"]
+    assert cost > 0 and judged["cost_usd"] == pytest.approx(cost / 2)
+    assert batch_meta["cost_usd"] == {"generate": 0.0, "judge": judged["cost_usd"]}
+
+
+def test_max_cost_stops_a_sweep_before_any_judge_call_or_before_passing_it(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    from mlit import flags
+
+    script, url = endpoint
+    cfg = _api_judge(_config(tiny_base, tiny_judge, shared_store, tmp_path / "a"), url)
+    # The plan: 64 calls x ~324 tokens at $1 per million, ~$0.02: over $0.001, nothing runs.
+    with pytest.raises(SystemExit) as done:
+        flags.command(pipeline.replace(cfg, max_cost=0.001), pipeline.run_sweep).main(
+            [], standalone_mode=True
+        )
+    assert done.value.code == 2 and sum(script.calls.values()) == 0
+    assert "over the budget --max-cost $0.0010: nothing was run" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "run.json").exists()
+    # Calls cost more than planned ($0.002 each): the run stops before passing $0.05.
+    script.prompt_tokens = 2000
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as done:
+        flags.command(
+            pipeline.replace(cfg, max_cost=0.05, output=str(out)), pipeline.run_sweep
+        ).main([], standalone_mode=True)
+    assert done.value.code == 1
+    assert "rerun with a larger --max-cost" in capsys.readouterr().err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "stopped: budget"
+    spent = meta["phases"]["judge"]["cost_usd"]
+    assert 0 < spent <= 0.05 and meta["cost_usd"]["judge"] == spent
+    assert script.calls["good"] - 1 == pytest.approx(spent / 0.002)  # the probe costs nothing here
+    assert (out / "judgments.parquet").exists()
+
+
 def test_a_judge_refusing_its_key_mid_run_stops_at_once_with_rc_2(
     ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
 ):

