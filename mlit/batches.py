@@ -165,7 +165,7 @@ def line(call: Call, model: str) -> bytes:
 
 
 def split(
-    lines: list[tuple[Call, bytes]], opts: BatchOptions
+    lines: Iterable[tuple[Call, bytes]], opts: BatchOptions
 ) -> Iterator[list[tuple[Call, bytes]]]:
     """Consecutive chunks within the provider's requests and bytes per batch."""
     chunk: list[tuple[Call, bytes]] = []
@@ -304,7 +304,7 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
 def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) -> list[_InFlight]:
     where = endpoint.api_base or endpoint.model
     out = []
-    for chunk in split([(c, line(c, model)) for c in todo], opts):
+    for chunk in split(((c, line(c, model)) for c in todo), opts):  # lines made per chunk
         costs = [c.estimate(budget) for c, _ in chunk]
         # What fits under the budget goes; the rest waits for a rerun with a larger one.
         room, fit, total = budget.room(), 0, 0.0

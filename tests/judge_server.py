@@ -279,9 +279,10 @@ def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
                 )
             elif path.startswith("/batches/") and path[9:] in script.batches:
                 batch = script.batches[path[9:]]
-                if batch["status"] == "in_progress" and time.time() >= batch["due"]:
+                due = batch["created_at"] + script.batch_delay_s  # the delay when asked
+                if batch["status"] == "in_progress" and time.time() >= due:
                     _run_batch(script, batch)
-                self.send_json(200, {k: v for k, v in batch.items() if k not in ("due", "ran")})
+                self.send_json(200, {k: v for k, v in batch.items() if k != "ran"})
             elif path.startswith("/files/") and path.endswith("/content"):
                 data = script.files[path[7:-8]]
                 self.send_response(200)
@@ -327,11 +328,8 @@ def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
                     "error_file_id": None,
                     "errors": None,
                     "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                    "due": time.time() + script.batch_delay_s,
                 }
-                return self.send_json(
-                    200, {k: v for k, v in script.batches[batch_id].items() if k != "due"}
-                )
+                return self.send_json(200, script.batches[batch_id])
             body = json.loads(raw)
             prompt = body["messages"][-1]["content"]
             status, payload = script.reply(body["model"], prompt)

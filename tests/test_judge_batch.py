@@ -4,6 +4,8 @@ content), with delays, a partly failed batch and an expired one."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -72,7 +74,7 @@ def test_failed_and_expired_requests_are_asked_again_never_cached_as_verdicts(en
 
 def test_an_interrupted_run_picks_up_its_batch_and_submits_nothing_twice(endpoint, tmp_path):
     script, url = endpoint
-    script.batch_delay_s = 2.0
+    script.batch_delay_s = 3.0
     store = Store(str(tmp_path))
     j = Judge("openai/good", api_base=url)
     timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C mid-poll
@@ -166,3 +168,44 @@ def test_prices_come_from_litellm_or_the_user():
     assert given.cost(1_000_000, 0, batch=True) == pytest.approx(1.25)
     with pytest.raises(pricing.BudgetError, match=r"\$3.00, over the budget"):
         pricing.check_plan(3.0, 2.0, "judging")
+
+
+SWEEP = """
+import sys
+from mlit import flags, pipeline
+from mlit.generate import SamplingParams
+cfg = pipeline.SweepConfig(
+    experiment="language_count", base_model=sys.argv[1], languages=("fi", "en", "cs"),
+    output=sys.argv[3], store=sys.argv[4], max_steps=4, workers=1, n_boot=50,
+    sampling=SamplingParams(max_tokens=12, seed=0), judge="openai/good",
+    judge_api_base=sys.argv[2], judge_mode="batch", judge_batch_poll=0.5)
+flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sweep_with_a_batch_in_flight_then_a_rerun_submits_nothing_twice(
+    endpoint, tiny_base, tmp_path
+):
+    """The acceptance run: a sweep in batch mode, Ctrl-C once its batch is submitted (the batch
+    never finishes while it runs), then the same command again: it picks the batch up."""
+    script, url = endpoint
+    script.batch_delay_s = 3600
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP)
+    args = [sys.executable, str(path), str(tiny_base), url, str(tmp_path / "run")]
+    args.append(str(tmp_path / "store"))
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 900
+    while not script.batches and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(script.batches) == 1, first.communicate()[1][-2000:]
+    first.send_signal(signal.SIGINT)
+    _out, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
+    script.batch_delay_s = 0  # the provider finishes the batch
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[batch] resumed batch-0 (64 calls) submitted by an earlier run" in again.stdout + again.stderr
+    assert len(script.batches) == 1 and script.batch_calls["good"] == 64
+    assert script.calls["good"] == 2  # the two runs' probes: no online judge call
