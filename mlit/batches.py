@@ -67,6 +67,7 @@ class Call:
 class Report:
     """What the batches of a phase did, for run.json."""
 
+    mode: str = "batch"  # online: nothing went through batches
     submitted: int = 0
     resumed: int = 0
     requests: int = 0
@@ -75,7 +76,10 @@ class Report:
     ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        if self.mode != "batch":
+            return {"mode": self.mode}
         return {
+            "mode": self.mode,
             "batches_submitted": self.submitted,
             "batches_resumed": self.resumed,
             "batch_requests": self.requests,

@@ -26,8 +26,7 @@ import polars as pl
 
 from mlit import console, judgments, records
 from mlit.generate import workers
-from mlit.judge_parsers import PARSERS as PARSERS
-from mlit.judge_parsers import parse_digit as parse_digit
+from mlit.judge_parsers import PARSERS
 from mlit.judgments import JUDGMENT_COLUMNS
 from mlit.pricing import Budget, BudgetError
 from mlit.retries import PATIENCE_S
@@ -286,8 +285,7 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
                 for _ in range(judge.reasks + 1):
                     estimate = budget.estimate(prompt, judge.max_tokens)
                     if not budget.hold(estimate):
-                        error = f"not sent: {budget.stopped}"
-                        return {"status": "error", "error": error, "cached": False}
+                        return _not_sent(budget.stopped)
                     if limiter is not None:
                         await limiter.acquire(rate_limit.tokens(prompt, judge.max_tokens))
                     result = await call_judge(judge, prompt, gate.throttle)
@@ -296,22 +294,14 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
                     if result["status"] != "ok" or result["choice"] is not None:
                         break
         except llm.Stopped as stop:
-            return {
-                "status": "error",
-                "error": f"not sent: the judge refused ({stop})",
-                "cached": False,
-            }
+            return _not_sent(f"the judge refused ({stop})")
         bar.update(1)
         bar.set_postfix_str(budget.progress(), refresh=False)
         if result["status"] == "ok" and result["choice"] is not None:
             writer.put(key, result)  # only verdicts are results
         elif result["status"] == "ok":
-            tries = judge.reasks + 1
-            result = {
-                **result,
-                "status": "error",
-                "error": f"unparseable judge reply after {tries} tries: {result['raw']!r:.80}",
-            }
+            why = f"unparseable judge reply after {judge.reasks + 1} tries: {result['raw']!r:.80}"
+            result = {**result, "status": "error", "error": why}
         return {**result, "cached": False}
 
     async def either(key: str, instruction: str, a: str, b: str) -> dict:
@@ -348,6 +338,10 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
     return rows, gate
 
 
+def _not_sent(why: str) -> dict:
+    return {"status": "error", "error": f"not sent: {why}", "cached": False}
+
+
 def judge_pairs(
     pairs: Sequence[Pair],
     judge: Judge,
@@ -360,10 +354,9 @@ def judge_pairs(
     report=None,  # batches.Report, filled in batch mode
 ) -> pl.DataFrame:
     """Judge every pair in both orders; returns the judgments table (and hands it to ``save``).
-    ``batch``: through the provider's Batch API first (what it leaves unanswered is asked
-    online). ``budget``: no call is sent that could pass it (`BudgetError` once the rest is
-    saved). A fatal answer from the judge (401, 403, 404) stops judging at once: `JudgeError`.
-    ``stored`` is `stored_verdicts` when the caller has it already."""
+    ``batch``: through the Batch API first, the rest online. ``budget``: no call is sent that
+    could pass it (`BudgetError` once the rest is saved). A fatal answer (401, 403, 404) stops
+    judging at once: `JudgeError`. ``stored``: `stored_verdicts`, when the caller has it."""
     pairs = list(pairs)
     keys, stored = stored or stored_verdicts(pairs, judge, store)
     budget = budget or Budget(None, None)

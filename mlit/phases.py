@@ -351,13 +351,11 @@ def judge_answers(
     # The judge reads each instruction as the models were given it (cut as training cuts).
     pairs = plan.judge_pairs(answers, prompt_cut(plan))
     j = plan.judge.build(judge_weights)
-
     stored = judge.stored_verdicts(pairs, j, store)
-    uncached = judge.asked(*stored)
-    if uncached and plan.judge.self_hosted:
+    if plan.judge.self_hosted and judge.asked(*stored):  # our judge is started only if needed
         j = replace(j, api_base=f"{serve.url()}/v1")
     budget = pricing.Budget(plan.judge.max_cost, plan.judge.prices(), batch=plan.judge.batch)
-    report = batches.Report()
+    report = batches.Report(plan.judge.mode)
     try:
         judgments = judge.judge_pairs(
             pairs,
@@ -369,8 +367,7 @@ def judge_answers(
             batch=plan.judge.batch_options(),
             report=report,
         )
-    except pricing.BudgetError as err:
-        # Stopped before passing the budget: what was answered is stored and saved.
+    except pricing.BudgetError as err:  # stopped before passing it: what was judged is kept
         raise pricing.BudgetStop(
             str(err),
             phase.done(cost_usd=round(budget.spent, 6), stopped=budget.stopped, **report.as_dict()),
@@ -382,10 +379,10 @@ def judge_answers(
     calls = int(asked[0].sum() + asked[1].sum())
     failed_calls = int(failed[0].sum() + failed[1].sum())
     errors = judgments.filter(pl.col("verdict") == "error")
+    answered = f"{calls - failed_calls} answered, {failed_calls} failed"
+    took = f"{time.time() - phase.started:.0f} s"
     console.say(
-        f"[judge] {judgments.height} pairs, {calls} judge calls requested "
-        f"({calls - failed_calls} answered, {failed_calls} failed) "
-        f"({time.time() - phase.started:.0f} s)"
+        f"[judge] {judgments.height} pairs, {calls} judge calls requested ({answered}) ({took})"
     )
     summary = error_summary(judgments)
     if summary:
@@ -399,5 +396,5 @@ def judge_answers(
         errors=errors.height,
         first_error=errors["error"][0] if errors.height else None,
         cost_usd=round(budget.spent, 6),
-        **({"mode": "batch", **report.as_dict()} if plan.judge.batch else {"mode": "online"}),
+        **report.as_dict(),
     )

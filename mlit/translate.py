@@ -35,7 +35,7 @@ PROMPT = (
     "translation only.\n\n<<<\n{text}\n>>>"
 )
 _PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://[^\s)>\]]+", re.S)
-_PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
+PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ def protect(text: str) -> tuple[str, list[str]]:
 
 
 def restore(text: str, spans: list[str]) -> str:
-    found = [int(n) for n in _PLACEHOLDER.findall(text)]
+    found = [int(n) for n in PLACEHOLDER.findall(text)]
     if sorted(found) != list(range(len(spans))):
         raise ValueError(f"placeholders changed in translation: expected {len(spans)}, got {found}")
-    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
+    return PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
 
 
 def translation_key(t: Translator, text: str, lang: str) -> str:
@@ -327,87 +327,6 @@ def cost_usd(
         return p + c
     except Exception:  # a model litellm has no price for
         return None
-
-
-# --------------------------------------------------------------------------------------------
-# Quality checks
-
-
-def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFrame:
-    """Flag suspicious translations: language-ID mismatch, length-ratio outliers, empty or
-    untranslated text, leftover prompt text. One row per flag, with the example id."""
-    from mlit import langid
-
-    src = parallel.filter(pl.col("lang") == source_lang).select(
-        "example_id", pl.col("instruction").alias("src_i"), pl.col("response").alias("src_r")
-    )
-    other = parallel.filter(pl.col("lang") != source_lang).join(src, on="example_id", how="left")
-    flags = []
-    ratios: dict[str, list[tuple[str, str, float]]] = {}
-    for r in other.iter_rows(named=True):
-        for field, source in (("instruction", r["src_i"]), ("response", r["src_r"])):
-            text = r[field]
-            if source is None:
-                continue
-            where = {"example_id": r["example_id"], "lang": r["lang"], "field": field}
-            if not text or not text.strip():
-                flags.append({**where, "check": "empty", "detail": "empty translation"})
-                continue
-            if data.normalize_text(text) == data.normalize_text(source):
-                flags.append(
-                    {**where, "check": "untranslated", "detail": "identical to the source"}
-                )
-                continue
-            leftover = [s for s in translation_checks.LEFTOVERS if s.lower() in text.lower()]
-            if leftover or _PLACEHOLDER.search(text):
-                flags.append(
-                    {
-                        **where,
-                        "check": "leftover_prompt",
-                        "detail": f"contains {leftover or ['a placeholder']}",
-                    }
-                )
-            masked, _ = protect(text)
-            if len(masked) >= 20:  # language ID is unreliable on very short texts
-                found, score = langid.detect(masked)
-                if found != r["lang"]:
-                    flags.append(
-                        {
-                            **where,
-                            "check": "language_id",
-                            "detail": f"identified as {found} ({score:.2f})",
-                        }
-                    )
-            ratios.setdefault(r["lang"], []).append(
-                (r["example_id"], field, math.log(max(len(text), 1) / max(len(source), 1)))
-            )
-    for lang, items in ratios.items():
-        values = [v for *_, v in items]
-        mean = sum(values) / len(values)
-        sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
-        for ex, field, v in items:
-            ratio = math.exp(v)
-            z = (v - mean) / sd if sd > 0 else 0.0
-            if ratio < 0.25 or ratio > 4 or (len(values) >= 8 and abs(z) > 3):
-                flags.append(
-                    {
-                        "example_id": ex,
-                        "lang": lang,
-                        "field": field,
-                        "check": "length_ratio",
-                        "detail": f"length ratio {ratio:.2f} (z={z:.1f})",
-                    }
-                )
-    return pl.DataFrame(
-        flags,
-        schema={
-            "example_id": pl.String,
-            "lang": pl.String,
-            "field": pl.String,
-            "check": pl.String,
-            "detail": pl.String,
-        },
-    ).sort("check", "example_id", "lang")
 
 
 def write(frame: pl.DataFrame, out: str | Path) -> Path:

@@ -163,7 +163,7 @@ def _report_failures(outcome) -> None:
 def translate_cmd(source: str, languages_: str, out: Path, strict: bool, **values) -> None:
     """Translate an English dataset into other languages (cached, resumable, every translation
     checked before it is written)."""
-    from mlit import translate
+    from mlit import translate, translation_quality
 
     try:
         langs = languages.parse(languages_)
@@ -184,7 +184,7 @@ def translate_cmd(source: str, languages_: str, out: Path, strict: bool, **value
         f"wrote {outcome.frame.height} rows to {out}"
     )
     _report_cost(outcome)
-    report = translate.quality_report(outcome.frame)
+    report = translation_quality.quality_report(outcome.frame)
     if report.height:
         click.echo(f"the dataset-wide quality report flagged {report.height} text(s):")
         for r in report.head(50).iter_rows(named=True):

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from mlit import judge, judgments
+from mlit import judge, judge_parsers, judgments
 from mlit.judge import Judge, Pair
 from mlit.store import Store
 
@@ -125,10 +125,10 @@ def test_wrong_key_and_bad_templates_are_clear(endpoint, tmp_path, monkeypatch):
 
 
 def test_parse_digit_is_strict():
-    assert judge.parse_digit("1", None) == (1, "text")
-    assert judge.parse_digit(" 2.\n", None) == (2, "text")
-    assert judge.parse_digit("12", None) == (None, "unparseable")
-    assert judge.parse_digit("Answer 1", [("Answer", -0.1), (" 2", -1.0), ("1", -2.0)]) == (
+    assert judge_parsers.parse_digit("1", None) == (1, "text")
+    assert judge_parsers.parse_digit(" 2.\n", None) == (2, "text")
+    assert judge_parsers.parse_digit("12", None) == (None, "unparseable")
+    assert judge_parsers.parse_digit("Answer 1", [("Answer", -0.1), (" 2", -1.0), ("1", -2.0)]) == (
         2,
         "logprobs",
     )

@@ -206,6 +206,9 @@ def test_ctrl_c_on_a_sweep_with_a_batch_in_flight_then_a_rerun_submits_nothing_t
     script.batch_delay_s = 0  # the provider finishes the batch
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "[batch] resumed batch-0 (64 calls) submitted by an earlier run" in again.stdout + again.stderr
+    assert (
+        "[batch] resumed batch-0 (64 calls) submitted by an earlier run"
+        in again.stdout + again.stderr
+    )
     assert len(script.batches) == 1 and script.batch_calls["good"] == 64
     assert script.calls["good"] == 2  # the two runs' probes: no online judge call

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 from conftest import rows
 
-from mlit import languages, llm, translate
+from mlit import languages, llm, translate, translation_quality
 from mlit.store import Store
 
 CODE = "```python\nprint('hello world')\n```"
@@ -121,14 +121,14 @@ def test_quality_checks_each_catch_a_planted_row(sample):
             .otherwise(pl.col(field))
             .alias(field)
         )
-    report = translate.quality_report(planted)
+    report = translation_quality.quality_report(planted)
     by_check = {c: set(report.filter(pl.col("check") == c)["example_id"]) for c in report["check"]}
     assert "sample-train-01" in by_check["empty"]
     assert "sample-train-02" in by_check["untranslated"]
     assert "sample-train-03" in by_check["leftover_prompt"]
     assert "sample-train-04" in by_check["language_id"]
     assert "sample-train-05" in by_check["length_ratio"]
-    clean = translate.quality_report(good)
+    clean = translation_quality.quality_report(good)
     assert (
         clean.filter(pl.col("check").is_in(["empty", "untranslated", "leftover_prompt"])).height
         == 0
