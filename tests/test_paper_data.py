@@ -124,3 +124,23 @@ def test_retry_after_is_honoured(endpoint):
     assert result["status"] == "ok"
     gaps = [b - a for a, b in zip(script.times, script.times[1:], strict=False)]
     assert len(gaps) == 2 and min(gaps) >= 0.9  # the backoff alone would ask again at once
+
+
+def test_data_paper_in_batch_mode_under_a_budget(endpoint, tmp_path):
+    """`--mode batch` and `--max-cost` on the command line: over budget by estimate, nothing is
+    sent; within it, the translations come through the Batch API, no online call."""
+    script, url = endpoint
+    out, store = tmp_path / "paper.parquet", tmp_path / "store"
+    prices = ("--input-price", "2.5", "--output-price", "10", "--batch-poll", "0.1")
+    over = CliRunner().invoke(
+        app, _args(url, out, store, "--mode", "batch", "--max-cost", "0.001", *prices)
+    )
+    assert over.exit_code != 0 and "over the budget --max-cost $0.0010" in over.output
+    assert sum(script.calls.values()) == 0 and not script.batches and not out.exists()
+    ok = CliRunner().invoke(
+        app, _args(url, out, store, "--mode", "batch", "--max-cost", "1", *prices)
+    )
+    assert ok.exit_code == 0, ok.output
+    assert script.batch_calls["translate"] == 40 and sum(script.calls.values()) == 0
+    assert "cost: $" in ok.output
+    assert data.open_source(str(out)).filter(pl.col("lang") == "sr").height == 10
