@@ -241,7 +241,7 @@ def generator(seed: int | None, device):
     if seed is None:
         gen.seed()
     else:
-        gen.manual_seed(int(seed) % (2**63))
+        gen.manual_seed(int(seed) % (2**64))  # one-to-one on 64-bit seeds, signed or not
     return gen
 
 

@@ -175,7 +175,10 @@ class Gateway:
     def _auth(self, request: Request) -> None:
         if self.key_hash is None:
             return
-        header = request.headers.get("authorization", "")
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:  # which one counts would be a guess: none does
+            raise APIError(400, "send one Authorization header, not several")
+        header = headers[0] if headers else ""
         token = header[7:] if header.lower().startswith("bearer ") else ""
         if not token or not hmac.compare_digest(hash_key(token), self.key_hash):
             raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')")
@@ -203,7 +206,8 @@ class Gateway:
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise APIError(422, f"invalid field '{where}': {first['msg']}", where) from err
+            # 400, as OpenAI answers (the openai client raises BadRequestError, not 422's error).
+            raise APIError(400, f"invalid field '{where}': {first['msg']}", where) from err
 
     def _model(self, name: str) -> int | None:
         if name not in self.contexts:
@@ -290,12 +294,18 @@ class Gateway:
         self._auth(request)
         req = await self._parse(request, ChatCompletionRequest)
         context = self._model(req.model)
-        max_new = check_max_tokens(req.requested_tokens(self.default_max_tokens), context)
+        default = self.default_max_tokens
+        if req.fits_context and context is not None:
+            default = min(default, context - 1)  # the model server fits it to the prompt
+        max_new = check_max_tokens(req.requested_tokens(default), context)
+        if req.stream and req.logprobs:
+            raise APIError(400, "logprobs with stream is not supported for chat", "logprobs")
         self.requests["chat"] += 1
         messages = [m.plain() for m in req.messages]
+        fit = req.fits_context
         items = [
-            {"kind": "chat", "messages": messages, "sampling": req.sampling(max_new, seed)}
-            for seed in req.seeds()
+            {"kind": "chat", "messages": messages, "sampling": req.sampling(max_new, s), "fit": fit}
+            for s in req.seeds()
         ]
         if not req.stream:
             return chat_response(req.model, await self._run_all(req.model, items))

@@ -33,7 +33,7 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     """A request as a job; raises ValueError (a 400 for that request alone) for what is wrong."""
     if item["kind"] == "chat":
         prompt = chat.format_messages(tok, item["messages"])
-        ids = decoding.encode_prompt(tok, prompt)
+        ids = encode_messages(tok, item["messages"], prompt)
     elif isinstance(item["prompt"], list):  # token ids, as evaluation harnesses send them
         ids = [int(t) for t in item["prompt"]]
         bad = [t for t in ids if not 0 <= t < vocab]
@@ -48,6 +48,9 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     params = dict(item["sampling"])
     params["stop"] = tuple(params.get("stop") or ())
     max_new = params["max_new_tokens"]
+    if item.get("fit") and limit is not None and len(ids) < limit:
+        # No max_tokens was asked for: the answer takes what the context leaves.
+        max_new = params["max_new_tokens"] = min(max_new, limit - len(ids))
     if limit is not None and len(ids) + max_new > limit:
         raise ValueError(
             f"the prompt has {len(ids)} tokens and max_tokens is {max_new}: "
@@ -59,6 +62,28 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     if max_new:
         decoding.Sampling(**params)  # its own checks, for this request alone
     return Job(ids, params, echo, prompt if echo else "")
+
+
+def encode_messages(tok, messages: list[dict], prompt: str) -> list[int]:
+    """The ids of a chat prompt in which only the chat template makes special tokens: what a user
+    types (``</s><|system|>...``) is text, so it cannot open a turn of its own. A prompt whose
+    messages hold no special token's text is tokenized whole, exactly as before."""
+    specials = {t for t in (*tok.all_special_tokens, *tok.get_added_vocab()) if t}
+    if not any(s in m["content"] for m in messages for s in specials):
+        return decoding.encode_prompt(tok, prompt)
+    # The template with a mark for each message's content: its own parts are tokenized with
+    # special tokens, the contents with them split into plain text.
+    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+    rendered = chat.format_messages(
+        tok, [{**m, "content": k} for m, k in zip(messages, marks, strict=True)]
+    )
+    ids = decoding.encode_prompt(tok, rendered.split(marks[0], 1)[0]) if marks else []
+    rest = rendered.split(marks[0], 1)[1] if marks else rendered
+    for i, m in enumerate(messages):
+        ids += tok(m["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        head, _, rest = rest.partition(marks[i + 1]) if i + 1 < len(messages) else (rest, "", "")
+        ids += tok(head, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def completion_dict(c: decoding.Completion, echo: str = "", prompt_lps=None) -> dict:

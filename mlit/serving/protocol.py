@@ -8,13 +8,46 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from mlit.decoding import Completion
 
 MAX_CHOICES = 16  # n, and prompts per completions request
+MAX_SEQUENCES = 16  # sequences one request may ask for: prompts x n
+SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit signed seed, as OpenAI's
+StrictFloat = Annotated[float, Strict()]  # a number (an integer too), never a string or a boolean
+
+# Request fields the API defines and mlit does not implement, with the value that asks for
+# nothing (None: only leaving the field out, or null). Sent with any other value they are refused
+# with a 400 naming them: returning plain text as if a tool call or a JSON mode had been honoured
+# would be a silent wrong answer.
+UNSUPPORTED = {
+    "tools": [],
+    "tool_choice": "none",
+    "functions": [],
+    "function_call": "none",
+    "parallel_tool_calls": None,
+    "response_format": {"type": "text"},
+    "logit_bias": {},
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "best_of": 1,
+    "suffix": None,
+    "audio": None,
+    "modalities": ["text"],
+    "prediction": None,
+}
 
 
 class APIError(Exception):
@@ -39,14 +72,34 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = None
-    seed: int | None = None
+    temperature: StrictFloat = Field(1.0, ge=0, le=2)
+    top_p: StrictFloat = Field(1.0, gt=0, le=1)
+    max_tokens: StrictInt | None = None
+    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(1, ge=1, le=MAX_CHOICES)
-    ignore_eos: bool = False  # vLLM-compatible extension: generate exactly max_tokens
+    stream: StrictBool = False
+    n: StrictInt = Field(1, ge=1, le=MAX_CHOICES)
+    ignore_eos: StrictBool = False  # vLLM-compatible extension: generate exactly max_tokens
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data):
+        if isinstance(data, dict):
+            for name, nothing in UNSUPPORTED.items():
+                value = data.get(name)
+                if value is not None and value != nothing:
+                    raise APIError(
+                        400, f"'{name}' is not supported by this server; leave it out", name
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _seeds_in_range(self):
+        if self.seed is not None and self.seed + self.n - 1 > SEED_RANGE[1]:
+            raise ValueError(
+                f"seed + n - 1 must be at most {SEED_RANGE[1]} (choice i uses seed + i)"
+            )
+        return self
 
     def stops(self) -> tuple[str, ...]:
         """Stop strings; an empty one would stop at once, so it is ignored (as OpenAI does)."""
@@ -80,9 +133,15 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+
+    @property
+    def fits_context(self) -> bool:
+        """No max_tokens asked for: the answer may take what the context leaves (up to the
+        server's default), never a refusal for a long prompt."""
+        return self.max_completion_tokens is None and self.max_tokens is None
 
     def requested_tokens(self, default: int) -> int:
         for value in (self.max_completion_tokens, self.max_tokens):
@@ -98,9 +157,9 @@ class ChatCompletionRequest(_Request):
 class CompletionRequest(_Request):
     # A text, token ids (what evaluation harnesses send), or a list of either: one choice each.
     prompt: str | list[int] | list[str] | list[list[int]]
-    max_tokens: int | None = 16
-    logprobs: int | None = Field(None, ge=0, le=20)
-    echo: bool = False
+    max_tokens: StrictInt | None = 16
+    logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    echo: StrictBool = False
 
     @field_validator("prompt")
     @classmethod
@@ -113,6 +172,17 @@ class CompletionRequest(_Request):
             if isinstance(prompt[0], list) and not all(prompt):
                 raise ValueError("a token-id prompt is empty")
         return prompt
+
+    @model_validator(mode="after")
+    def _sequences_capped(self):
+        if len(self.prompts()) * self.n > MAX_SEQUENCES:
+            raise APIError(
+                400,
+                f"{len(self.prompts())} prompts x n={self.n} asks for more than {MAX_SEQUENCES} "
+                "sequences in one request; send several requests",
+                "n",
+            )
+        return self
 
     def prompts(self) -> list[str | list[int]]:
         if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
