@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -110,7 +111,7 @@ def main() -> None:
     finally:
         server.kill()
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "note": "mlit's side of batch judging; the loopback Batch API runs in its own process",
         "sizes": rows,
     }
