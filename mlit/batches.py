@@ -291,10 +291,12 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
         keys = [k for k in rec["keys"] if k in pending]
         if not keys or any(k in b.keys for b in inflight for k in keys[:1]):
             continue
-        batch_id = (ids.get(intent) or {}).get("batch_id") or client.find(intent)
+        batch_id = (ids.get(intent) or {}).get("batch_id")
         if batch_id is None:
-            continue  # the interruption came before the provider had it: submitted anew
-        store.put(SUBMITTED, intent, {"batch_id": batch_id})
+            batch_id = client.find(intent)
+            if batch_id is None:
+                continue  # the interruption came before the provider had it: submitted anew
+            store.put(SUBMITTED, intent, {"batch_id": batch_id})
         held = sum(pending[k].estimate(budget) for k in keys)
         if not budget.reserve(held):  # counted against the budget like a batch submitted now
             held = 0.0  # already paid for: read all the same, and nothing new is submitted
@@ -364,8 +366,11 @@ def _wait(client: Client, inflight: list[_InFlight], opts: BatchOptions, report:
                 )
             answers: list[tuple[str, dict]] = []
             for file_id in (info.output_file_id, info.error_file_id):
-                if file_id:
-                    answers += list(results(client.content(file_id), client.where))
+                try:
+                    if file_id:
+                        answers += list(results(client.content(file_id), client.where))
+                except BatchError as err:  # e.g. a provider that deleted an old batch's files
+                    console.say(f"[batch] {err}: its calls are asked again")
             if info.status == "failed" and not answers:
                 errors = getattr(getattr(info, "errors", None), "data", None) or []
                 message = "; ".join(str(getattr(e, "message", e)) for e in errors[:3])
