@@ -46,6 +46,12 @@ def judge(plan: Plan) -> None:
         j.api_key()  # a missing key variable is an error now, not 10,000 failed calls later
     except JudgeError as err:
         raise PreflightError(f"{err} (--judge-prompt / --judge-api-key-env)") from err
+    if spec.batch:
+        from mlit import batches
+
+        why = batches.supported(spec.model, spec.api_base)
+        if why:
+            raise PreflightError(f"--judge-mode batch: {why}")
     if not spec.self_hosted and plan.counts().judge_calls:
         probe(j)
 

@@ -160,6 +160,10 @@ _cfg = helpers.sweep_config
             {"pretraining_shares": "/nowhere/shares.json"},
             "--pretraining-shares /nowhere/shares.json",
         ),
+        (
+            {"judge": "anthropic/claude-3-5-haiku", "judge_mode": "batch"},
+            "--judge-mode batch: batch mode speaks the OpenAI-compatible files and batches",
+        ),
     ],
 )
 def test_bad_inputs_stop_before_anything_is_written(tmp_path, tiny_base, change, message):
