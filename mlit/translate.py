@@ -270,13 +270,7 @@ def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progres
 
 def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
     """key -> stored translation of every text to translate: one bulk read of the store."""
-    keys = [
-        translation_key(t, row[field], lang)
-        for row in english.iter_rows(named=True)
-        for lang in langs
-        for field in ("instruction", "response")
-        if row[field]
-    ]
+    keys = [translation_key(t, row[field], lang) for row, lang, field in _jobs(english, langs)]
     return store.records("translations", keys)
 
 
@@ -293,13 +287,10 @@ def dry_run(
     english = source.filter(pl.col("lang") == "en")
     calls = chars = 0
     stored = _stored(english, langs, t, store)
-    for row in english.iter_rows(named=True):
-        for lang in langs:
-            for field in ("instruction", "response"):
-                text = row[field]
-                if text and translation_key(t, text, lang) not in stored:
-                    calls += 1
-                    chars += len(text)
+    for row, lang, field in _jobs(english, langs):
+        if translation_key(t, row[field], lang) not in stored:
+            calls += 1
+            chars += len(row[field])
     prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt
     completion_tokens = math.ceil(chars / 4 * 1.3)  # most languages take more tokens than English
     return {
@@ -315,18 +306,9 @@ def cost_usd(
     model: str, prompt_tokens: int, completion_tokens: int, prices: tuple[float, float] | None
 ) -> float | None:
     """Dollars for these tokens: at ``prices`` (per million input, output), or litellm's price
-    for the model; None when neither is known."""
-    if prices is not None:
-        return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
-    try:
-        import litellm
-
-        p, c = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-        return p + c
-    except Exception:  # a model litellm has no price for
-        return None
+    for the model (`pricing.prices_for`, the one owner of prices); None when neither is known."""
+    priced = pricing.prices_for(model, *(prices or (None, None)))
+    return None if priced is None else priced.cost(prompt_tokens, completion_tokens, batch=False)
 
 
 def write(frame: pl.DataFrame, out: str | Path) -> Path:
