@@ -8,6 +8,7 @@ functions, no Ray, no torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mlit import chat, decoding
@@ -73,16 +74,12 @@ def encode_messages(tok, messages: list[dict], prompt: str) -> list[int]:
         return decoding.encode_prompt(tok, prompt)
     # The template with a mark for each message's content: its own parts are tokenized with
     # special tokens, the contents with them split into plain text.
-    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
-    rendered = chat.format_messages(
-        tok, [{**m, "content": k} for m, k in zip(messages, marks, strict=True)]
-    )
-    ids = decoding.encode_prompt(tok, rendered.split(marks[0], 1)[0]) if marks else []
-    rest = rendered.split(marks[0], 1)[1] if marks else rendered
-    for i, m in enumerate(messages):
+    marks = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+    parts = re.split("\ue000\\d+\ue001", chat.format_messages(tok, marks))
+    ids = decoding.encode_prompt(tok, parts[0])
+    for m, part in zip(messages, parts[1:], strict=True):
         ids += tok(m["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        head, _, rest = rest.partition(marks[i + 1]) if i + 1 < len(messages) else (rest, "", "")
-        ids += tok(head, add_special_tokens=False)["input_ids"]
+        ids += tok(part, add_special_tokens=False)["input_ids"]
     return ids
 
 
