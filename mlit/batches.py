@@ -23,7 +23,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mlit import console, llm
 from mlit.pricing import Budget
@@ -73,7 +73,6 @@ class Report:
     requests: int = 0
     failed_requests: int = 0
     expired: int = 0
-    ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         if self.mode != "batch":
@@ -302,7 +301,6 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
             held = 0.0  # already paid for: read all the same, and nothing new is submitted
         inflight.append(_InFlight(intent, batch_id, keys, held, rec.get("round", 0)))
         report.resumed += 1
-        report.ids.append(batch_id)
         console.say(f"[batch] resumed {batch_id} ({len(keys)} calls) submitted by an earlier run")
     return inflight
 
@@ -333,10 +331,9 @@ def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) 
         )
         batch_id = client.submit([b for _, b in chunk], intent, opts.completion_window)
         store.put(SUBMITTED, intent, {"batch_id": batch_id})
-        out.append(_InFlight(intent, batch_id, keys, sum(costs), round_))
+        out.append(_InFlight(intent, batch_id, keys, total, round_))
         report.submitted += 1
         report.requests += len(keys)
-        report.ids.append(batch_id)
         console.say(f"[batch] submitted {batch_id}: {len(keys)} calls (round {round_ + 1})")
         if budget.stopped:
             break
