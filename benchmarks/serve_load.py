@@ -31,6 +31,7 @@ import httpx
 
 from mlit import demo
 from mlit.serving import app as serving
+from mlit.serving import front
 
 OUT = Path(__file__).parent / "results" / "serve_load.json"
 MODELS = ("demo-a", "demo-b", "demo-c")
@@ -159,6 +160,7 @@ def main() -> None:
     from ray import serve
 
     model_dir = demo.build_demo_model()
+    front.install()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _port()
     normal = measure(

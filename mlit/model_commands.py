@@ -47,7 +47,11 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
     "--api-key-env", help="Environment variable holding the API key; requests without it get 401."
 )
 @click.option(
-    "--max-models-per-replica", default=4, show_default=True, help="Models kept loaded (LRU)."
+    "--max-models-per-replica",
+    default=4,
+    show_default=True,
+    help="Models loaded at once per replica; more are served in turns (each loaded once per "
+    "burst, the one asked for longest ago evicted when no request runs on it).",
 )
 @click.option(
     "--max-batch-size",
@@ -61,6 +65,12 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
     show_default=True,
     help="hf (continuous batching of our own), vllm (needs `make vllm-env`), or auto "
     "(vllm where it is installed and replicas have a GPU).",
+)
+@click.option(
+    "--max-request-tokens",
+    default=32_768,
+    show_default=True,
+    help="New tokens one request may ask for (sequences x max_tokens); more gets a 400.",
 )
 @click.option("--replicas", default=1, show_default=True, help="Model-server replicas.")
 @click.option("--num-cpus", default=1.0, show_default=True, help="CPUs per replica.")
@@ -81,6 +91,7 @@ def serve_cmd(
     api_key_env: str | None,
     max_models_per_replica: int,
     max_batch_size: int,
+    max_request_tokens: int,
     engine: str,
     replicas: int,
     num_cpus: float,
@@ -108,6 +119,7 @@ def serve_cmd(
             api_key_sha256=serving.hash_key(key) if key else None,
             max_models_per_replica=max_models_per_replica,
             max_batch_size=max_batch_size,
+            max_request_tokens=max_request_tokens,
             engine=engine,
             replicas=replicas,
             num_cpus=num_cpus,

@@ -187,8 +187,10 @@ def _run_tune(
     from ray import tune
 
     from mlit import interrupts
+    from mlit.serving import front
 
     if not ray.is_initialized():
+        front.install()  # the sweep serves its models on this Ray later (`mlit.serving.front`)
         ray.init()
     interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
     concurrent = check_resources(compute)

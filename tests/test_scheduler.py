@@ -172,3 +172,20 @@ def test_many_concurrent_submitters(model):
     assert len(results) == 40
     assert max(sched.steps) > 4
     assert max(sched.steps) <= 16
+
+
+def test_free_rows_go_to_requests_in_turn_not_to_the_one_with_most_sequences():
+    from mlit.serving.engines.scheduler import _fair_share
+
+    def rows(group, n):
+        return [
+            Request([1], engine.Sampling(max_new_tokens=1), lambda e: None, group=group)
+            for _ in range(n)
+        ]
+
+    big, small_a, small_b = rows("big", 16), rows("a", 1), rows("b", 1)
+    picked = _fair_share(big + small_a + small_b, room=4)
+    assert [r.group for r in picked] == ["big", "a", "b", "big"]  # each request its turn
+    assert len(_fair_share(big + small_a, room=64)) == 17  # no one else waits: all of it
+    loners = rows(None, 3)  # requests without a group are each their own
+    assert _fair_share(loners, room=2) == loners[:2]

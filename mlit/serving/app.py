@@ -21,18 +21,28 @@ No ``from __future__ import annotations`` here: FastAPI reads the route annotati
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from mlit import model_refs
 from mlit.run_folder import RunFolder
-from mlit.serving import engine_choice
+from mlit.serving import engine_choice, front
+from mlit.serving.admission import limits_for
 from mlit.serving.gateway import Gateway, hash_key
 from mlit.serving.model_server import ModelServer, local_dir
 
 APP_NAME = "mlit"
+# Warnings only, no access log, for the replicas and Serve's proxy: one line per request buries a
+# sweep's output and costs the proxy time under a burst (the bearer token is never logged).
+QUIET = {"log_level": "WARNING", "enable_access_log": False}
+# Serve's proxy and controller: errors only. Under overload the proxy's router logs a warning for
+# every request it refuses (hundreds a second, each a write to its log).
+SYSTEM_QUIET = {"log_level": "ERROR", "enable_access_log": False}
+GATEWAY_SPARE = 64  # gateway requests beyond generation's bound: model listing, stats
 
 
 @dataclass(frozen=True)
@@ -45,12 +55,14 @@ class ServeConfig:
     # Rows per decode step of one model (continuous batching: requests join between steps).
     max_batch_size: int = 64
     max_body_bytes: int = 2 * 1024 * 1024
+    body_timeout_s: float = 30.0  # a request body must arrive within this, else 408
     engine: str = "hf"  # hf (ours), vllm, or auto: vllm where it is installed and there is a GPU
     replicas: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     autoscaling: dict | None = field(default=None)  # Serve autoscaling_config; overrides replicas
     default_max_tokens: int = 256
+    max_request_tokens: int = 32_768  # new tokens per request: sequences x max_tokens
     # Model-server deployments the models are split over (`shard_of`), each with its own replicas:
     # a sweep on GPUs runs one per GPU, so every GPU answers its own models at the same time.
     shards: int = 1
@@ -93,9 +105,10 @@ def build_app(cfg: ServeConfig):
             engine_choice.check_cpu_model(name, path)
     runtime_env = engine_choice.runtime_env() if kind == "vllm" else {"env_vars": {}}
     runtime_env["env_vars"].update(storage_env)
+    ongoing = max(64, 4 * cfg.max_batch_size)  # a replica's batch, and the next ones at hand
     server_options: dict = {
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
-        "max_ongoing_requests": max(64, 4 * cfg.max_batch_size),
+        "max_ongoing_requests": ongoing,
     }
     if runtime_env["env_vars"] or len(runtime_env) > 1:
         server_options["ray_actor_options"]["runtime_env"] = runtime_env
@@ -103,10 +116,7 @@ def build_app(cfg: ServeConfig):
         server_options["autoscaling_config"] = cfg.autoscaling
     else:
         server_options["num_replicas"] = cfg.replicas
-    # Warnings only, no access log: one line per request buries a sweep's output (and the
-    # bearer token is never logged either way).
-    quiet = {"log_level": "WARNING", "enable_access_log": False}
-    server_options["logging_config"] = quiet
+    server_options["logging_config"] = QUIET
     shard = cfg.shard_of()
     dirs = {name: local_dir(path) for name, path in cfg.models.items()}  # downloads once
     loras = {}
@@ -128,8 +138,29 @@ def build_app(cfg: ServeConfig):
             )
         )
     contexts = {name: model_refs.context(here) for name, here in dirs.items()}
-    return Gateway.options(ray_actor_options={"num_cpus": 0}, logging_config=quiet).bind(
-        servers, shard, contexts, cfg.api_key_sha256, cfg.default_max_tokens, cfg.max_body_bytes
+    replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
+    limits = limits_for(ongoing, replicas, cfg.shards, cfg.max_request_tokens)
+    # Serve's proxy refuses generation past ``limits.total`` itself, in ms (`mlit.serving.front`,
+    # which also reads request bodies first: slow uploads hold no slot here). These bounds are
+    # the backstop where that middleware is not installed (``serve run``): the gateway takes
+    # what admission allows and room for model listing; Serve's router holds as many again,
+    # and refuses past that (429 + Retry-After).
+    gateway_options = {
+        "ray_actor_options": {"num_cpus": 0},
+        "logging_config": QUIET,
+        "max_ongoing_requests": limits.total + GATEWAY_SPARE,
+        "max_queued_requests": limits.total,
+        "backpressure_config": BackpressureConfig(status_code=429, retry_after_s=1),
+    }
+    return Gateway.options(**gateway_options).bind(
+        servers,
+        shard,
+        contexts,
+        cfg.api_key_sha256,
+        limits,
+        cfg.default_max_tokens,
+        cfg.max_body_bytes,
+        cfg.body_timeout_s,
     )
 
 
@@ -164,6 +195,7 @@ def app_builder(args: dict):
         max_models_per_replica=int(args.get("max_models_per_replica", 4)),
         max_batch_size=int(args.get("max_batch_size", ServeConfig.max_batch_size)),
         max_body_bytes=int(args.get("max_body_bytes", ServeConfig.max_body_bytes)),
+        max_request_tokens=int(args.get("max_request_tokens", ServeConfig.max_request_tokens)),
         engine=str(args.get("engine", ServeConfig.engine)),
         num_cpus=float(args.get("num_cpus", 1)),
         num_gpus=float(args.get("num_gpus", 0)),
@@ -207,6 +239,7 @@ def cluster_gpus() -> float:
     import ray
 
     if not ray.is_initialized():
+        front.install()
         ray.init(log_to_driver=False)
     return float(ray.cluster_resources().get("GPU", 0))
 
@@ -218,13 +251,34 @@ def start(cfg: ServeConfig) -> str:
     from mlit import interrupts
 
     if not ray.is_initialized():
+        front.install()  # Serve's proxy answers /healthz and its refusals itself
         ray.init(log_to_driver=False)
     interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options=_http_options(cfg), logging_config=SYSTEM_QUIET)
     _ensure_http(cfg)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    return f"http://{host}:{cfg.port}"
+    url = f"http://{host}:{cfg.port}"
+    _introduce(url)
+    return url
+
+
+def _introduce(url: str) -> None:
+    """One answer from the gateway through the local proxy, so that the proxy knows the gateway's
+    capacity before the first burst (`mlit.serving.front`); any answer of the gateway's will do."""
+    import urllib.error
+    import urllib.request
+
+    for _ in range(50):  # the proxy learns the new route within a moment
+        try:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=5).close()
+            return
+        except urllib.error.HTTPError as err:
+            if err.code != 404:  # 401 without the key: the gateway answered
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
 
 
 def _ensure_http(cfg: ServeConfig) -> None:
@@ -245,7 +299,11 @@ def _ensure_http(cfg: ServeConfig) -> None:
             f"serve there (--port {http.port}) or stop them first"
         )
     serve.shutdown()
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options=_http_options(cfg), logging_config=SYSTEM_QUIET)
+
+
+def _http_options(cfg: ServeConfig) -> dict:
+    return {"host": cfg.host, "port": cfg.port}
 
 
 def stop() -> None:

@@ -1,7 +1,8 @@
 """The model server of the Serve app: models loaded per replica, requests handed to one engine.
 
 ``ModelServer`` keeps the models of a replica in Serve's multiplexing LRU (``max_models_per_replica``,
-so requests for a model go to the replica that holds it), prepares each request
+so requests for a model go to the replica that holds it), loads them in turns by demand
+(`mlit.serving.turns`: a burst over more models than fit loads each about once), prepares each request
 (`mlit.serving.preparation`) and hands it to its engine through `mlit.serving.engines.Engine`. Which
 engine runs is decided once, when the replica starts (`mlit.serving.engines.registry`); nothing here
 depends on it.
@@ -20,6 +21,7 @@ from mlit import decoding
 from mlit.integrity import verify_dir
 from mlit.serving import engines, preparation
 from mlit.serving.engines import registry
+from mlit.serving.turns import Turns
 from mlit.store import local_copy
 
 logger = logging.getLogger("ray.serve")
@@ -57,8 +59,31 @@ class ModelServer:
         async def load(model_id: str):
             return await asyncio.to_thread(self._load, model_id)
 
-        # Built here, not as a decorator, so the LRU size is a deployment argument.
-        self._get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+        # Built here, not as a decorator, so the LRU size is a deployment argument. Serve's
+        # multiplexing LRU holds the models and tells the router where each one is; which model
+        # is loaded when (in turns, evicted by demand) is decided by `Turns`.
+        get_model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+        self.turns = Turns(max_models, self._loader(get_model), touch=get_model)
+
+    def _loader(self, get_model):
+        async def load(model_id: str):
+            try:
+                return await get_model(model_id)
+            except _Unloadable as err:
+                self._failed(model_id, str(err))
+                raise _LoadFailed(_error(424, str(err))) from err
+            except Exception as err:  # a broken model folder must not take the replica down
+                reason = f"model {model_id!r} cannot be loaded ({type(err).__name__})"
+                self._failed(model_id, f"{reason}; see the server log")
+                raise _LoadFailed(_internal_error(reason, 424)) from err
+
+        return load
+
+    def _failed(self, model_id: str, reason: str) -> None:
+        # A model that failed to load is not tried again for a while: its requests fail at once
+        # (424, with the reason) instead of each one reloading it.
+        self.failed_loads[model_id] += 1
+        self._unloadable[model_id] = (time.monotonic(), reason)
 
     def _load(self, name: str) -> engines.Loaded:
         path = local_dir(self._paths[name])
@@ -87,25 +112,18 @@ class ModelServer:
 
     async def _events(self, item: dict):
         model_id = serve.get_multiplexed_model_id()
-        # A model that failed to load is not tried again for a while: its requests fail at once
-        # (424, with the reason) instead of each one reloading it.
         failed = self._unloadable.get(model_id)
         if failed and time.monotonic() - failed[0] < RELOAD_AFTER_S:
             yield _error(424, failed[1])
             return
         try:
-            loaded = await self._get_model(model_id)
-        except _Unloadable as err:
-            self.failed_loads[model_id] += 1
-            self._unloadable[model_id] = (time.monotonic(), str(err))
-            yield _error(424, str(err))
-            return
-        except Exception as err:  # a broken model folder must not take the replica down
-            self.failed_loads[model_id] += 1
-            reason = f"model {model_id!r} cannot be loaded ({type(err).__name__})"
-            self._unloadable[model_id] = (time.monotonic(), f"{reason}; see the server log")
-            yield _internal_error(reason, 424)
-            return
+            async with self.turns.turn(model_id) as loaded:
+                async for event in self._generate(loaded, item):
+                    yield event
+        except _LoadFailed as err:
+            yield err.event
+
+    async def _generate(self, loaded: engines.Loaded, item: dict):
         try:  # tokenizing a long prompt must not stall the replica's other requests
             job = await asyncio.to_thread(
                 preparation.prepare, loaded.tokenizer, item, loaded.vocab, loaded.context
@@ -146,6 +164,8 @@ class ModelServer:
         return {
             "loads": dict(self.loads),
             "failed_loads": dict(self.failed_loads),
+            "held": self.turns.held(),
+            "waiting": self.turns.waiting(),
             **self.engine.stats(),
         }
 
@@ -160,6 +180,14 @@ def _internal_error(what: str, status: int = 500) -> dict:
     ref = uuid.uuid4().hex[:12]
     logger.exception("%s (request %s)", what, ref)
     return _error(status, f"{what} (request {ref})")
+
+
+class _LoadFailed(Exception):
+    """A load failed; ``event`` is the answer for every request that waited for it."""
+
+    def __init__(self, event: dict):
+        super().__init__(event["error"]["message"])
+        self.event = event
 
 
 class _Unloadable(Exception):

@@ -20,6 +20,7 @@ class Job:
     params: dict  # `mlit.decoding.Sampling`'s fields; max_new_tokens 0 only with echo
     echo: bool = False
     echo_text: str = ""  # the prompt as text, returned first when echo is set
+    group: str | None = None  # the HTTP request it is one sequence of (its fair share of a batch)
 
     @property
     def generates(self) -> bool:
@@ -62,7 +63,7 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
         raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
     if max_new:
         decoding.Sampling(**params)  # its own checks, for this request alone
-    return Job(ids, params, echo, prompt if echo else "")
+    return Job(ids, params, echo, prompt if echo else "", item.get("group"))
 
 
 def encode_messages(tok, messages: list[dict], prompt: str) -> list[int]:

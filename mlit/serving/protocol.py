@@ -54,13 +54,20 @@ class APIError(Exception):
     """A client mistake, answered as an OpenAI-style error body with an HTTP status."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,  # Retry-After on a 429, for one
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
     def body(self) -> dict:
-        kind = {401: "authentication_error", 404: "not_found_error"}.get(
+        kinds = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+        kind = kinds.get(
             self.status, "server_error" if self.status >= 500 else "invalid_request_error"
         )
         return {
@@ -342,3 +349,24 @@ def models_response(names: list[str], owner: str = "mlit") -> dict:
         "object": "list",
         "data": [{"id": n, "object": "model", "created": 0, "owned_by": owner} for n in names],
     }
+
+
+def lone_surrogate(value, where: str = "") -> str | None:
+    """Where in a request a string holds a lone surrogate (``messages.0.content``), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = lone_surrogate(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None

@@ -49,6 +49,7 @@ class HFEngine:
             decoding.Sampling(**job.params),
             sink=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             stream=stream,
+            group=job.group,
         )
         self.scheduler.submit(loaded.handle, loaded.tokenizer, request)
         try:

@@ -20,7 +20,9 @@ cache the scheduler still works, but admits new requests only when the running b
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +43,7 @@ class Request:
     sampling: decoding.Sampling
     sink: Sink
     stream: bool = False  # hand out text pieces as they are sampled
+    group: str | None = None  # the HTTP request this is one sequence of (n > 1, several prompts)
     cancelled: bool = False  # set by the caller when its client went away
     out: list[int] = field(default_factory=list)
     logprobs: list[decoding.TokenLogprob] = field(default_factory=list)
@@ -100,6 +103,7 @@ class Scheduler:
         import torch
 
         torch.set_grad_enabled(False)  # this thread only ever runs inference
+        _lower_priority()
         while True:
             self._wake.wait()
             with self._lock:
@@ -126,11 +130,10 @@ class Scheduler:
         if room <= 0 or (batch.rows and not _mergeable(batch.cache)):
             return
         with self._lock:
-            new = []
-            while batch.waiting and len(new) < room:
-                req = batch.waiting.popleft()
-                if not req.cancelled:
-                    new.append(req)
+            pending = [req for req in batch.waiting if not req.cancelled]
+            new = _fair_share(pending, room)
+            taken = {id(req) for req in new}
+            batch.waiting = deque(req for req in pending if id(req) not in taken)
         if not new:
             return
         cache, attention, position, first = _prefill(batch.model, batch.tokenizer, new)
@@ -218,6 +221,33 @@ class Scheduler:
             req.sink(("token", completion.text[len(req.sent) :]))
         req.sink(("done", completion))
         return True
+
+
+def _lower_priority() -> None:
+    """Decode steps yield the CPU to the HTTP path (Serve's proxy, the gateway, this replica's
+    event loop): on a machine whose cores the model fills, health checks, refusals and request
+    intake would otherwise wait behind decode steps. Threads torch starts from here inherit it;
+    a GPU replica loses nothing."""
+    with contextlib.suppress(AttributeError, OSError):  # Linux: PRIO_PROCESS + a thread id
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+
+
+DECODE_NICE = 10
+
+
+def _fair_share(pending: list[Request], room: int) -> list[Request]:
+    """Up to ``room`` waiting rows, one per HTTP request in turn (oldest first): a request of 16
+    sequences takes its share of the free rows beside other users' requests, not all of them."""
+    groups: dict = {}
+    for req in pending:
+        groups.setdefault(req.group if req.group is not None else id(req), deque()).append(req)
+    queues = list(groups.values())
+    picked: list[Request] = []
+    while queues and len(picked) < room:
+        for queue in queues[: room - len(picked)]:
+            picked.append(queue.popleft())
+        queues = [queue for queue in queues if queue]
+    return picked
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""The Serve app past its capacity and across more models than fit: refusals at once, health that
+never waits, slow uploads that hold nothing, models loaded in turns, caps, quiet disconnects."""
+
+import asyncio
+import glob
+import http.client
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from mlit.serving import app as serving
+
+KEY = "overload-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CAPACITY = 64  # max(64, 4 x max_batch_size 4): one replica's share, the gateway's whole bound
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tiny_base):
+    from ray import serve
+
+    port = _free_port()
+    cfg = serving.ServeConfig(
+        models={name: str(tiny_base) for name in ("m-a", "m-b", "m-c")},
+        port=port,
+        api_key_sha256=serving.hash_key(KEY),
+        max_models_per_replica=2,
+        max_batch_size=4,
+        max_request_tokens=512,
+        num_cpus=1,
+    )
+    url = serving.start(cfg)
+    yield url, port
+    serving.stop()
+    serve.shutdown()
+
+
+def _body(model: str, i: int, tokens: int = 8) -> dict:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": f"Question {i}"}],
+        "max_tokens": tokens,
+        "seed": i,
+        "ignore_eos": True,
+    }
+
+
+class _Probe(threading.Thread):
+    """A liveness probe on a thread of its own: a new connection every 50 ms."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.stop, self.waits = port, threading.Event(), []
+
+    def run(self):
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().status == 200
+            conn.close()
+            self.waits.append(time.perf_counter() - start)
+            time.sleep(0.05)
+
+
+def test_a_burst_past_capacity_is_refused_at_once_and_health_never_waits(server):
+    url, port = server
+
+    async def burst():
+        limits = httpx.Limits(max_connections=400)
+        async with httpx.AsyncClient(timeout=120, limits=limits, headers=AUTH) as http:
+            calls = [
+                http.post(f"{url}/v1/chat/completions", json=_body("m-a", i)) for i in range(300)
+            ]
+            return await asyncio.gather(*calls)
+
+    probe = _Probe(port)
+    probe.start()
+    replies = asyncio.run(burst())
+    probe.stop.set()
+    probe.join()
+    codes = [r.status_code for r in replies]
+    assert set(codes) <= {200, 429}, sorted(set(codes))
+    assert codes.count(200) >= CAPACITY  # what was admitted was served
+    refused = [r for r in replies if r.status_code == 429]
+    assert refused, "300 requests at once on a capacity of 64: some must be refused"
+    error = refused[0].json()["error"]
+    assert error["type"] == "rate_limit_error" and error["code"] == "overloaded"
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert "x-mlit-capacity" not in replies[0].headers  # the proxy keeps the private header
+    assert max(probe.waits) < 1.0, max(probe.waits)
+
+
+def test_slow_uploads_get_408_and_hold_no_slot_from_other_clients(server):
+    """More slow uploads than the gateway's whole capacity, each one byte at a time: the other
+    clients are answered meanwhile, and every upload gets a 408 once the body timeout passes."""
+    url, port = server
+
+    async def scenario():
+        async def slow():
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}"
+                "\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+            )
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), 0.5)
+                    writer.close()
+                    return int(line.split()[1])
+                except TimeoutError:
+                    writer.write(b" ")
+
+        uploads = [asyncio.create_task(slow()) for _ in range(CAPACITY + 36)]
+        await asyncio.sleep(1)
+        async with httpx.AsyncClient(timeout=60, headers=AUTH) as http:
+            others = [
+                await http.post(f"{url}/v1/chat/completions", json=_body("m-a", i))
+                for i in range(3)
+            ]
+        return others, await asyncio.gather(*uploads)
+
+    others, statuses = asyncio.run(scenario())
+    assert [r.status_code for r in others] == [200] * 3
+    assert statuses == [408] * len(statuses)
+
+
+def test_a_burst_over_more_models_than_fit_loads_each_about_once(server):
+    url, _ = server
+    before = httpx.get(f"{url}/v1/stats", headers=AUTH, timeout=30).json()["loads"]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120, headers=AUTH) as http:
+            calls = [
+                http.post(f"{url}/v1/chat/completions", json=_body(f"m-{'abc'[i % 3]}", i))
+                for i in range(36)
+            ]
+            return await asyncio.gather(*calls)
+
+    assert [r.status_code for r in asyncio.run(burst())] == [200] * 36
+    after = httpx.get(f"{url}/v1/stats", headers=AUTH, timeout=30).json()["loads"]
+    new_loads = sum(after.values()) - sum(before.values())
+    assert new_loads <= 4, (before, after)  # 3 models on 2 slots, in turns: not per request
+
+
+def test_a_request_over_the_token_cap_gets_a_400_naming_it(server):
+    url, _ = server
+    body = {"model": "m-a", "prompt": ["a", "b"], "n": 4, "max_tokens": 100}
+    r = httpx.post(f"{url}/v1/completions", json=body, headers=AUTH, timeout=60)
+    assert r.status_code == 400
+    assert (
+        "8 sequence(s) x max_tokens 100 = 800 new tokens is over the cap of 512"
+        in (r.json()["error"]["message"])
+    )
+    body["max_tokens"] = 64  # 512: at the cap, served
+    assert httpx.post(f"{url}/v1/completions", json=body, headers=AUTH, timeout=120).is_success
+
+
+def test_client_disconnects_leave_no_traceback_in_the_log(server, ray_session):
+    url, _ = server
+    logs = ray_session._private.worker._global_node.get_logs_dir_path()
+
+    def tracebacks() -> int:
+        files = glob.glob(f"{logs}/serve/*.log") + glob.glob(f"{logs}/worker-*.err")
+        return sum(open(f, errors="replace").read().count("Traceback") for f in files)
+
+    before = tracebacks()
+
+    async def walk_away():
+        async with httpx.AsyncClient(timeout=60, headers=AUTH) as http:
+            for i in range(4):
+                body = dict(_body("m-a", i, 120), stream=True)
+                async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                    async for _ in r.aiter_lines():
+                        break  # the client closes the stream after its first event
+            for i in range(4):
+                with pytest.raises(httpx.TimeoutException):
+                    await http.post(
+                        f"{url}/v1/chat/completions", json=_body("m-a", i, 200), timeout=0.2
+                    )
+        await asyncio.sleep(3)  # the server sees the disconnects
+
+    asyncio.run(walk_away())
+    assert tracebacks() == before
+    stats = httpx.get(f"{url}/v1/stats", headers=AUTH, timeout=30).json()
+    assert stats["in_flight"] == 0, json.dumps(stats)  # every admission was given back
