@@ -91,10 +91,25 @@ class Front:
         if self._full():  # checked again: it may have filled while the body came in
             return await _busy(send, self.in_flight)
         self.in_flight += 1
+        left = False
+
+        def leave():
+            nonlocal left
+            if not left:
+                left = True
+                self.in_flight -= 1
+
+        async def sending(message):
+            # Counted out as the answer's last byte leaves, not once it has been sent: by then
+            # a closed-loop client's next request may already be here, and be refused.
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                leave()
+            await send(message)
+
         try:
-            await self.app(scope, receive, _as_openai_errors(self._learn(send)))
+            await self.app(scope, receive, _as_openai_errors(self._learn(sending)))
         finally:
-            self.in_flight -= 1
+            leave()
 
     def _full(self) -> bool:
         return self.capacity is not None and self.in_flight >= self.capacity
