@@ -4,8 +4,9 @@
 
 One run, one CPU replica of the demo base model served under 12 names, 4 per replica:
 
-- **bursts:** 200 chat requests at once over 4 names, then over all 12; model loads and wall time
-  of each (goal: at most 24 loads over 12 models, wall within 2x of the 4-model burst);
+- **bursts:** 200 chat requests at once over 4 names, then over all 12, three times in turn;
+  model loads and wall time of each (goal: at most 24 loads over 12 models, wall within 2x of the
+  4-model burst, the median of the three pairs: one pair alone swings from 1.9x to 2.9x here);
 - **overload:** 1,000 concurrent chat requests while ``/healthz`` is polled every 0.1 s: the
   slowest health answer (goal: under 1 s), how many were refused (429) and how fast, how many
   served, and no other status;
@@ -36,6 +37,7 @@ from mlit.serving import front
 
 OUT = Path(__file__).parent / "results" / "serve_overload.json"
 NAMES = [f"demo-{i:02d}" for i in range(12)]
+PAIRS = 3  # 4-model and 12-model bursts, in turn
 KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -226,14 +228,18 @@ async def _run(url: str, port: int) -> dict:
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await _burst(http, url, NAMES[:4], 8)  # warm-up: the first four loaded
-        four = await _burst(http, url, NAMES[:4])
-        twelve = await _burst(http, url, NAMES)
+        pairs = [(await _burst(http, url, NAMES[:4]), await _burst(http, url, NAMES))]
+        for _ in range(PAIRS - 1):  # the machine is noisy: the ratio is taken pair by pair
+            pairs.append((await _burst(http, url, NAMES[:4]), await _burst(http, url, NAMES)))
         overload = await _overload(url, port)
         uploads = await _slow_uploads(http, url, port)
         stats = await _stats(http, url)
+    ratios = [round(twelve["wall_s"] / four["wall_s"], 2) for four, twelve in pairs]
     return {
-        "burst_4_models": four,
-        "burst_12_models": twelve,
+        "bursts": [{"4_models": four, "12_models": twelve} for four, twelve in pairs],
+        "wall_ratio_12_over_4": ratios,
+        "wall_ratio_median": statistics.median(ratios),
+        "loads_12_models_max": max(twelve["loads"] for _, twelve in pairs),
         "overload": overload,
         "slow_uploads": uploads,
         "gateway_refused": stats["refused"],
@@ -267,15 +273,16 @@ def main() -> None:
     serving.stop()
     serve.shutdown()
     ray.shutdown()
-    four, twelve = report["burst_4_models"], report["burst_12_models"]
     overload, uploads = report["overload"], report["slow_uploads"]
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "model": "demo base model under 12 names, one replica (1 CPU), 4 models per replica",
         **report,
         "goals": {
-            "12-model burst: <= 24 loads": twelve["loads"] <= 24,
-            "12-model burst: wall <= 2x the 4-model burst": twelve["wall_s"] <= 2 * four["wall_s"],
+            "12-model burst: <= 24 loads": report["loads_12_models_max"] <= 24,
+            "12-model burst: wall <= 2x the 4-model burst (median of the pairs)": (
+                report["wall_ratio_median"] <= 2
+            ),
             "overload: /healthz always < 1 s": overload["healthz_max_s"] < 1,
             "overload: refusals (429) within 1 s": (overload["refusal_max_s"] or 0) < 1,
             "overload: only 200 and 429": not overload["other_status"],

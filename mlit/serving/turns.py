@@ -9,9 +9,13 @@ Here requests wait by model instead:
 - otherwise it waits with the other requests for its model. Models take turns in the order their
   oldest request arrived: a waiting model is loaded into a free slot, or in place of a held model
   that has no request running (evicted by demand, never under a running request);
-- a held model's turn is over once it has been held ``turn_s`` and other models wait: its new
-  requests queue too, so that it drains and the waiting models get their turn. Without that, a
-  model with steady traffic would keep its slot and starve the rest.
+- a held model's turn is over once other models have waited for its turn's length: its new
+  requests queue too, so that it drains and the waiting models get their turn (without that, a
+  model with steady traffic would keep its slot and starve the rest). A turn lasts ``TURN_LOADS``
+  times what loading the model took, between ``TURN_MIN_S`` and ``turn_s``: a load is amortized
+  over its turn whether it took 0.07 s (the demo model here) or minutes (a 70B one). Slots then
+  rotate while a burst is still coming in, instead of the first models keeping them until the
+  burst has arrived.
 
 So a burst loads each model about once, and every request is answered. ``load`` is the replica's
 loader (Serve's multiplexed LRU, which also tells Serve's router where each model is, so requests
@@ -28,16 +32,19 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-TURN_S = 30.0  # how long a model keeps its slot while other models wait
+TURN_S = 30.0  # the longest a model keeps its slot while other models wait
+TURN_MIN_S = 1.0  # the shortest
+TURN_LOADS = 20  # a turn lasts this many times the model's load time: its load is amortized
 SETTLE_S = 0.5  # how long a model no request asked for keeps its slot from a waiting one
 
 
 @dataclass(eq=False)
 class _Held:
     ready: asyncio.Future  # the loaded model, or the load's error
-    since: float  # when its turn began
+    since: float  # when it was loaded (its turn begins then, or when others began to wait)
     running: int = 0
     asked: float = 0.0  # when a request last asked for it
+    turn: float = TURN_S  # its turn's length, from its load time
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Turns:
     _waiting: OrderedDict = field(default_factory=OrderedDict)  # name -> [futures], oldest first
     _lock: asyncio.Lock | None = None  # one load at a time, as the LRU does
     _recheck: asyncio.TimerHandle | None = None
+    _contended: float = 0.0  # since when some model has been waiting
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -75,6 +83,8 @@ class Turns:
             held.running += 1
         else:
             waiter = asyncio.get_running_loop().create_future()
+            if not self._waiting:
+                self._contended = time.monotonic()
             self._waiting.setdefault(name, []).append(waiter)
             self._schedule()
             try:
@@ -92,7 +102,8 @@ class Turns:
 
     def _turn_over(self, name: str, held: _Held) -> bool:
         others_wait = any(other != name for other in self._waiting)
-        return others_wait and time.monotonic() - held.since >= self.turn_s
+        began = max(held.since, self._contended)
+        return others_wait and time.monotonic() - began >= held.turn
 
     def _forget(self, name: str, waiter: asyncio.Future) -> None:
         if waiter.done() and not waiter.cancelled():  # admitted as it was cancelled
@@ -137,6 +148,9 @@ class Turns:
         idle = [(asked, name) for asked, name in idle if self._held[name].ready.done()]
         if not idle:
             return None
+        done = [name for _, name in sorted(idle) if self._turn_over(name, self._held[name])]
+        if done:
+            return done[0]  # it has had its turn: no settling
         asked, name = min(idle)
         wait = asked + self.settle_s - time.monotonic()
         if wait > 0:  # look again once it has settled
@@ -166,6 +180,7 @@ class Turns:
                         if other != name and h.ready.done() and not h.ready.exception():
                             await self.touch(other)
                 self.loads += 1
+                started = time.monotonic()
                 model = await self.load(name)
             except Exception as err:
                 if self._held.get(name) is held:
@@ -174,5 +189,7 @@ class Turns:
                 held.ready.exception()  # retrieved: waiters that left must not warn
                 self._schedule()
                 return
-            held.since = time.monotonic()  # the turn starts once the model is there
+            loaded = time.monotonic()
+            held.turn = min(self.turn_s, max(TURN_MIN_S, TURN_LOADS * (loaded - started)))
+            held.since = loaded  # the turn starts once the model is there
             held.ready.set_result(model)
