@@ -54,7 +54,6 @@ class Turns:
     touch: Callable[[str], Awaitable[object]] | None = None
     turn_s: float = TURN_S
     settle_s: float = SETTLE_S
-    loads: int = 0
     _held: dict[str, _Held] = field(default_factory=dict)
     _waiting: OrderedDict = field(default_factory=OrderedDict)  # name -> [futures], oldest first
     _lock: asyncio.Lock | None = None  # one load at a time, as the LRU does
@@ -179,7 +178,6 @@ class Turns:
                     for other, h in list(self._held.items()):
                         if other != name and h.ready.done() and not h.ready.exception():
                             await self.touch(other)
-                self.loads += 1
                 started = time.monotonic()
                 model = await self.load(name)
             except Exception as err:
