@@ -3,8 +3,7 @@
 Without a bound, overload stalled everything: above the gateway's request limit Serve queued every
 new request in front of it, health checks included, so 1,000 concurrent chat requests all waited
 (p50 15.6 s) and ``/healthz`` did not answer within 30 s; a liveness probe would have restarted a
-healthy server at its peak. Now the gateway takes every HTTP request at once (health and model
-listing never wait behind generation) and counts the sequences it has sent to the model servers:
+healthy server at its peak. Now the gateway counts the sequences it has sent to the model servers:
 past ``per_model`` for one model, or ``total`` in all, a request is answered 429 at once with a
 ``Retry-After`` (the recent time a request took, so a client that honours it comes back about when
 room is made). What is admitted is served: each model-server replica holds its share (its batch

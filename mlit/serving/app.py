@@ -254,7 +254,7 @@ def start(cfg: ServeConfig) -> str:
         front.install()  # Serve's proxy answers /healthz and its refusals itself
         ray.init(log_to_driver=False)
     interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
-    serve.start(http_options=_http_options(cfg), logging_config=SYSTEM_QUIET)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=SYSTEM_QUIET)
     _ensure_http(cfg)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
@@ -299,11 +299,7 @@ def _ensure_http(cfg: ServeConfig) -> None:
             f"serve there (--port {http.port}) or stop them first"
         )
     serve.shutdown()
-    serve.start(http_options=_http_options(cfg), logging_config=SYSTEM_QUIET)
-
-
-def _http_options(cfg: ServeConfig) -> dict:
-    return {"host": cfg.host, "port": cfg.port}
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=SYSTEM_QUIET)
 
 
 def stop() -> None:

@@ -130,14 +130,8 @@ class Front:
 
 
 async def _busy(send, in_flight: int) -> None:
-    error = {
-        "message": f"the server is at capacity ({in_flight} requests waiting or running); "
-        "retry after 1 s",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "overloaded",
-    }
-    await _answer(send, 429, json.dumps({"error": error}).encode(), [(b"retry-after", b"1")])
+    why = f"the server is at capacity ({in_flight} requests waiting or running); retry after 1 s"
+    await _refuse(send, 429, why, [(b"retry-after", b"1")])
 
 
 class _TooBig(Exception):
@@ -175,9 +169,14 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    await _answer(send, status, json.dumps({"error": error}).encode())
+async def _refuse(send, status: int, message: str, headers: list | None = None) -> None:
+    """An answer in OpenAI's error shape: 429 a rate limit (``overloaded``), 5xx the server's."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    if status == 429:
+        kind = "rate_limit_error"
+    code = "overloaded" if status == 429 else None
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    await _answer(send, status, json.dumps({"error": error}).encode(), headers)
 
 
 async def _answer(send, status: int, body: bytes, headers: list | None = None) -> None:
@@ -204,17 +203,8 @@ def _as_openai_errors(send):
             keep = [(k, v) for k, v in start.get("headers") or [] if k.lower() == b"retry-after"]
             text = pending.pop("text").decode(errors="replace").strip()
             status = start["status"]
-            kind = "rate_limit_error" if status == 429 else "server_error"
             why = "the server is at capacity" if status == 429 else "the server is not available"
-            body = {
-                "error": {
-                    "message": f"{why}: {text}" if text else why,
-                    "type": kind,
-                    "param": None,
-                    "code": "overloaded" if status == 429 else None,
-                }
-            }
-            return await _answer(send, status, json.dumps(body).encode(), keep)
+            return await _refuse(send, status, f"{why}: {text}" if text else why, keep)
         await send(message)
 
     return wrapped
