@@ -73,7 +73,13 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
     help="New tokens one request may ask for (sequences x max_tokens); more gets a 400.",
 )
 @click.option("--replicas", default=1, show_default=True, help="Model-server replicas.")
-@click.option("--num-cpus", default=1.0, show_default=True, help="CPUs per replica.")
+@click.option(
+    "--num-cpus",
+    type=float,
+    default=None,
+    help="CPUs per model-server replica (its torch threads). Default: on CPU, the cores of a "
+    "node shared by the replicas (on one machine, all of them); 1 with --num-gpus.",
+)
 @click.option("--num-gpus", default=0.0, show_default=True, help="GPUs (or a part) per replica.")
 @click.option(
     "--shards",
@@ -94,7 +100,7 @@ def serve_cmd(
     max_request_tokens: int,
     engine: str,
     replicas: int,
-    num_cpus: float,
+    num_cpus: float | None,
     num_gpus: float,
     shards: int,
 ) -> None:

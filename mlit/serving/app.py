@@ -58,7 +58,9 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # a request body must arrive within this, else 408
     engine: str = "hf"  # hf (ours), vllm, or auto: vllm where it is installed and there is a GPU
     replicas: int = 1
-    num_cpus: float = 1.0
+    # CPUs per model-server replica, and so its torch threads. None: with GPUs, 1; on CPU, a
+    # node's cores shared by the replicas (on one machine: every core of it).
+    num_cpus: float | None = None
     num_gpus: float = 0.0
     autoscaling: dict | None = field(default=None)  # Serve autoscaling_config; overrides replicas
     default_max_tokens: int = 256
@@ -105,9 +107,14 @@ def build_app(cfg: ServeConfig):
             engine_choice.check_cpu_model(name, path)
     runtime_env = engine_choice.runtime_env() if kind == "vllm" else {"env_vars": {}}
     runtime_env["env_vars"].update(storage_env)
+    if kind == "hf" and not cfg.num_gpus:
+        # torch's OpenMP threads spin between the small ops of a decode step by default: on CPU
+        # that took a third of a core from the HTTP path (proxy, gateway) beside them; served
+        # tokens/s rose 25% with them sleeping instead (benchmarks/serve_load.py).
+        runtime_env["env_vars"]["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     ongoing = max(64, 4 * cfg.max_batch_size)  # a replica's batch, and the next ones at hand
     server_options: dict = {
-        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "ray_actor_options": {"num_cpus": replica_cpus(cfg), "num_gpus": cfg.num_gpus},
         "max_ongoing_requests": ongoing,
     }
     if runtime_env["env_vars"] or len(runtime_env) > 1:
@@ -164,6 +171,21 @@ def build_app(cfg: ServeConfig):
     )
 
 
+def replica_cpus(cfg: ServeConfig) -> float:
+    """CPUs per model-server replica: as configured; else 1 with GPUs, and on CPU the cores of the
+    largest node over the replicas (one replica on one machine takes all of its cores: torch on
+    one thread of two served 31% of what the engine does on two)."""
+    if cfg.num_cpus is not None:
+        return cfg.num_cpus
+    if cfg.num_gpus:
+        return 1.0
+    import ray
+
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
+    return max(1.0, float(int(max(nodes, default=1.0)) // max(1, replicas)))
+
+
 def resolve_model_path(path: str) -> str:
     """'demo' is the demo base model (built on first use); anything else is a path or URI."""
     if path == "demo":
@@ -197,7 +219,7 @@ def app_builder(args: dict):
         max_body_bytes=int(args.get("max_body_bytes", ServeConfig.max_body_bytes)),
         max_request_tokens=int(args.get("max_request_tokens", ServeConfig.max_request_tokens)),
         engine=str(args.get("engine", ServeConfig.engine)),
-        num_cpus=float(args.get("num_cpus", 1)),
+        num_cpus=float(args["num_cpus"]) if args.get("num_cpus") is not None else None,
         num_gpus=float(args.get("num_gpus", 0)),
         shards=int(args.get("shards", 1)),
     )

@@ -54,7 +54,9 @@ class ModelServer:
         self.loads: Counter[str] = Counter()
         self.failed_loads: Counter[str] = Counter()
         self._unloadable: dict[str, tuple[float, str]] = {}  # name -> (when, why)
-        self.engine = registry.create(kind, list(models), max_models, max_batch, loras or {})
+        self.engine = registry.create(
+            kind, list(models), max_models, max_batch, loras or {}, _threads()
+        )
 
         async def load(model_id: str):
             return await asyncio.to_thread(self._load, model_id)
@@ -154,11 +156,22 @@ class ModelServer:
         # aclosing: a client that goes away closes the engine's stream at once (it stops
         # spending decode steps on the request), not whenever the collector gets to it.
         async with aclosing(self.engine.events(loaded, job, stream)) as events:
+            held, sent_at = [], 0.0
             async for kind, value in events:
                 if kind == "token":
-                    yield {"delta": value}
-                else:
-                    yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
+                    # Text leaves in chunks: the first piece at once, then what was sampled since,
+                    # every STREAM_INTERVAL_S. Every object a stream yields costs this replica,
+                    # the gateway and the proxy a message; a token a chunk cost more than the
+                    # decode step that sampled it.
+                    held.append(value)
+                    now = time.monotonic()
+                    if now - sent_at >= STREAM_INTERVAL_S:
+                        yield {"delta": "".join(held)}
+                        held, sent_at = [], now
+                    continue
+                if held:
+                    yield {"delta": "".join(held)}
+                yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
 
     def stats(self) -> dict:
         return {
@@ -168,6 +181,13 @@ class ModelServer:
             "waiting": self.turns.waiting(),
             **self.engine.stats(),
         }
+
+
+def _threads() -> int:
+    """The CPUs Ray gave this replica, as threads for its engine (at least one)."""
+    import ray
+
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
 def _error(status: int, message: str) -> dict:
@@ -194,4 +214,7 @@ class _Unloadable(Exception):
     """A model that cannot be loaded, with a reason the client may read (no server paths)."""
 
 
+STREAM_INTERVAL_S = (
+    0.1  # streamed text leaves the replica at most this often, after the first piece
+)
 RELOAD_AFTER_S = 300.0  # how long a model that failed to load is answered 424 without a retry

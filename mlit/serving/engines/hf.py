@@ -9,6 +9,8 @@ models generated them in turn, and nothing could stream.
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 
 from mlit import decoding
 from mlit.serving.engines import GenerationError, Loaded
@@ -18,8 +20,13 @@ from mlit.serving.engines.scheduler import Request, Scheduler
 class HFEngine:
     name = "hf"
 
-    def __init__(self, max_batch: int):
+    def __init__(self, max_batch: int, threads: int | None = None):
+        if threads:  # the replica's CPUs: Ray's OMP_NUM_THREADS is not what torch read at import
+            import torch
+
+            torch.set_num_threads(threads)
         self.scheduler = Scheduler(max_batch)
+        self._mail: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> _Mailbox
 
     def load(self, name: str, model_dir: str) -> Loaded:
         import torch
@@ -42,12 +49,14 @@ class HFEngine:
         )
 
     async def events(self, loaded: Loaded, job, stream: bool):
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        mail = self._mail.get(loop) or self._mail.setdefault(loop, _Mailbox(loop))
+        post = mail.post
         request = Request(
             job.ids,
             decoding.Sampling(**job.params),
-            sink=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            sink=lambda event: post(events, event),
             stream=stream,
             group=job.group,
         )
@@ -69,3 +78,31 @@ class HFEngine:
     def unload(self, loaded: Loaded) -> None:
         """Nothing to stop: the scheduler forgets a model's batch once it has no work, and the
         weights go with the last reference."""
+
+
+class _Mailbox:
+    """Events from the scheduler thread to the event loop, one wake-up for all that are waiting:
+    a decode step samples a token for every row, and each wake-up of the loop from another thread
+    is a system call and a turn of the loop. It holds its loop weakly: the loop is its key."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Queue, tuple]] = []
+        self._woken = False
+
+    def post(self, queue: asyncio.Queue, event: tuple) -> None:
+        with self._lock:
+            self._pending.append((queue, event))
+            if self._woken:
+                return
+            self._woken = True
+        loop = self._loop()
+        if loop is not None:
+            loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending, self._woken = self._pending, [], False
+        for queue, event in pending:
+            queue.put_nowait(event)

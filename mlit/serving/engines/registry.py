@@ -6,8 +6,11 @@ from __future__ import annotations
 from mlit.serving.engines import Engine
 
 
-def create(kind: str, models: list[str], max_models: int, max_batch: int, loras: dict) -> Engine:
-    """The engine of one model-server replica (``kind`` already resolved: hf or vllm)."""
+def create(
+    kind: str, models: list[str], max_models: int, max_batch: int, loras: dict, threads: int
+) -> Engine:
+    """The engine of one model-server replica (``kind`` already resolved: hf or vllm); ``threads``
+    is the CPUs the replica was given."""
     if kind == "vllm":
         from mlit.serving.engines import vllm
 
@@ -15,5 +18,5 @@ def create(kind: str, models: list[str], max_models: int, max_batch: int, loras:
     if kind == "hf":
         from mlit.serving.engines import hf
 
-        return hf.HFEngine(max_batch)
+        return hf.HFEngine(max_batch, threads)
     raise ValueError(f"unknown engine {kind!r}: use one of hf, vllm")
