@@ -193,7 +193,7 @@ def engine_alone(model_dir: Path, rows: int, seconds: float) -> dict:
     start = time.perf_counter()
     asyncio.run(run(rows, seconds))
     wall = time.perf_counter() - start
-    steps = engine.scheduler.steps
+    steps = engine.stats()["batch_sizes"]
     return {
         "rows_in_flight": rows,
         "threads": torch.get_num_threads(),

@@ -173,6 +173,10 @@ class ModelServer:
                     yield {"delta": "".join(held)}
                 yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
 
+    def check_health(self) -> None:
+        """Serve's periodic health check: a replica whose engine is gone is replaced."""
+        self.engine.check_health()
+
     def stats(self) -> dict:
         return {
             "loads": dict(self.loads),

@@ -41,7 +41,8 @@ class Loaded:
 class Engine(Protocol):
     """What the model server asks of an engine. ``load`` blocks (the caller runs it off the
     event loop); ``events`` yields ``("token", text)`` pieces while streaming, then
-    ``("done", mlit.decoding.Completion)``, or raises `GenerationError`."""
+    ``("done", mlit.decoding.Completion)``, or raises `GenerationError`. ``check_health`` raises
+    when the engine cannot answer any more (Serve then replaces the replica)."""
 
     name: str
 
@@ -52,5 +53,7 @@ class Engine(Protocol):
     async def prompt_logprobs(self, loaded: Loaded, ids: list[int], k: int) -> list: ...
 
     def stats(self) -> dict: ...
+
+    def check_health(self) -> None: ...
 
     def unload(self, loaded: Loaded) -> None: ...

@@ -81,6 +81,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.steps: list[int] = []  # rows per decode step (the serving stats' "batch sizes")
+        self.stepped = 0  # decode steps taken, ever
         self._thread = threading.Thread(target=self._loop, name="mlit-scheduler", daemon=True)
         self._thread.start()
 
@@ -162,6 +163,7 @@ class Scheduler:
         device = batch.attention.device
         rows = len(batch.rows)
         self.steps.append(rows)
+        self.stepped += 1
         del self.steps[:-1000]
         batch.attention = torch.cat([batch.attention, batch.attention.new_ones((rows, 1))], -1)
         batch.position = batch.position + 1

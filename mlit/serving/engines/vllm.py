@@ -160,6 +160,9 @@ class VLLMEngine:
         # vLLM schedules its own batches; engine starts say more.
         return {"engine": self.name, "batch_sizes": [], "starts": dict(self.engines.starts)}
 
+    def check_health(self) -> None:
+        """vLLM's engines fail their own requests when they die, and are started again on use."""
+
     async def prompt_logprobs(self, loaded: Loaded, ids: list[int], k: int) -> list:
         """The prompt's log-likelihoods: one sampled token with vLLM's prompt logprobs."""
         positions = None
