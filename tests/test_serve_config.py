@@ -26,3 +26,18 @@ def test_the_app_builder_builds_the_app_from_the_config_args(tiny_base, monkeypa
     args["api_key_env"] = "MLIT_TEST_SERVE_KEY"
     app = serving.app_builder(args)
     assert type(app).__name__ == "Application"
+
+
+def test_a_cpu_replica_takes_its_nodes_cores_unless_told(monkeypatch):
+    import dataclasses
+    import os
+
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # started on this machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cfg = serving.ServeConfig(models={"a": "x"})
+    assert serving.replica_cpus(cfg) == 8  # and so 8 torch threads in its engine
+    assert serving.replica_cpus(dataclasses.replace(cfg, replicas=3)) == 2
+    assert serving.replica_cpus(dataclasses.replace(cfg, num_gpus=1)) == 1
+    assert serving.replica_cpus(dataclasses.replace(cfg, num_cpus=0.5)) == 0.5

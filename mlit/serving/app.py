@@ -181,7 +181,10 @@ def replica_cpus(cfg: ServeConfig) -> float:
         return 1.0
     import ray
 
-    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    if ray.is_initialized():
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    else:  # an app built before Ray is up is started on this machine
+        nodes = [float(os.cpu_count() or 1)]
     replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
     return max(1.0, float(int(max(nodes, default=1.0)) // max(1, replicas)))
 

@@ -328,7 +328,9 @@ class Gateway:
             for s in req.seeds()
         ]
         if not req.stream:
-            return chat_response(req.model, await self._run_all(req.model, items))
+            # A JSONResponse as is: FastAPI would walk a returned dict through jsonable_encoder
+            # first, for nothing (it is plain JSON already), on every answer.
+            return JSONResponse(chat_response(req.model, await self._run_all(req.model, items)))
         if len(items) > 1:
             raise APIError(400, "stream with n > 1 is not supported; send n requests", "n")
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -357,7 +359,8 @@ class Gateway:
             for s in req.seeds()
         ]
         if not req.stream:
-            return completion_response(req.model, await self._run_all(req.model, items))
+            completions = await self._run_all(req.model, items)
+            return JSONResponse(completion_response(req.model, completions))
         if len(items) > 1:
             raise APIError(400, "stream with several prompts or n > 1 is not supported", "stream")
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
