@@ -13,7 +13,6 @@ models generated them in turn, and nothing could stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -79,8 +78,10 @@ class HFEngine:
     def unload(self, loaded: Loaded) -> None:
         """The process forgets the model; its batch goes once it has no rows. A process that is
         gone (or an interpreter shutting down) has nothing to forget."""
-        with contextlib.suppress(Exception):
+        try:  # not contextlib: at interpreter shutdown its module may be gone already
             self._process.send(("unload", loaded.handle))
+        except Exception:
+            pass
 
 
 class EngineProcess:
