@@ -81,7 +81,7 @@ class HFEngine:
         try:  # not contextlib: at interpreter shutdown its module may be gone already
             self._process.send(("unload", loaded.handle))
         except Exception:
-            pass
+            return
 
 
 class EngineProcess:
