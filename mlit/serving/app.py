@@ -173,8 +173,8 @@ def build_app(cfg: ServeConfig):
 
 def replica_cpus(cfg: ServeConfig) -> float:
     """CPUs per model-server replica: as configured; else 1 with GPUs, and on CPU the cores of the
-    largest node over the replicas (one replica on one machine takes all of its cores: torch on
-    one thread of two served 31% of what the engine does on two)."""
+    largest node shared by the replicas (one replica on one machine takes all of them). On CPU the
+    engine is the replica's work: its torch runs on as many threads as it has CPUs."""
     if cfg.num_cpus is not None:
         return cfg.num_cpus
     if cfg.num_gpus:

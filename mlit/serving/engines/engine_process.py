@@ -137,13 +137,22 @@ def serve(conn: Connection, max_batch: int, threads: int) -> None:
                 logger.exception("engine command %r failed", message[0])
 
 
-def _load(path: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(path: str):
+    """A model's tokenizer as the engine uses it (the replica keeps its own copy to prepare
+    requests): padded with its end-of-sequence token where it has no pad token."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load(path: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if torch.cuda.is_available():

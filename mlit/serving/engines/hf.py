@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 
 from mlit.serving.engines import GenerationError, Loaded
+from mlit.serving.engines.engine_process import load_tokenizer
 
 logger = logging.getLogger("ray.serve")
 
@@ -38,11 +39,7 @@ class HFEngine:
         self._ids = itertools.count()
 
     def load(self, name: str, model_dir: str) -> Loaded:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(model_dir)
         key = f"{name}#{next(self._ids)}"  # a reload is a new model in the process
         vocab, context = self._process.call("load", key, model_dir).result()
         return Loaded(self, name, tokenizer, vocab, context, key)
