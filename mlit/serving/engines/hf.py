@@ -132,9 +132,14 @@ class EngineProcess:
         return rid
 
     def forget(self, rid: int, cancel: bool) -> None:
+        """Stop relaying a request's events (and stop the request, with ``cancel``). Called as a
+        request ends, however it ends: a process that is gone has nothing left to cancel."""
         self._waiting.pop(rid, None)
-        if cancel and not self.gone:
-            self.send(("cancel", rid))
+        if cancel:
+            try:
+                self.send(("cancel", rid))
+            except (GenerationError, OSError):
+                return
 
     def _read_forever(self) -> None:
         try:
