@@ -6,7 +6,8 @@ One run, one CPU replica of the demo base model served under 12 names, 4 per rep
 
 - **bursts:** 200 chat requests at once over 4 names, then over all 12, three times in turn;
   model loads and wall time of each (goal: at most 24 loads over 12 models, wall within 2x of the
-  4-model burst, the median of the three pairs: one pair alone swings from 1.9x to 2.9x here);
+  4-model burst, in every pair). Each request has a connection of its own with as little client
+  work as can be, so that the burst reaches the server as fast as it can take it in;
 - **overload:** 1,000 concurrent chat requests while ``/healthz`` is polled every 0.1 s: the
   slowest health answer (goal: under 1 s), how many were refused (429) and how fast, how many
   served, and no other status;
@@ -62,19 +63,19 @@ async def _stats(http: httpx.AsyncClient, url: str) -> dict:
     return (await http.get(f"{url}/v1/stats", headers=AUTH)).json()
 
 
-async def _burst(http, url: str, models: list[str], n: int = 200) -> dict:
+async def _burst(http, url: str, port: int, models: list[str], n: int = 200) -> dict:
+    """``n`` requests at once over ``models``, each on a connection of its own (`_raw_post`): an
+    HTTP client library's connection pool costs this 2-core machine more than the server's work
+    (httpx reusing 100 kept-alive connections took 3.7 s of CPU for 200 requests, and the same
+    4-model burst 5.5 s instead of 1.8 s)."""
     before = sum((await _stats(http, url))["loads"].values())
     start = time.perf_counter()
-    posts = [
-        http.post(
-            f"{url}/v1/chat/completions", json=_body(models[i % len(models)], i), headers=AUTH
-        )
-        for i in range(n)
-    ]
-    replies = await asyncio.gather(*posts)
+    replies = await asyncio.gather(
+        *(_raw_post(port, _body(models[i % len(models)], i)) for i in range(n))
+    )
     wall = time.perf_counter() - start
     loads = sum((await _stats(http, url))["loads"].values()) - before
-    statuses = [r.status_code for r in replies]
+    statuses = [status for status, _, _ in replies]
     return {
         "models": len(models),
         "requests": n,
@@ -227,10 +228,11 @@ async def _slow_uploads(http, url: str, port: int, n: int = 600, seconds: float 
 async def _run(url: str, port: int) -> dict:
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        await _burst(http, url, NAMES[:4], 8)  # warm-up: the first four loaded
-        pairs = [(await _burst(http, url, NAMES[:4]), await _burst(http, url, NAMES))]
-        for _ in range(PAIRS - 1):  # the machine is noisy: the ratio is taken pair by pair
-            pairs.append((await _burst(http, url, NAMES[:4]), await _burst(http, url, NAMES)))
+        await _burst(http, url, port, NAMES[:4], 8)  # warm-up: the first four loaded
+        pairs = []
+        for _ in range(PAIRS):  # the machine is noisy: the ratio is taken pair by pair
+            four = await _burst(http, url, port, NAMES[:4])
+            pairs.append((four, await _burst(http, url, port, NAMES)))
         overload = await _overload(url, port)
         uploads = await _slow_uploads(http, url, port)
         stats = await _stats(http, url)
@@ -280,8 +282,8 @@ def main() -> None:
         **report,
         "goals": {
             "12-model burst: <= 24 loads": report["loads_12_models_max"] <= 24,
-            "12-model burst: wall <= 2x the 4-model burst (median of the pairs)": (
-                report["wall_ratio_median"] <= 2
+            "12-model burst: wall <= 2x the 4-model burst (every pair)": (
+                max(report["wall_ratio_12_over_4"]) <= 2
             ),
             "overload: /healthz always < 1 s": overload["healthz_max_s"] < 1,
             "overload: refusals (429) within 1 s": (overload["refusal_max_s"] or 0) < 1,

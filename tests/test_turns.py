@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mlit.serving.turns import Turns
+from mlit.serving.turns import TURN_MIN_S, Turns
 
 
 class Replica:
@@ -62,6 +62,55 @@ def test_a_burst_over_three_times_the_models_that_fit_loads_each_once():
     names, done, replica = asyncio.run(burst())
     assert done == names  # every request answered by its own model
     assert sorted(replica.loads) == sorted(set(names))  # 12 loads, each model once
+
+
+async def _trickle(rate: float, seed: int) -> tuple[int, float]:
+    """Four models held, then 200 requests over 12 models reaching the replica at ``rate`` a
+    second, interleaved, as a burst does through the proxy and gateway: loads in the burst, and
+    how long its last request took after the last one arrived."""
+    replica = Replica(capacity=4, load_s=0.07)
+    turns = Turns(4, replica.load, replica.touch)
+    for name in ("m0", "m1", "m2", "m3"):
+        await _request(turns, replica, name, 0.01)
+    await asyncio.sleep(0.6)
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(200):
+        work = rng.uniform(0.05, 0.3)
+        tasks.append(asyncio.create_task(_request(turns, replica, f"m{i % 12}", work)))
+        await asyncio.sleep(rng.expovariate(rate))
+    arrived = asyncio.get_running_loop().time()
+    await asyncio.gather(*tasks)
+    return len(replica.loads) - 4, asyncio.get_running_loop().time() - arrived
+
+
+@pytest.mark.parametrize(("rate", "most"), [(200, 12), (20, 48)])
+def test_a_burst_that_reaches_the_replica_over_seconds_loads_few_models_again(rate, most):
+    # At 20 requests a second a model is asked for every ~0.6 s: evicted in such a gap, it is
+    # loaded again for its next request (43-61 loads over 12 models before, 33-41 now; the span
+    # is 10 s, so turns of ~1.5 s rotate each model through its slot about three times).
+    loads, tail = asyncio.run(_trickle(rate, seed=0))
+    assert loads <= most
+    assert tail < 6  # the waiting models got their turns once the burst was in
+
+
+def test_a_slow_first_load_does_not_give_its_model_a_long_turn():
+    async def cold():
+        times = iter([1.5, 0.02, 0.02])  # the replica's first load also imports the model's code
+        replica = Replica(capacity=3)
+
+        async def load(name):
+            replica.load_s = next(times)
+            return await replica.load(name)
+
+        turns = Turns(3, load, replica.touch)
+        for name in "abc":
+            await _request(turns, replica, name, 0.01)
+        return turns
+
+    turns = asyncio.run(cold())
+    # a's turn is 20 x the replica's median load (under the minimum of 1 s), not 20 x 1.5 s
+    assert turns._turn_s(turns._held["a"]) == TURN_MIN_S
 
 
 def test_a_model_with_steady_traffic_yields_its_slot_after_its_turn():
