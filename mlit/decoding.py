@@ -28,6 +28,11 @@ class Sampling:
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no logprobs; k >= 0: chosen token plus top k
     ignore_eos: bool = False  # keep going past EOS (fixed-length benchmarks; vLLM's flag)
+    # OpenAI's: each generated token's logit loses frequency_penalty x its count so far, and
+    # presence_penalty once it has appeared; logit_bias adds to the logits of the tokens named.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,6 +43,17 @@ class Sampling:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_logprobs is not None and not 0 <= self.top_logprobs <= 20:
             raise ValueError(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be between -2 and 2, got {getattr(self, name)}")
+        for token, bias in self.logit_bias:
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias of token {token} must be between -100 and 100")
+
+    @property
+    def adjusts(self) -> bool:
+        """Whether the logits are changed before sampling (penalties or a logit bias)."""
+        return bool(self.frequency_penalty or self.presence_penalty or self.logit_bias)
 
 
 PAPER_SAMPLING = Sampling(max_new_tokens=512, temperature=0.7, top_p=0.9)
@@ -146,7 +162,9 @@ def generate(
                 )
                 past = out.cache
                 logits = out.logits[:, -1, :].float()
-                picked = pick_batch(logits, params, generators, temperature, top_p)
+                picked = pick_batch(
+                    adjusted(logits, params, out_ids), params, generators, temperature, top_p
+                )
                 logp = torch.log_softmax(logits, dim=-1) if want_logprobs else None
                 next_tokens = []
                 for i, sp in enumerate(params):
@@ -243,6 +261,28 @@ def generator(seed: int | None, device):
     else:
         gen.manual_seed(int(seed) % (2**64))  # one-to-one on 64-bit seeds, signed or not
     return gen
+
+
+def adjusted(logits, params: Sequence[Sampling], outputs: Sequence[list[int]]):
+    """The logits each row samples from: penalties for the tokens it has generated so far, and its
+    logit bias (OpenAI's definitions). Logprobs stay those of the model's own logits, as vLLM
+    returns them by default. Rows that ask for neither cost nothing."""
+    import torch
+
+    rows = [i for i, sp in enumerate(params) if sp.adjusts]
+    if not rows:
+        return logits
+    logits = logits.clone()
+    vocab = logits.shape[-1]
+    for i in rows:
+        sp = params[i]
+        if outputs[i] and (sp.frequency_penalty or sp.presence_penalty):
+            ids = torch.tensor(outputs[i], device=logits.device).clamp(max=vocab - 1)
+            counts = torch.bincount(ids, minlength=vocab).to(logits.dtype)
+            logits[i] -= counts * sp.frequency_penalty + (counts > 0) * sp.presence_penalty
+        for token, bias in sp.logit_bias:
+            logits[i, token] += bias
+    return logits
 
 
 def pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_p) -> list[int]:

@@ -189,3 +189,34 @@ def test_free_rows_go_to_requests_in_turn_not_to_the_one_with_most_sequences():
     assert len(_fair_share(big + small_a, room=64)) == 17  # no one else waits: all of it
     loners = rows(None, 3)  # requests without a group are each their own
     assert _fair_share(loners, room=2) == loners[:2]
+
+
+def test_penalties_and_logit_bias_change_sampling_as_openai_defines_them(model):
+    """A +100 bias makes a token the answer; penalties take repeats out of a greedy answer; the
+    scheduler and the static engine agree, and rows that ask for none are untouched."""
+    import torch
+
+    m, tok = model
+    logits = torch.zeros((2, 6))
+    plain = engine.Sampling(4)
+    pen = engine.Sampling(4, frequency_penalty=0.5, presence_penalty=1.0, logit_bias=((5, -3.0),))
+    got = engine.adjusted(logits, [plain, pen], [[1, 1, 2], [1, 1, 2]])
+    assert got[0].tolist() == [0.0] * 6  # untouched
+    assert got[1].tolist() == [0.0, -2.0, -1.5, 0.0, 0.0, -3.0]  # 1: 2 x 0.5 + 1; 2: 0.5 + 1
+    forced = tok.encode(" river", add_special_tokens=False)[0]
+    bias = engine.Sampling(8, temperature=0.7, seed=1, ignore_eos=True, logit_bias=((forced, 100),))
+    repeats = engine.Sampling(40, ignore_eos=True, top_logprobs=0)
+    penalised = engine.Sampling(
+        40, ignore_eos=True, top_logprobs=0, frequency_penalty=2.0, presence_penalty=2.0
+    )
+    alone = [engine.generate(m, tok, [PROMPTS[0]], [s])[0] for s in (bias, repeats, penalised)]
+    assert alone[0].text == tok.decode([forced] * 8)
+
+    def most_repeated(completion):  # the answer's tokens, as its logprob entries name them
+        tokens = [lp.token for lp in completion.logprobs]
+        return max(tokens.count(t) for t in set(tokens))
+
+    assert most_repeated(alone[2]) < most_repeated(alone[1])
+    sched = Scheduler(max_batch=8)
+    waiting = [_submit(sched, m, tok, PROMPTS[0], s)[1] for s in (bias, repeats, penalised)]
+    assert [_result(q)[0].text for q in waiting] == [c.text for c in alone]

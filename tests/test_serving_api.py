@@ -201,6 +201,32 @@ def test_several_choices_new_message_shapes_and_empty_stops(server):
     assert [c["index"] for c in many.json()["choices"]] == [0, 1]
 
 
+def test_logit_bias_and_penalties_change_sampling(server, local):
+    tok = local[1]
+    forced = tok.encode(" river", add_special_tokens=False)[0]
+    chat = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 4,
+        "temperature": 0.9,
+        "seed": 4,
+        "ignore_eos": True,
+        "logit_bias": {str(forced): 100},
+    }
+    r = _post(server, "/v1/chat/completions", chat)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == tok.decode([forced] * 4)
+
+    def most_repeated(**extra):  # the answer's tokens, as its logprob entries name them
+        body = {"model": "tiny-a", "prompt": "rivers", "max_tokens": 24, "logprobs": 0}
+        r = _post(server, "/v1/completions", {**body, "ignore_eos": True, **extra})
+        assert r.status_code == 200, r.text
+        got = r.json()["choices"][0]["logprobs"]["tokens"]
+        return max(got.count(t) for t in set(got))
+
+    assert most_repeated(frequency_penalty=2.0, presence_penalty=2.0) < most_repeated()
+
+
 def test_limits_answer_with_4xx_and_never_stall_other_users(server):
     huge = "x" * (10 * 1024 * 1024)
     r = _post(server, "/v1/completions", {"model": "tiny-a", "prompt": huge})

@@ -61,6 +61,11 @@ def prepare(tok, item: dict, vocab: int, limit: int | None) -> Job:
     echo = bool(item.get("echo"))
     if max_new == 0 and not echo:
         raise ValueError("max_tokens=0 needs echo=true (it returns the prompt only)")
+    bad = [t for t, _ in params.get("logit_bias", ()) if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(
+            f"logit_bias names token {bad[0]}, outside the vocabulary (0..{vocab - 1})"
+        )
     if max_new:
         decoding.Sampling(**params)  # its own checks, for this request alone
     return Job(ids, params, echo, prompt if echo else "", item.get("group"))

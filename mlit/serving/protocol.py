@@ -39,9 +39,6 @@ UNSUPPORTED = {
     "function_call": "none",
     "parallel_tool_calls": None,
     "response_format": {"type": "text"},
-    "logit_bias": {},
-    "frequency_penalty": 0,
-    "presence_penalty": 0,
     "best_of": 1,
     "suffix": None,
     "audio": None,
@@ -87,6 +84,19 @@ class _Request(BaseModel):
     stream: StrictBool = False
     n: StrictInt = Field(1, ge=1, le=MAX_CHOICES)
     ignore_eos: StrictBool = False  # vLLM-compatible extension: generate exactly max_tokens
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, StrictFloat] | None = None  # token id (as a string) -> -100..100
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias):
+        for token, value in (bias or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {token!r}")
+            if not -100 <= value <= 100:
+                raise ValueError(f"logit_bias of token {token} must be between -100 and 100")
+        return bias
 
     @model_validator(mode="before")
     @classmethod
@@ -214,6 +224,9 @@ def _sampling(req: _Request, max_new_tokens: int, seed: int | None, top: int | N
         "stop": req.stops(),
         "top_logprobs": top,
         "ignore_eos": req.ignore_eos,
+        "frequency_penalty": req.frequency_penalty or 0.0,
+        "presence_penalty": req.presence_penalty or 0.0,
+        "logit_bias": tuple(sorted((int(t), b) for t, b in (req.logit_bias or {}).items())),
     }
 
 

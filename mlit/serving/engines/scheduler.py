@@ -311,7 +311,11 @@ def _sample(logits, requests: list[Request], tokenizer) -> list[tuple[int, objec
     temperature = torch.tensor([p.temperature for p in params], device=logits.device)
     top_p = torch.tensor([p.top_p for p in params], device=logits.device)
     picked = decoding.pick_batch(
-        logits, params, [r.generator for r in requests], temperature, top_p
+        decoding.adjusted(logits, params, [r.out for r in requests]),
+        params,
+        [r.generator for r in requests],
+        temperature,
+        top_p,
     )
     if all(p.top_logprobs is None for p in params):
         return [(t, None) for t in picked]

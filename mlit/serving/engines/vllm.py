@@ -190,6 +190,9 @@ class VLLMEngine:
             stop=list(sp["stop"]) or None,
             ignore_eos=sp["ignore_eos"],
             logprobs=k,
+            frequency_penalty=sp["frequency_penalty"],
+            presence_penalty=sp["presence_penalty"],
+            logit_bias=dict(sp["logit_bias"]) or None,
         )
         text, ids, lps, finish = "", [], [], "length"
         async for out in self._generate(loaded, job.ids, params):
