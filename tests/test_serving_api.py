@@ -218,7 +218,13 @@ def test_logit_bias_and_penalties_change_sampling(server, local):
     assert r.json()["choices"][0]["message"]["content"] == tok.decode([forced] * 4)
 
     def most_repeated(**extra):  # the answer's tokens, as its logprob entries name them
-        body = {"model": "tiny-a", "prompt": "rivers", "max_tokens": 24, "logprobs": 0}
+        body = {
+            "model": "tiny-a",
+            "prompt": "rivers",
+            "max_tokens": 24,
+            "logprobs": 0,
+            "temperature": 0,
+        }
         r = _post(server, "/v1/completions", {**body, "ignore_eos": True, **extra})
         assert r.status_code == 200, r.text
         got = r.json()["choices"][0]["logprobs"]["tokens"]
