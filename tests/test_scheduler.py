@@ -92,6 +92,19 @@ def test_streamed_pieces_join_to_the_answer_and_the_first_comes_early(model):
     assert done.text == plain.text  # streaming changes nothing for the same seed
 
 
+def test_a_streamed_piece_comes_after_its_tokens_logprob_entries(model):
+    m, tok = model
+    sched = Scheduler()
+    sampling = engine.Sampling(24, temperature=0.7, seed=5, ignore_eos=True, top_logprobs=1)
+    _, events = _submit(sched, m, tok, PROMPTS[1], sampling, stream=True)
+    kinds, entries = [], []
+    while (event := events.get(timeout=60))[0] != "done":
+        kinds.append(event[0])
+        entries += event[1] if event[0] == "logprobs" else ()
+    assert kinds[0::2] == ["logprobs"] * (len(kinds) // 2) and set(kinds[1::2]) == {"token"}
+    assert 0 < len(entries) <= 24 and tuple(entries) == event[1].logprobs[: len(entries)]
+
+
 def test_stop_strings_are_never_streamed_past(model):
     m, tok = model
     sampling = engine.Sampling(40, temperature=1.0, seed=2, ignore_eos=True)

@@ -118,6 +118,49 @@ def test_openai_client_streams_completions(server):
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
 
 
+def _chunks(url, route, body) -> list[dict]:
+    with httpx.stream("POST", f"{url}{route}", json=body, headers=AUTH, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line)["choices"][0] for line in lines[:-1]]
+
+
+def test_streamed_logprobs_are_the_whole_answers_split_over_its_chunks(server):
+    chat = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 40,
+        "temperature": 0.8,
+        "seed": 7,
+        "ignore_eos": True,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    whole = _post(server, "/v1/chat/completions", chat).json()["choices"][0]
+    chunks = _chunks(server, "/v1/chat/completions", {**chat, "stream": True})
+    streamed = [e for c in chunks if c["logprobs"] for e in c["logprobs"]["content"]]
+    expected = whole["logprobs"]["content"]
+    assert len(expected) == 40 and [e["token"] for e in streamed] == [e["token"] for e in expected]
+    for got, want in zip(streamed, expected, strict=True):
+        assert got["logprob"] == pytest.approx(want["logprob"], abs=1e-4)
+        assert len(got["top_logprobs"]) == 2
+    # Each text piece came with its tokens' entries, not all of them at the end.
+    assert sum(1 for c in chunks if c["logprobs"] and c["logprobs"]["content"]) >= 2
+    assert "".join(e["token"] for e in streamed) == whole["message"]["content"]
+
+    # Completions with the prompt echoed: its entries first, offsets counted over the stream.
+    text = {"model": "tiny-b", "prompt": "Once upon a time", "max_tokens": 24, "seed": 3}
+    text |= {"echo": True, "logprobs": 1, "ignore_eos": True}
+    whole = _post(server, "/v1/completions", text).json()["choices"][0]["logprobs"]
+    chunks = _chunks(server, "/v1/completions", {**text, "stream": True})
+    parts = [c["logprobs"] for c in chunks if c["logprobs"]]
+    for key in ("tokens", "text_offset"):
+        assert [v for p in parts for v in p[key]] == whole[key], key
+    got = [v for p in parts for v in p["token_logprobs"]]
+    assert got == pytest.approx(whole["token_logprobs"], abs=1e-4)
+
+
 def test_echoed_prompt_loglikelihoods_equal_in_process_values(server, local):
     import torch
 

@@ -36,8 +36,10 @@ from mlit.serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     chat_chunk,
+    chat_logprobs,
     chat_response,
     check_max_tokens,
+    completion_logprobs,
     completion_response,
     lone_surrogate,
     models_response,
@@ -318,8 +320,6 @@ class Gateway:
         if req.fits_context and context is not None:
             default = min(default, context - 1)  # the model server fits it to the prompt
         max_new = check_max_tokens(req.requested_tokens(default), context)
-        if req.stream and req.logprobs:
-            raise APIError(400, "logprobs with stream is not supported for chat", "logprobs")
         self.requests["chat"] += 1
         messages = [m.plain() for m in req.messages]
         fit = req.fits_context
@@ -336,8 +336,10 @@ class Gateway:
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = chat_chunk(rid, created, req.model, {"role": "assistant", "content": ""}, None)
 
-        def chunk(text: str) -> dict:
-            return chat_chunk(rid, created, req.model, {"content": text}, None)
+        def chunk(text: str, lps) -> dict:
+            return chat_chunk(
+                rid, created, req.model, {"content": text}, None, logprobs=chat_logprobs(lps)
+            )
 
         def done(c: decoding.Completion) -> dict:
             return chat_chunk(rid, created, req.model, {}, c.finish_reason, usage(c))
@@ -365,8 +367,13 @@ class Gateway:
             raise APIError(400, "stream with several prompts or n > 1 is not supported", "stream")
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-        def chunk(text: str) -> dict:
-            return text_chunk(rid, created, req.model, text, None)
+        offset = 0  # where the next logprob entry's token starts in the returned text
+
+        def chunk(text: str, lps) -> dict:
+            nonlocal offset
+            logprobs = completion_logprobs(lps, offset)
+            offset += sum(len(t.token) for t in lps or ())
+            return text_chunk(rid, created, req.model, text, None, logprobs=logprobs)
 
         def done(c: decoding.Completion) -> dict:
             return text_chunk(rid, created, req.model, "", c.finish_reason, usage(c))

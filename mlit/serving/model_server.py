@@ -134,8 +134,6 @@ class ModelServer:
             yield _error(400, f"this request cannot be run: {err}")
             return
         stream = bool(item.get("stream"))
-        if stream and job.echo:
-            yield {"delta": job.echo_text}
         try:
             async for event in self._answer(loaded, job, stream):
                 yield event
@@ -148,6 +146,9 @@ class ModelServer:
         prompt_lps = None
         if job.echo and job.top_logprobs is not None:
             prompt_lps = await self.engine.prompt_logprobs(loaded, job.ids, job.top_logprobs)
+        wants_lps = stream and job.top_logprobs is not None
+        if stream and job.echo:
+            yield _delta(job.echo_text, prompt_lps if wants_lps else None)
         if not job.generates:  # max_tokens=0 with echo: the prompt's log-likelihoods only
             lps = () if job.top_logprobs is not None else None
             done = decoding.Completion("", "length", len(job.ids), 0, lps)
@@ -157,7 +158,11 @@ class ModelServer:
         # spending decode steps on the request), not whenever the collector gets to it.
         async with aclosing(self.engine.events(loaded, job, stream)) as events:
             held, sent_at = [], 0.0
+            lps, lps_sent = [], 0  # a piece's logprob entries go with it, where asked for
             async for kind, value in events:
+                if kind == "logprobs":
+                    lps += value
+                    continue
                 if kind == "token":
                     # Text leaves in chunks: the first piece at once, then what was sampled since,
                     # every STREAM_INTERVAL_S. Every object a stream yields costs this replica,
@@ -166,11 +171,13 @@ class ModelServer:
                     held.append(value)
                     now = time.monotonic()
                     if now - sent_at >= STREAM_INTERVAL_S:
-                        yield {"delta": "".join(held)}
-                        held, sent_at = [], now
+                        yield _delta("".join(held), lps if wants_lps else None)
+                        held, sent_at, lps_sent, lps = [], now, lps_sent + len(lps), []
                     continue
-                if held:
-                    yield {"delta": "".join(held)}
+                if wants_lps:  # the entries of tokens sampled after the last piece, if any
+                    lps = list(value.logprobs[lps_sent:])
+                if held or lps:
+                    yield _delta("".join(held), lps if wants_lps else None)
                 yield {"ok": preparation.completion_dict(value, job.echo_text, prompt_lps)}
 
     def check_health(self) -> None:
@@ -192,6 +199,13 @@ def _threads() -> int:
     import ray
 
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
+def _delta(text: str, logprobs) -> dict:
+    """A streamed piece; with the logprob entries of its tokens where the request asked."""
+    if logprobs is None:
+        return {"delta": text}
+    return {"delta": text, "logprobs": preparation.plain_logprobs(logprobs)}
 
 
 def _error(status: int, message: str) -> dict:

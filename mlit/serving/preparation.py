@@ -94,8 +94,7 @@ def completion_dict(c: decoding.Completion, echo: str = "", prompt_lps=None) -> 
     log-likelihoods) come first, as OpenAI's completions API returns them."""
     logprobs = None
     if c.logprobs is not None:
-        logprobs = [*(prompt_lps or ()), *c.logprobs]
-        logprobs = [[t.token, t.logprob, [list(p) for p in t.top]] for t in logprobs]
+        logprobs = plain_logprobs([*(prompt_lps or ()), *c.logprobs])
     return {
         "text": echo + c.text,
         "finish_reason": c.finish_reason,
@@ -103,3 +102,9 @@ def completion_dict(c: decoding.Completion, echo: str = "", prompt_lps=None) -> 
         "completion_tokens": c.completion_tokens,
         "logprobs": logprobs,
     }
+
+
+def plain_logprobs(entries) -> list:
+    """Logprob entries as plain data for the gateway (`mlit.serving.sse.token_logprobs` reads
+    them back)."""
+    return [[t.token, t.logprob, [list(p) for p in t.top]] for t in entries]

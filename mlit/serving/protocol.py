@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlit.decoding import Completion
+from mlit.decoding import Completion, TokenLogprob
 
 MAX_CHOICES = 16  # n, and prompts per completions request
 MAX_SEQUENCES = 16  # sequences one request may ask for: prompts x n
@@ -253,8 +253,9 @@ def usage(c: Completion) -> dict:
     return _total_usage([c])
 
 
-def _chat_logprobs(c: Completion) -> dict | None:
-    if c.logprobs is None:
+def chat_logprobs(entries: tuple[TokenLogprob, ...] | None) -> dict | None:
+    """Chat's ``logprobs`` of an answer or of a streamed piece's tokens."""
+    if entries is None:
         return None
     return {
         "content": [
@@ -266,7 +267,7 @@ def _chat_logprobs(c: Completion) -> dict | None:
                     {"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top
                 ],
             }
-            for t in c.logprobs
+            for t in entries
         ]
     }
 
@@ -282,7 +283,7 @@ def chat_response(model: str, completions: list[Completion]) -> dict:
             {
                 "index": i,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": _chat_logprobs(c),
+                "logprobs": chat_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
             for i, c in enumerate(completions)
@@ -291,20 +292,21 @@ def chat_response(model: str, completions: list[Completion]) -> dict:
     }
 
 
-def _completion_logprobs(c: Completion) -> dict | None:
-    """Legacy completions logprobs: ``text_offset`` counts characters of the returned text, which
+def completion_logprobs(entries: tuple[TokenLogprob, ...] | None, start: int = 0) -> dict | None:
+    """Legacy completions logprobs of an answer, or of a streamed piece's tokens whose first
+    starts at character ``start``: ``text_offset`` counts characters of the returned text, which
     holds because the token strings are what each token adds to it (`mlit.decoding.token_text`)."""
-    if c.logprobs is None:
+    if entries is None:
         return None
-    offsets, pos = [], 0
-    for t in c.logprobs:
+    offsets, pos = [], start
+    for t in entries:
         offsets.append(pos)
         pos += len(t.token)
     return {
-        "tokens": [t.token for t in c.logprobs],
-        "token_logprobs": [t.logprob for t in c.logprobs],
+        "tokens": [t.token for t in entries],
+        "token_logprobs": [t.logprob for t in entries],
         # The first prompt token of an echo has no context, so no alternatives: null, as OpenAI.
-        "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in c.logprobs],
+        "top_logprobs": [dict(t.top) if t.logprob is not None else None for t in entries],
         "text_offset": offsets,
     }
 
@@ -319,7 +321,7 @@ def completion_response(model: str, completions: list[Completion]) -> dict:
             {
                 "index": i,
                 "text": c.text,
-                "logprobs": _completion_logprobs(c),
+                "logprobs": completion_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
             for i, c in enumerate(completions)
@@ -335,18 +337,19 @@ def _total_usage(completions: list[Completion]) -> dict:
 
 
 def chat_chunk(
-    rid: str, created: int, model: str, delta: dict, finish: str | None, usage=None
+    rid: str, created: int, model: str, delta: dict, finish: str | None, usage=None, logprobs=None
 ) -> dict:
-    """One server-sent event of a streamed chat answer."""
-    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    """One server-sent event of a streamed chat answer (``logprobs``: its tokens' entries)."""
+    choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     return _chunk("chat.completion.chunk", rid, created, model, choice, usage)
 
 
 def text_chunk(
-    rid: str, created: int, model: str, text: str, finish: str | None, usage=None
+    rid: str, created: int, model: str, text: str, finish: str | None, usage=None, logprobs=None
 ) -> dict:
-    """One server-sent event of a streamed completion."""
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    """One server-sent event of a streamed completion (``logprobs``: its tokens' entries, as
+    `completion_logprobs` writes them)."""
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
     return _chunk("text_completion", rid, created, model, choice, usage)
 
 

@@ -8,14 +8,17 @@ from mlit import decoding
 
 
 def completion_from(d: dict) -> decoding.Completion:
-    lps = None
-    if d["logprobs"] is not None:
-        lps = tuple(
-            decoding.TokenLogprob(tok, lp, tuple((a, b) for a, b in top))
-            for tok, lp, top in d["logprobs"]
-        )
+    lps = token_logprobs(d["logprobs"])
     return decoding.Completion(
         d["text"], d["finish_reason"], d["prompt_tokens"], d["completion_tokens"], lps
+    )
+
+
+def token_logprobs(plain: list | None) -> tuple[decoding.TokenLogprob, ...] | None:
+    if plain is None:
+        return None
+    return tuple(
+        decoding.TokenLogprob(tok, lp, tuple((a, b) for a, b in top)) for tok, lp, top in plain
     )
 
 
@@ -36,14 +39,14 @@ def sse(body: dict) -> str:
 
 
 async def relay(first: dict, rest, chunk, done, leave):
-    """Server-sent events from the model server's events as they come: ``chunk(text)`` for each
-    text piece, then ``done(completion)``. An error after the first byte can only be an event.
+    """Server-sent events from the model server's events as they come: ``chunk(text, logprobs)``
+    for each text piece (its tokens' logprob entries, or None where not asked for), then ``done(completion)``. An error after the first byte can only be an event.
     ``leave()`` ends the request's admission, however the stream ends."""
     try:
         event = first
         while True:
             if "delta" in event:
-                yield sse(chunk(event["delta"]))
+                yield sse(chunk(event["delta"], token_logprobs(event.get("logprobs"))))
             elif "ok" in event:
                 yield sse(done(completion_from(event["ok"])))
                 break

@@ -75,7 +75,7 @@ def serve(conn: Connection, max_batch: int, threads: int) -> None:
 
     def sink(rid: int):
         def post(event: tuple) -> None:
-            if event[0] != "token":
+            if event[0] in ("done", "error"):  # the request's last event
                 requests.pop(rid, None)
             out.post(rid, event)
 

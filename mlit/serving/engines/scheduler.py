@@ -33,7 +33,8 @@ from mlit import decoding
 logger = logging.getLogger("ray.serve")
 
 # An event handed to a request's sink: ("token", text piece), ("done", Completion) or
-# ("error", message). Sinks are called on the scheduler thread and must not block.
+# ("error", message); a streamed request that asked for logprobs gets ("logprobs", entries) before
+# each piece, the entries of the tokens sampled since the last piece. Sinks are called on the scheduler thread and must not block.
 Sink = Callable[[tuple], None]
 
 
@@ -49,7 +50,17 @@ class Request:
     logprobs: list[decoding.TokenLogprob] = field(default_factory=list)
     finish: str | None = None
     sent: str = ""  # text already handed out as pieces
+    logprobs_sent: int = 0  # entries of ``logprobs`` already handed out with pieces
     generator: object = None
+
+
+def _hand_out(req: Request, piece: str) -> None:
+    """A text piece to its request's sink, after the logprob entries of the tokens sampled since
+    the last piece where the request asks for them."""
+    if req.sampling.top_logprobs is not None:
+        req.sink(("logprobs", tuple(req.logprobs[req.logprobs_sent :])))
+        req.logprobs_sent = len(req.logprobs)
+    req.sink(("token", piece))
 
 
 @dataclass(eq=False)
@@ -210,7 +221,7 @@ class Scheduler:
                 piece = decoding.stream_piece(tok, req.out, req.sampling, req.sent)
                 if piece:
                     req.sent += piece
-                    req.sink(("token", piece))
+                    _hand_out(req, piece)
             return False
         completion = decoding.completion(
             tok, len(req.prompt_ids), req.out, req.finish, req.sampling, req.logprobs
@@ -220,7 +231,7 @@ class Scheduler:
             and completion.text.startswith(req.sent)
             and len(completion.text) > len(req.sent)
         ):
-            req.sink(("token", completion.text[len(req.sent) :]))
+            _hand_out(req, completion.text[len(req.sent) :])
         req.sink(("done", completion))
         return True
 

@@ -171,11 +171,12 @@ class VLLMEngine:
             positions = positions or out.prompt_logprobs  # in the first output (deltas)
         if positions is None:
             raise RuntimeError("vLLM returned no prompt logprobs")
+        tok = loaded.tokenizer
         return [
-            decoding.TokenLogprob(decoding.token_text(loaded.tokenizer, [], t), None)
+            decoding.TokenLogprob(decoding.token_text(tok, [], t), None)
             if position is None  # the first prompt token has no context
-            else _entry(t, position, k)
-            for t, position in zip(ids, positions, strict=False)
+            else _entry(t, position, k, decoding.token_text(tok, ids[max(0, i - 8) : i], t))
+            for i, (t, position) in enumerate(zip(ids, positions, strict=False))
         ]
 
     async def events(self, loaded: Loaded, job, stream: bool):
@@ -195,16 +196,21 @@ class VLLMEngine:
             logit_bias=dict(sp["logit_bias"]) or None,
         )
         text, ids, lps, finish = "", [], [], "length"
+        streamed = 0  # logprob entries already handed out with pieces
         async for out in self._generate(loaded, job.ids, params):
             choice = out.outputs[0]
             text += choice.text
-            ids += choice.token_ids
             if k is not None and choice.logprobs:
-                lps += [
-                    _entry(t, pos, k)
-                    for t, pos in zip(choice.token_ids, choice.logprobs, strict=False)
-                ]
+                for t, pos in zip(choice.token_ids, choice.logprobs, strict=False):
+                    # The hf engine's token strings: what each token adds to the answer's text.
+                    lps.append(_entry(t, pos, k, decoding.token_text(loaded.tokenizer, ids, t)))
+                    ids.append(t)
+            else:
+                ids += choice.token_ids
             if stream and choice.text:
+                if k is not None:
+                    yield "logprobs", tuple(lps[streamed:])
+                    streamed = len(lps)
                 yield "token", choice.text
             if choice.finish_reason:
                 finish = "stop" if choice.finish_reason == "stop" else "length"
@@ -256,12 +262,14 @@ def _start(path: str, engines: int, loras: list[Lora]):
     return engine, cfg.get_vocab_size(), cfg.max_model_len
 
 
-def _entry(token_id: int, position: dict, k: int) -> decoding.TokenLogprob:
-    """vLLM's logprobs of one position as ours: the chosen token and the top ``k``."""
+def _entry(token_id: int, position: dict, k: int, text: str) -> decoding.TokenLogprob:
+    """vLLM's logprobs of one position as ours: the chosen token (as ``text``, what it adds to
+    the text, so that an answer's tokens concatenate to it as on the hf engine) and the top
+    ``k``."""
     chosen = position[token_id]
     top = sorted(position.values(), key=lambda lp: lp.rank or 0)[:k]
     return decoding.TokenLogprob(
-        chosen.decoded_token or "",
+        text,
         chosen.logprob,
         tuple((lp.decoded_token or "", lp.logprob) for lp in top),
     )
