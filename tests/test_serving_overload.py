@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from mlit.serving import app as serving
+from mlit.serving import front
 
 KEY = "overload-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -56,17 +57,18 @@ def _body(model: str, i: int, tokens: int = 8) -> dict:
 
 
 class _Probe(threading.Thread):
-    """A liveness probe on a thread of its own: a new connection every 50 ms."""
+    """A liveness probe (or a client listing models) on a thread of its own: a new connection
+    every 50 ms."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, path: str = "/healthz"):
         super().__init__(daemon=True)
-        self.port, self.stop, self.waits = port, threading.Event(), []
+        self.port, self.path, self.stop, self.waits = port, path, threading.Event(), []
 
     def run(self):
         while not self.stop.is_set():
             start = time.perf_counter()
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request("GET", "/healthz")
+            conn.request("GET", self.path, headers=AUTH)
             assert conn.getresponse().status == 200
             conn.close()
             self.waits.append(time.perf_counter() - start)
@@ -84,11 +86,13 @@ def test_a_burst_past_capacity_is_refused_at_once_and_health_never_waits(server)
             ]
             return await asyncio.gather(*calls)
 
-    probe = _Probe(port)
+    probe, listing = _Probe(port), _Probe(port, "/v1/models")
     probe.start()
+    listing.start()
     replies = asyncio.run(burst())
-    probe.stop.set()
-    probe.join()
+    for p in (probe, listing):
+        p.stop.set()
+        p.join()
     codes = [r.status_code for r in replies]
     assert set(codes) <= {200, 429}, sorted(set(codes))
     assert codes.count(200) >= CAPACITY  # what was admitted was served
@@ -99,6 +103,20 @@ def test_a_burst_past_capacity_is_refused_at_once_and_health_never_waits(server)
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     assert "x-mlit-capacity" not in replies[0].headers  # the proxy keeps the private header
     assert max(probe.waits) < 1.0, max(probe.waits)
+    assert max(listing.waits) < 1.0, max(listing.waits)
+
+
+def test_the_proxys_model_list_is_the_gateways_and_asks_for_the_key_all_the_same(server):
+    url, _ = server
+    time.sleep(front.MODELS_TTL_S)  # what the other tests' listings left has expired
+    first = httpx.get(f"{url}/v1/models", headers=AUTH, timeout=30)
+    again = httpx.get(f"{url}/v1/models", headers=AUTH, timeout=30)  # from the proxy
+    assert first.status_code == again.status_code == 200
+    assert "age" in again.headers and "age" not in first.headers  # a cached answer says so
+    assert {m["id"] for m in again.json()["data"]} == {"m-a", "m-b", "m-c"}
+    assert again.json() == first.json()
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert httpx.get(f"{url}/v1/models", headers=headers, timeout=30).status_code == 401
 
 
 def test_slow_uploads_get_408_and_hold_no_slot_from_other_clients(server):

@@ -9,6 +9,10 @@ proxy's own event loop (a Starlette middleware):
 - ``GET /healthz`` is answered at once: the proxy is up, and Serve's controller restarts a
   gateway or model-server replica that fails its health checks, so a probe only has to know that
   HTTP is served. The gateway keeps its own ``/healthz`` for an app started by ``serve run``;
+- ``GET /v1/models`` is answered from the gateway's last 200 to the same ``Authorization``
+  header, for ``MODELS_TTL_S``: a client listing models does not queue behind a burst of
+  generation requests at the gateway (0.87 s at worst in a 1,000-request burst), and a header the
+  gateway has not accepted still goes to the gateway, which checks the key;
 - a request body is read here, whole, before the request is routed: one sent a byte a second
   is answered 408 after ``BODY_TIMEOUT_S`` and never holds one of the gateway's bounded slots
   (600 slow uploads would otherwise fill them and turn every other client away), and one over
@@ -32,8 +36,10 @@ Ray starts: `install` before mlit starts a local Ray; ``ray_cluster.yaml`` on th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import time
 
 HEALTH = json.dumps({"status": "ok"}).encode()
 # A request body must arrive within this; MLIT_BODY_TIMEOUT_S in the environment Ray starts with
@@ -45,6 +51,9 @@ GENERATION = ("/v1/chat/completions", "/v1/completions")
 # the proxy refuses past that itself, at once, and strips the header.
 CAPACITY_HEADER = b"x-mlit-capacity"
 CALLBACK = ("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "mlit.serving.front:middlewares")
+# How long the proxy answers /v1/models from the gateway's last answer to the same credentials:
+# the list changes only when the app is deployed again, and then at most this late.
+MODELS_TTL_S = 10.0
 
 
 def install() -> None:
@@ -64,12 +73,15 @@ class Front:
         self.app = app
         self.capacity: int | None = None  # generation requests the gateway takes, once it said
         self.in_flight = 0  # generation requests through this proxy
+        self.listings: dict[bytes, tuple[float, bytes]] = {}  # credentials' hash -> (when, body)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
             return await _answer(send, 200, HEALTH)
+        if scope["path"] == "/v1/models" and scope["method"] == "GET":
+            return await self._models(scope, receive, send)
         generation = scope["method"] == "POST" and scope["path"] in GENERATION
         if generation and self._full():
             return await _busy(send, self.in_flight)
@@ -111,6 +123,26 @@ class Front:
         finally:
             leave()
 
+    async def _models(self, scope, receive, send):
+        who = _credentials(scope)
+        when, body = self.listings.get(who, (0.0, b""))
+        age = time.monotonic() - when
+        if age < MODELS_TTL_S:  # HTTP's Age: the seconds since the gateway gave this answer
+            return await _answer(send, 200, body, [(b"age", str(int(age)).encode())])
+        parts, ok = [], False
+
+        async def keeping(message):  # the gateway's answer, kept where it is a 200
+            nonlocal ok
+            if message["type"] == "http.response.start":
+                ok = message["status"] == 200
+            elif ok:
+                parts.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self.listings[who] = (time.monotonic(), b"".join(parts))
+            await send(message)
+
+        await self.app(scope, receive, _as_openai_errors(self._learn(keeping)))
+
     def _full(self) -> bool:
         return self.capacity is not None and self.in_flight >= self.capacity
 
@@ -127,6 +159,12 @@ class Front:
             await send(message)
 
         return wrapped
+
+
+def _credentials(scope) -> bytes:
+    """A digest of the request's Authorization headers (all of them: the gateway refuses two)."""
+    values = [v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"]
+    return hashlib.sha256(b"\n".join(values)).digest()
 
 
 async def _busy(send, in_flight: int) -> None:
