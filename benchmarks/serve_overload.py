@@ -9,11 +9,12 @@ One run, one CPU replica of the demo base model served under 12 names, 4 per rep
   4-model burst, in every pair). Each request has a connection of its own with as little client
   work as can be, so that the burst reaches the server as fast as it can take it in;
 - **overload:** 1,000 concurrent chat requests while ``/healthz`` and ``/v1/models`` are each
-  polled every 0.1 s: the slowest answers (goal: under 1 s), how many were refused (429) and how fast, how many
-  served, and no other status;
+  polled every 0.1 s: the slowest answers (goal: under 1 s), how many were refused (429) and
+  how fast, how many served, and no other status;
 - **slow uploads:** 600 connections with a valid key that send a 100,000-byte body one byte a
   second, while one client asks 16-token questions in turn: its p50 latency against the same
-  client alone, ``/healthz`` and ``/v1/models``, and what the uploads got (408 once the body timeout passes).
+  client alone, ``/healthz`` and ``/v1/models``, and what the uploads got (408 once the body
+  timeout passes).
 """
 
 from __future__ import annotations

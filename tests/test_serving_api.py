@@ -84,15 +84,19 @@ def _stream_chat(url, body):
     return first, time.perf_counter() - start, text
 
 
-def test_tokens_stream_as_they_are_sampled_and_match_the_whole_answer(server):
-    body = {
+def _story(**extra) -> dict:
+    """A chat request for a fixed-length sampled answer."""
+    return {
         "model": "tiny-a",
         "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "max_tokens": 200,
         "temperature": 0.8,
-        "seed": 42,
         "ignore_eos": True,
+        **extra,
     }
+
+
+def test_tokens_stream_as_they_are_sampled_and_match_the_whole_answer(server):
+    body = _story(max_tokens=200, seed=42)
     whole = _post(server, "/v1/chat/completions", body).json()  # the model is loaded by now
     first, total, streamed = _stream_chat(server, {**body, "stream": True})
     assert streamed == whole["choices"][0]["message"]["content"]
@@ -127,16 +131,7 @@ def _chunks(url, route, body) -> list[dict]:
 
 
 def test_streamed_logprobs_are_the_whole_answers_split_over_its_chunks(server):
-    chat = {
-        "model": "tiny-a",
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "max_tokens": 40,
-        "temperature": 0.8,
-        "seed": 7,
-        "ignore_eos": True,
-        "logprobs": True,
-        "top_logprobs": 2,
-    }
+    chat = _story(max_tokens=40, seed=7, logprobs=True, top_logprobs=2)
     whole = _post(server, "/v1/chat/completions", chat).json()["choices"][0]
     chunks = _chunks(server, "/v1/chat/completions", {**chat, "stream": True})
     streamed = [e for c in chunks if c["logprobs"] for e in c["logprobs"]["content"]]

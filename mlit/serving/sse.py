@@ -40,8 +40,9 @@ def sse(body: dict) -> str:
 
 async def relay(first: dict, rest, chunk, done, leave):
     """Server-sent events from the model server's events as they come: ``chunk(text, logprobs)``
-    for each text piece (its tokens' logprob entries, or None where not asked for), then ``done(completion)``. An error after the first byte can only be an event.
-    ``leave()`` ends the request's admission, however the stream ends."""
+    for each text piece (its tokens' logprob entries, or None where not asked for), then
+    ``done(completion)``. An error after the first byte can only be an event. ``leave()`` ends
+    the request's admission, however the stream ends."""
     try:
         event = first
         while True:

@@ -90,7 +90,8 @@ class Turns:
         if held is not None:
             held.asked = now = time.monotonic()
             if now >= held.since:
-                held.first_ask = held.first_ask if held.asks else now
+                if not held.asks:
+                    held.first_ask = now
                 held.asks += 1
         if held is not None and not self._turn_over(name, held):
             held.running += 1

@@ -42,8 +42,9 @@ class Engine(Protocol):
     """What the model server asks of an engine. ``load`` blocks (the caller runs it off the
     event loop); ``events`` yields ``("token", text)`` pieces while streaming (each after a
     ``("logprobs", entries)`` of the tokens sampled since the last piece, where the job asks for
-    logprobs), then ``("done", mlit.decoding.Completion)``, or raises `GenerationError`. ``check_health`` raises
-    when the engine cannot answer any more (Serve then replaces the replica)."""
+    logprobs), then ``("done", mlit.decoding.Completion)``, or raises `GenerationError`.
+    ``check_health`` raises when the engine cannot answer any more (Serve then replaces the
+    replica)."""
 
     name: str
 

@@ -34,7 +34,8 @@ logger = logging.getLogger("ray.serve")
 
 # An event handed to a request's sink: ("token", text piece), ("done", Completion) or
 # ("error", message); a streamed request that asked for logprobs gets ("logprobs", entries) before
-# each piece, the entries of the tokens sampled since the last piece. Sinks are called on the scheduler thread and must not block.
+# each piece, the entries of the tokens sampled since the last piece. Sinks are called on the
+# scheduler thread and must not block.
 Sink = Callable[[tuple], None]
 
 
