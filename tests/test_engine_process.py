@@ -71,7 +71,10 @@ def test_answers_come_from_another_process_streamed_and_whole_alike(engine, tiny
     sampling = decoding.Sampling(**{**job.params, "stop": ()})
     alone = decoding.generate(model, loaded.tokenizer, [prompt], [sampling])[0]
     assert whole[2][0][1].text == alone.text
-    assert engine.stats()["batch_sizes"]  # the process reports its steps
+    stats = engine.stats()
+    assert stats["batch_sizes"]  # the process reports its steps, and their rows ever
+    assert stats["decode_steps"] == len(stats["batch_sizes"])
+    assert stats["decode_rows"] == sum(stats["batch_sizes"]) >= 8 * 15  # 8 answers of 16 tokens
 
 
 def test_a_cancelled_request_stops_taking_decode_steps(engine, tiny_base):

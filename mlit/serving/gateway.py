@@ -309,6 +309,11 @@ class Gateway:
             "failed_loads": dict(failed),
             "loads_by_shard": [one["loads"] for one in shards],
             "batch_sizes": [n for one in shards for n in one["batch_sizes"]],
+            **{  # counters since each replica started (the hf engine's)
+                name: sum(one[name] for one in shards)
+                for name in ("decode_steps", "decode_rows")
+                if all(name in one for one in shards)
+            },
         }
 
     @api.post("/v1/chat/completions", openapi_extra=_body_schema(ChatCompletionRequest))

@@ -12,8 +12,9 @@ relays text.
 Messages over the socket FD (pickled, `multiprocessing.connection`). To the process:
 ``("load", call, key, path)``, ``("unload", key)``, ``("submit", rid, key, ids, params, stream,
 group)``, ``("cancel", rid)``, ``("logprobs", call, key, ids, k)``. Back: ``("events", [(rid,
-event), ...], steps)`` — every event of a decode step in one message, with the rows of the steps
-since the last one — and ``("reply", call, value)`` or ``("failed", call, message)``.
+event), ...], steps, totals)`` — every event of a decode step in one message, with the rows of the
+steps since the last one (the last 1,000 at most) and the steps and rows ever — and ``("reply",
+call, value)`` or ``("failed", call, message)``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class _Outbox:
             new, self._stepped = min(count - self._stepped, 1000), count
             steps = self.scheduler.steps[-new:] if new else []
             if events or steps:
-                self.send(("events", events, steps))
+                totals = (count, self.scheduler.stepped_rows)
+                self.send(("events", events, steps, totals))
 
 
 def serve(conn: Connection, max_batch: int, threads: int) -> None:

@@ -66,7 +66,12 @@ class HFEngine:
             self._process.forget(rid, cancel=not finished)  # the client went away: stop it
 
     def stats(self) -> dict:
-        return {"engine": self.name, "batch_sizes": list(self._process.steps)}
+        return {
+            "engine": self.name,
+            "batch_sizes": list(self._process.steps),
+            "decode_steps": self._process.decode_steps,
+            "decode_rows": self._process.decode_rows,
+        }
 
     def check_health(self) -> None:
         """Raises once the engine's process is gone: Serve then replaces the replica."""
@@ -99,6 +104,9 @@ class EngineProcess:
         self._waiting: dict[int, tuple[_Mailbox, asyncio.Queue]] = {}
         self._mail: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> _Mailbox
         self.steps: deque[int] = deque(maxlen=1000)  # rows per decode step (the stats)
+        # Decode steps and their rows ever, as of the engine's last message: two readings give
+        # the mean batch between them.
+        self.decode_steps = self.decode_rows = 0
         self.gone: str | None = None  # why the process is gone, once it is
         threading.Thread(target=self._read_forever, name="mlit-engine-reader", daemon=True).start()
 
@@ -147,6 +155,7 @@ class EngineProcess:
                 message = self._conn.recv()
                 if message[0] == "events":
                     self.steps.extend(message[2])
+                    self.decode_steps, self.decode_rows = message[3]
                     by_loop: dict[_Mailbox, list] = {}
                     for rid, event in message[1]:
                         waiter = self._waiting.get(rid)

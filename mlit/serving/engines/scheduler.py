@@ -94,6 +94,7 @@ class Scheduler:
         self._wake = threading.Event()
         self.steps: list[int] = []  # rows per decode step (the serving stats' "batch sizes")
         self.stepped = 0  # decode steps taken, ever
+        self.stepped_rows = 0  # rows over those steps: a mean batch over any stretch of time
         self._thread = threading.Thread(target=self._loop, name="mlit-scheduler", daemon=True)
         self._thread.start()
 
@@ -176,6 +177,7 @@ class Scheduler:
         rows = len(batch.rows)
         self.steps.append(rows)
         self.stepped += 1
+        self.stepped_rows += rows
         del self.steps[:-1000]
         batch.attention = torch.cat([batch.attention, batch.attention.new_ones((rows, 1))], -1)
         batch.position = batch.position + 1
