@@ -1,8 +1,8 @@
 """The serving layer under sustained load: 64 closed-loop clients, some streaming, held against
 the engine alone.
 
-    python benchmarks/serve_load.py            # writes benchmarks/results/serve_load.json (~10 min)
-    python benchmarks/serve_load.py --seconds 10 --clients 16 --out /tmp/load.json   # a quick look
+    python benchmarks/serve_load.py            # writes benchmarks/results/serve_load.json (~15 min)
+    python benchmarks/serve_load.py --seconds 10 --large-seconds 30 --clients 16 --out /tmp/l.json
 
 One run measures the same app (`mlit.serving`, one replica on every core, as `mlit serve` starts it)
 on the demo base model three times: under one name; under three names, so that the traffic mixes
@@ -12,8 +12,17 @@ parameters (`LARGER`, random weights), whose decode step outweighs the HTTP path
 request as a real model's does. Then the engine alone (`engine_alone`: the hf engine driven from
 this process, no HTTP, no Ray) runs the same requests on each model with as many in flight as its
 one-model server's mean batch.
-Each client sends a request, waits for the answer, and sends the next, for a fixed time. Every answer is 64 new tokens
-(``ignore_eos``) sampled with the paper's nucleus settings; one client in four streams.
+
+Each client sends a request, waits for the answer, and sends the next, for a fixed time. Every
+answer is 64 new tokens (``ignore_eos``) sampled with the paper's nucleus settings; one client in
+four streams. A client's first answer is shorter (1 to 64 tokens, spread over the clients), so that
+answers end at different decode steps, as they do in a server's steady state: started together,
+the clients would move in lock-step rounds (a full batch draining to an empty one, a prefill of
+64 at once), and the served and engine-alone runs would be held against each other on how their
+rounds happened to fall in the time. Throughput is counted in the steady-state window (from the
+moment every client's first answer is in to the deadline; an answer's tokens count for the share
+of its time inside the window), the mean batch from the engine's step counters over the same
+window.
 
 Reported per setting: requests/s, generated tokens/s, p50/p99 latency, time to first token of the
 streamed answers (p50, and as a share of their p50 total), mean rows per decode step (the batch
@@ -26,12 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
 import socket
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -53,17 +62,36 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _body(client: int, n: int, stream: bool, models=MODELS) -> dict:
+def _body(client: int, n: int, stream: bool, models=MODELS, clients: int = 1) -> dict:
     return {
         "model": models[client % len(models)],
         "messages": [{"role": "user", "content": f"Client {client} asks question {n}."}],
-        "max_tokens": NEW_TOKENS,
+        "max_tokens": _tokens(client, n, clients),
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": client * 100_000 + n,
         "ignore_eos": True,
         "stream": stream,
     }
+
+
+def _tokens(client: int, n: int, clients: int) -> int:
+    """New tokens of a client's ``n``-th request: its first is 1..NEW_TOKENS long, spread over
+    the clients, so that answers end at different steps from then on, as a server's clients do
+    in steady state (started together, 64 clients would move in lock-step rounds, each one a
+    full batch draining to an empty one). Every later request is NEW_TOKENS long."""
+    return NEW_TOKENS if n else 1 + client * (NEW_TOKENS - 1) // max(1, clients - 1)
+
+
+def _in_window(done: list[dict], start: float, end: float) -> float:
+    """Tokens generated within ``[start, end]``: each answer's tokens spread evenly over its time,
+    the share that falls inside the window counted (answers cross its edges)."""
+    total = 0.0
+    for r in done:
+        overlap = min(end, r["end"]) - max(start, r["start"])
+        if overlap > 0:
+            total += r["tokens"] * overlap / max(r["end"] - r["start"], 1e-9)
+    return total
 
 
 async def _one(http: httpx.AsyncClient, url: str, body: dict) -> dict:
@@ -88,28 +116,67 @@ async def _one(http: httpx.AsyncClient, url: str, body: dict) -> dict:
                 if first is None and event["choices"][0]["delta"].get("content"):
                     first = time.perf_counter() - start
                 tokens = event.get("usage", {}).get("completion_tokens", tokens)
+    end = time.perf_counter()
     return {
-        "latency": time.perf_counter() - start,
+        "start": start,
+        "end": end,
+        "latency": end - start,
         "ttft": first,
         "tokens": tokens,
         "stream": body["stream"],
     }
 
 
-async def _load(url: str, clients: int, seconds: float, models=MODELS) -> list[dict]:
+async def _closed_loop(ask, clients: int, seconds: float, at_window=None):
+    """``clients`` closed loops of ``await ask(client, n)`` until ``seconds`` have passed: every
+    answer (a dict with when it started and ended), and the steady-state window, from the moment
+    every client's first (short, `_tokens`) answer is in to the deadline, after which the batch
+    only drains (None, None: no window, as in a warm-up). ``at_window`` (a coroutine function)
+    runs at both ends of the window: the server's counters."""
     done: list[dict] = []
     deadline = time.perf_counter() + seconds
+    firsts = asyncio.Event()
+    window: list[float] = []
+    settled = 0  # clients whose first answer is in
 
-    async def client(c: int, http: httpx.AsyncClient) -> None:
+    async def client(c: int) -> None:
+        nonlocal settled
         n = 0
         while time.perf_counter() < deadline:
-            done.append(await _one(http, url, _body(c, n, c % 4 == 0, models)))
+            done.append(await ask(c, n))
             n += 1
+            if n == 1:
+                settled += 1
+                if settled == clients:
+                    firsts.set()
 
+    async def edges() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(firsts.wait(), deadline - time.perf_counter())
+        if not firsts.is_set():
+            return
+        for end in (False, True):
+            if end:
+                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+            window.append(time.perf_counter())
+            if at_window:
+                await at_window()
+
+    watcher = asyncio.create_task(edges())
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    await watcher
+    return done, window[0] if window else None, window[-1] if window else None
+
+
+async def _load(url: str, clients: int, seconds: float, models=MODELS, at_window=None):
+    """`_closed_loop` over HTTP; one client in four streams."""
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        await asyncio.gather(*(client(c, http) for c in range(clients)))
-    return done
+
+        async def ask(c: int, n: int) -> dict:
+            return await _one(http, url, _body(c, n, c % 4 == 0, models, clients))
+
+        return await _closed_loop(ask, clients, seconds, at_window)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -128,33 +195,122 @@ def measure(
     url = serving.start(cfg)
     asyncio.run(_load(url, len(models), 2, models))  # warm-up: every model loaded once
     before = httpx.get(f"{url}/v1/stats").json()
+    counters: list[dict] = []
+
+    cpu: list[dict] = []
+
+    async def at_window() -> None:
+        cpu.append(_cpu_by_role())
+        async with httpx.AsyncClient() as http:
+            counters.append((await http.get(f"{url}/v1/stats")).json())
+
     start = time.perf_counter()
-    results = asyncio.run(_load(url, clients, seconds, models))
+    results, first, last = asyncio.run(_load(url, clients, seconds, models, at_window))
     wall = time.perf_counter() - start
     after = httpx.get(f"{url}/v1/stats").json()
     serving.stop()
+    if first is None:
+        raise SystemExit(f"--seconds {seconds:g} is too short: not every client had an answer")
     ok = [r for r in results if "error" not in r]
     streamed = [r for r in ok if r["stream"] and r["ttft"] is not None]
-    steps = after["batch_sizes"]
     loads_after = sum(after["loads"].values()) - sum(before["loads"].values())
     stream_total = _pct([r["latency"] for r in streamed], 0.5)
     stream_ttft = _pct([r["ttft"] for r in streamed], 0.5)
     return {
         "max_batch_size": max_batch,
         "wall_s": round(wall, 1),
+        "window_s": round(last - first, 1),
         "requests": len(ok),
         "errors": len(results) - len(ok),
         "requests_per_s": round(len(ok) / wall, 2),
-        "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        "tokens_per_s": round(_in_window(ok, first, last) / (last - first), 1),
         "latency_p50_s": _pct([r["latency"] for r in ok], 0.5),
         "latency_p99_s": _pct([r["latency"] for r in ok], 0.99),
         "streamed": len(streamed),
         "stream_ttft_p50_s": stream_ttft,
         "stream_total_p50_s": stream_total,
         "ttft_share_of_total": round(stream_ttft / stream_total, 3) if streamed else None,
-        "mean_batch": round(statistics.mean(steps), 1) if steps else None,
+        "mean_batch": _mean_batch(*counters),
         "reloads": loads_after,
+        "cpu": _cpu_report(*cpu, last - first, _in_window(ok, first, last) / NEW_TOKENS),
     }
+
+
+# Where a served request's CPU goes, by process (matched on the command line; the rest of the
+# machine is "other": Ray's own processes, the controller, the kernel's work for them).
+ROLES = (
+    ("engine", "mlit.serving.engines.engine_process"),
+    ("proxy", "ray::ProxyActor"),
+    ("gateway", "ServeReplica:mlit:Gateway"),
+    ("model_server", "ServeReplica:mlit:ModelServer"),
+)
+
+
+def _cpu_by_role() -> dict:
+    """CPU seconds used so far by each role's processes, this process ("client") and the rest;
+    and, per thread of the engine's process, the seconds it ran and waited for a CPU while
+    runnable (the kernel's schedstat)."""
+    import psutil
+
+    seconds: dict[str, float] = {}
+    threads: dict[str, tuple[float, float]] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        line = " ".join(proc.info["cmdline"] or [])
+        role = next((name for name, mark in ROLES if mark in line), "other")
+        role = "client" if proc.info["pid"] == os.getpid() else role
+        seconds[role] = seconds.get(role, 0.0) + times.user + times.system
+        if role == "engine":
+            threads.update(_schedstat(proc.info["pid"]))
+    return {"roles": seconds, "engine_threads": threads}
+
+
+def _schedstat(pid: int) -> dict[str, tuple[float, float]]:
+    found = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                ran, waited, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                found[tid] = (int(ran) / 1e9, int(waited) / 1e9)
+    return found
+
+
+def _cpu_report(before: dict, after: dict, seconds: float, answers: float) -> dict:
+    """Cores each role kept busy over the window and its CPU ms per 64-token answer; the engine's
+    busy threads (the decode loop, torch's other OpenMP thread): the share of the window each
+    ran, and waited runnable for a CPU that something else held."""
+    roles, was = after["roles"], before["roles"]
+    used = {role: roles[role] - was.get(role, 0.0) for role in roles}
+    threads = []
+    for tid, (ran, waited) in after["engine_threads"].items():
+        ran0, waited0 = before["engine_threads"].get(tid, (0.0, 0.0))
+        if ran - ran0 > 0.05 * seconds:
+            threads.append(
+                {
+                    "running": round((ran - ran0) / seconds, 3),
+                    "waiting_for_a_cpu": round((waited - waited0) / seconds, 3),
+                }
+            )
+    return {
+        **{
+            role: {
+                "cores": round(cpu / seconds, 3),
+                "ms_per_answer": round(1000 * cpu / answers, 2),
+            }
+            for role, cpu in sorted(used.items(), key=lambda kv: -kv[1])
+            if cpu > 0
+        },
+        "engine_threads": sorted(threads, key=lambda t: -t["running"]),
+    }
+
+
+def _mean_batch(before: dict, after: dict) -> float | None:
+    """Rows per decode step between two readings of the engine's counters."""
+    steps = after["decode_steps"] - before["decode_steps"]
+    return round((after["decode_rows"] - before["decode_rows"]) / steps, 1) if steps else None
 
 
 # Models of the demo's shape family at real models' cost per token (random weights, the demo
@@ -204,8 +360,9 @@ def _parameters(model_dir: Path) -> int:
 
 def engine_alone(model_dir: Path, rows: int, seconds: float) -> dict:
     """The hf engine in this process, no HTTP and no Ray: ``rows`` closed-loop requests in flight
-    (the served run's mean batch), the same prompts and sampling as the served requests, torch on
-    every core. What the served path is held against."""
+    (the served run's mean batch), the same requests as the served clients send (prompts,
+    sampling, one in four streamed: the engine hands those out piece by piece), torch on every
+    core. What the served path is held against."""
     import torch
 
     from mlit.serving import preparation
@@ -214,42 +371,45 @@ def engine_alone(model_dir: Path, rows: int, seconds: float) -> dict:
 
     engine = HFEngine(max(rows, 1), os.cpu_count() or 1)
     loaded = engine.load("demo", str(model_dir))
-    done: list[int] = []
 
-    def job(client: int, n: int) -> preparation.Job:
-        req = ChatCompletionRequest(**_body(client, n, False))
-        messages = [m.plain() for m in req.messages]
+    async def ask(c: int, n: int) -> dict:
+        body = _body(c, n, c % 4 == 0, clients=rows)
+        req = ChatCompletionRequest(**body)
         item = {
             "kind": "chat",
-            "messages": messages,
-            "sampling": req.sampling(NEW_TOKENS, req.seed),
+            "messages": [m.plain() for m in req.messages],
+            "sampling": req.sampling(body["max_tokens"], req.seed),
         }
-        return preparation.prepare(loaded.tokenizer, item, loaded.vocab, loaded.context)
+        job = preparation.prepare(loaded.tokenizer, item, loaded.vocab, loaded.context)
+        start = time.perf_counter()
+        async for kind, value in engine.events(loaded, job, body["stream"]):
+            if kind == "done":
+                return {
+                    "start": start,
+                    "end": time.perf_counter(),
+                    "tokens": value.completion_tokens,
+                }
+        raise RuntimeError("the engine ended a request without an answer")
 
-    async def client(c: int, deadline: float) -> None:
-        n = 0
-        while time.perf_counter() < deadline:
-            async for kind, value in engine.events(loaded, job(c, n), False):
-                if kind == "done":
-                    done.append(value.completion_tokens)
-            n += 1
+    counters: list[dict] = []
 
-    async def run(clients: int, for_s: float) -> None:
-        deadline = time.perf_counter() + for_s
-        await asyncio.gather(*(client(c, deadline) for c in range(clients)))
+    cpu: list[dict] = []
 
-    asyncio.run(run(rows, 2))  # warm-up
-    done.clear()
-    start = time.perf_counter()
-    asyncio.run(run(rows, seconds))
-    wall = time.perf_counter() - start
-    steps = engine.stats()["batch_sizes"]
+    async def at_window() -> None:
+        cpu.append(_cpu_by_role())
+        counters.append(engine.stats())
+
+    asyncio.run(_closed_loop(ask, rows, 2))  # warm-up
+    done, first, last = asyncio.run(_closed_loop(ask, rows, seconds, at_window))
+    if first is None:
+        raise SystemExit(f"--seconds {seconds:g} is too short: not every client had an answer")
     return {
         "rows_in_flight": rows,
         "threads": torch.get_num_threads(),
-        "wall_s": round(wall, 1),
-        "tokens_per_s": round(sum(done) / wall, 1),
-        "mean_batch": round(statistics.mean(steps), 1) if steps else None,
+        "window_s": round(last - first, 1),
+        "tokens_per_s": round(_in_window(done, first, last) / (last - first), 1),
+        "mean_batch": _mean_batch(*counters),
+        "cpu": _cpu_report(*cpu, last - first, _in_window(done, first, last) / NEW_TOKENS),
     }
 
 
@@ -257,6 +417,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument(
+        "--large-seconds",
+        type=float,
+        default=90,
+        help="per run on the larger models: their first answers alone take ~30 s under 64 clients",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -271,7 +437,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="mlit-larger-"))
     larger = [larger_model(model_dir, scratch / name, h, n, m) for name, h, n, m in LARGER]
     one = measure(model_dir, batch, args.clients, args.seconds, port, MODELS[:1])
-    bigs = [measure(d, batch, args.clients, args.seconds, port, MODELS[:1]) for d in larger]
+    bigs = [measure(d, batch, args.clients, args.large_seconds, port, MODELS[:1]) for d in larger]
     normal = measure(model_dir, batch, args.clients, args.seconds, port)
     single = measure(model_dir, 1, args.clients, args.seconds, port)
     serve.shutdown()
@@ -281,7 +447,7 @@ def main() -> None:
     share = one["tokens_per_s"] / alone["tokens_per_s"]
     sizes = []
     for (name, hidden, layers, _), folder, big in zip(LARGER, larger, bigs, strict=True):
-        big_alone = engine_alone(folder, round(big["mean_batch"] or 1), args.seconds)
+        big_alone = engine_alone(folder, round(big["mean_batch"] or 1), args.large_seconds)
         sizes.append(
             {
                 "model": f"the demo's shape at {name} parameters (hidden {hidden}, {layers} "
@@ -298,7 +464,9 @@ def main() -> None:
         "model": "demo base model (Llama-style, ~0.4M parameters), one replica on every core",
         "clients": args.clients,
         "seconds": args.seconds,
+        "large_model_seconds": args.large_seconds,
         "new_tokens": NEW_TOKENS,
+        "counted": "tokens/s and mean batch in the steady-state window (module docstring)",
         "one_model": one,
         "engine_alone": alone,
         "served_share_of_engine": round(share, 3),
