@@ -150,17 +150,18 @@ async def _closed_loop(ask, clients: int, seconds: float, at_window=None):
                 if settled == clients:
                     firsts.set()
 
+    async def edge() -> None:
+        window.append(time.perf_counter())
+        if at_window:
+            await at_window()
+
     async def edges() -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(firsts.wait(), deadline - time.perf_counter())
-        if not firsts.is_set():
-            return
-        for end in (False, True):
-            if end:
-                await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-            window.append(time.perf_counter())
-            if at_window:
-                await at_window()
+        if firsts.is_set():
+            await edge()
+            await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+            await edge()
 
     watcher = asyncio.create_task(edges())
     await asyncio.gather(*(client(c) for c in range(clients)))
@@ -195,44 +196,56 @@ def measure(
     url = serving.start(cfg)
     asyncio.run(_load(url, len(models), 2, models))  # warm-up: every model loaded once
     before = httpx.get(f"{url}/v1/stats").json()
-    counters: list[dict] = []
-
-    cpu: list[dict] = []
+    readings: list[tuple[dict, dict]] = []
 
     async def at_window() -> None:
-        cpu.append(_cpu_by_role())
+        cpu = _cpu_by_role()
         async with httpx.AsyncClient() as http:
-            counters.append((await http.get(f"{url}/v1/stats")).json())
+            readings.append((cpu, (await http.get(f"{url}/v1/stats")).json()))
 
     start = time.perf_counter()
     results, first, last = asyncio.run(_load(url, clients, seconds, models, at_window))
     wall = time.perf_counter() - start
     after = httpx.get(f"{url}/v1/stats").json()
     serving.stop()
-    if first is None:
-        raise SystemExit(f"--seconds {seconds:g} is too short: not every client had an answer")
     ok = [r for r in results if "error" not in r]
     streamed = [r for r in ok if r["stream"] and r["ttft"] is not None]
     loads_after = sum(after["loads"].values()) - sum(before["loads"].values())
     stream_total = _pct([r["latency"] for r in streamed], 0.5)
     stream_ttft = _pct([r["ttft"] for r in streamed], 0.5)
+    window = _window(ok, first, last, readings, seconds)
     return {
         "max_batch_size": max_batch,
         "wall_s": round(wall, 1),
-        "window_s": round(last - first, 1),
+        "window_s": window["window_s"],
         "requests": len(ok),
         "errors": len(results) - len(ok),
         "requests_per_s": round(len(ok) / wall, 2),
-        "tokens_per_s": round(_in_window(ok, first, last) / (last - first), 1),
+        "tokens_per_s": window["tokens_per_s"],
         "latency_p50_s": _pct([r["latency"] for r in ok], 0.5),
         "latency_p99_s": _pct([r["latency"] for r in ok], 0.99),
         "streamed": len(streamed),
         "stream_ttft_p50_s": stream_ttft,
         "stream_total_p50_s": stream_total,
         "ttft_share_of_total": round(stream_ttft / stream_total, 3) if streamed else None,
-        "mean_batch": _mean_batch(*counters),
+        "mean_batch": window["mean_batch"],
         "reloads": loads_after,
-        "cpu": _cpu_report(*cpu, last - first, _in_window(ok, first, last) / NEW_TOKENS),
+        "cpu": window["cpu"],
+    }
+
+
+def _window(done: list[dict], first, last, readings: list, seconds: float) -> dict:
+    """What a closed-loop run did in its steady-state window: its length, tokens/s, mean batch
+    (from the engine's counters read at both ends) and CPU by process (`_cpu_report`)."""
+    if first is None:
+        raise SystemExit(f"--seconds {seconds:g} is too short: not every client had an answer")
+    (cpu_before, stats_before), (cpu_after, stats_after) = readings
+    tokens, span = _in_window(done, first, last), last - first
+    return {
+        "window_s": round(span, 1),
+        "tokens_per_s": round(tokens / span, 1),
+        "mean_batch": _mean_batch(stats_before, stats_after),
+        "cpu": _cpu_report(cpu_before, cpu_after, span, tokens / NEW_TOKENS),
     }
 
 
@@ -391,26 +404,15 @@ def engine_alone(model_dir: Path, rows: int, seconds: float) -> dict:
                 }
         raise RuntimeError("the engine ended a request without an answer")
 
-    counters: list[dict] = []
-
-    cpu: list[dict] = []
+    readings: list[tuple[dict, dict]] = []
 
     async def at_window() -> None:
-        cpu.append(_cpu_by_role())
-        counters.append(engine.stats())
+        readings.append((_cpu_by_role(), engine.stats()))
 
     asyncio.run(_closed_loop(ask, rows, 2))  # warm-up
     done, first, last = asyncio.run(_closed_loop(ask, rows, seconds, at_window))
-    if first is None:
-        raise SystemExit(f"--seconds {seconds:g} is too short: not every client had an answer")
-    return {
-        "rows_in_flight": rows,
-        "threads": torch.get_num_threads(),
-        "window_s": round(last - first, 1),
-        "tokens_per_s": round(_in_window(done, first, last) / (last - first), 1),
-        "mean_batch": _mean_batch(*counters),
-        "cpu": _cpu_report(*cpu, last - first, _in_window(done, first, last) / NEW_TOKENS),
-    }
+    window = _window(done, first, last, readings, seconds)
+    return {"rows_in_flight": rows, "threads": torch.get_num_threads(), **window}
 
 
 def main() -> None:
