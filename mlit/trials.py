@@ -186,11 +186,10 @@ def _run_tune(
     import ray
     from ray import tune
 
-    from mlit import interrupts
-    from mlit.serving import front
+    from mlit import ingress, interrupts
 
     if not ray.is_initialized():
-        front.install()  # the sweep serves its models on this Ray later (`mlit.serving.front`)
+        ingress.install()  # the sweep serves its models on this Ray later (`mlit.ingress`)
         ray.init()
     interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
     concurrent = check_resources(compute)

@@ -61,11 +61,11 @@ def ray_session():
     on them that needs CUDA."""
     import ray
 
-    from mlit.serving import front
+    from mlit import ingress
 
     if not ray.is_initialized():
         os.environ.setdefault("MLIT_BODY_TIMEOUT_S", "4")  # slow uploads time out within a test
-        front.install()
+        ingress.install()
         ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

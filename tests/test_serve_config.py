@@ -41,3 +41,44 @@ def test_a_cpu_replica_takes_its_nodes_cores_unless_told(monkeypatch):
     assert serving.replica_cpus(dataclasses.replace(cfg, replicas=3)) == 2
     assert serving.replica_cpus(dataclasses.replace(cfg, num_gpus=1)) == 1
     assert serving.replica_cpus(dataclasses.replace(cfg, num_cpus=0.5)) == 0.5
+
+
+def _python(code: str, **env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_ingress_environment_fits_haproxy_to_the_file_limit_and_keeps_what_is_set():
+    code = (
+        "import os, resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))\n"
+        "from mlit import ingress\n"
+        "ingress.install()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], *(os.environ[k] for k in (\n"
+        "    'RAY_SERVE_HAPROXY_MAXCONN', 'RAY_SERVE_ENABLE_HA_PROXY',\n"
+        "    'RAY_SERVE_HAPROXY_STATS_PORT', 'RAY_SERVE_HAPROXY_METRICS_PORT')))\n"
+    )
+    soft, maxconn, haproxy, stats, metrics = _python(code).split()
+    assert soft == "4096" and int(maxconn) == int((4096 - 200) / 2.5) and haproxy == "1"
+    assert stats != metrics and "8404" not in (stats, metrics)  # a second Ray finds its own
+    kept = _python(code, RAY_SERVE_ENABLE_HA_PROXY="0").split()
+    assert kept[2] == "0"
+
+
+def test_the_driver_reads_the_ingress_environment_when_it_imports_the_app():
+    """Serve reads its environment once, as it is imported: the handles the driver makes take
+    their transport from that reading, so it has to come after the environment is set."""
+    code = (
+        "import mlit.serving.app\n"
+        "from ray.serve._private import constants\n"
+        "print(constants.RAY_SERVE_ENABLE_HA_PROXY, constants.RAY_SERVE_USE_GRPC_BY_DEFAULT)\n"
+    )
+    assert _python(code) == "True True"

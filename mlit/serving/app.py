@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import serve
-from ray.serve.config import BackpressureConfig
 
-from mlit import model_refs
+from mlit import ingress, model_refs
 from mlit.run_folder import RunFolder
-from mlit.serving import engine_choice, front
+from mlit.serving import engine_choice
 from mlit.serving.admission import limits_for
 from mlit.serving.gateway import Gateway, hash_key
 from mlit.serving.model_server import ModelServer, local_dir
@@ -42,7 +41,7 @@ QUIET = {"log_level": "WARNING", "enable_access_log": False}
 # Serve's proxy and controller: errors only. Under overload the proxy's router logs a warning for
 # every request it refuses (hundreds a second, each a write to its log).
 SYSTEM_QUIET = {"log_level": "ERROR", "enable_access_log": False}
-GATEWAY_SPARE = 64  # gateway requests beyond generation's bound: model listing, stats
+GATEWAY_CONNECTIONS = ingress.HAPROXY_MAXCONN  # requests the gateway holds at once, at most
 
 
 @dataclass(frozen=True)
@@ -107,11 +106,12 @@ def build_app(cfg: ServeConfig):
             engine_choice.check_cpu_model(name, path)
     runtime_env = engine_choice.runtime_env() if kind == "vllm" else {"env_vars": {}}
     runtime_env["env_vars"].update(storage_env)
-    if kind == "hf" and not cfg.num_gpus:
-        # torch's OpenMP threads spin between the small ops of a decode step by default: on CPU
-        # that took a third of a core from the HTTP path (proxy, gateway) beside them; served
-        # tokens/s rose 25% with them sleeping instead (benchmarks/serve_load.py).
-        runtime_env["env_vars"]["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    # torch's OpenMP threads spin between the small ops of a decode step (their default). Behind
+    # Serve's proxy, sleeping (PASSIVE) served 25% more tokens/s on CPU: the spin took a core the
+    # proxy needed. Behind HAProxy the HTTP path needs ~11 ms of CPU per answer, not ~43, and
+    # spinning serves 25% more (2,096 -> 2,613 tokens/s, benchmarks/serve_load.py).
+    if "OMP_WAIT_POLICY" in os.environ:  # as the caller wants them
+        runtime_env["env_vars"]["OMP_WAIT_POLICY"] = os.environ["OMP_WAIT_POLICY"]
     ongoing = max(64, 4 * cfg.max_batch_size)  # a replica's batch, and the next ones at hand
     server_options: dict = {
         "ray_actor_options": {"num_cpus": replica_cpus(cfg), "num_gpus": cfg.num_gpus},
@@ -147,17 +147,18 @@ def build_app(cfg: ServeConfig):
     contexts = {name: model_refs.context(here) for name, here in dirs.items()}
     replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
     limits = limits_for(ongoing, replicas, cfg.shards, cfg.max_request_tokens)
-    # Serve's proxy refuses generation past ``limits.total`` itself, in ms (`mlit.serving.front`,
-    # which also reads request bodies first: slow uploads hold no slot here). These bounds are
-    # the backstop where that middleware is not installed (``serve run``): the gateway takes
-    # what admission allows and room for model listing; Serve's router holds as many again,
-    # and refuses past that (429 + Retry-After).
+    # The gateway refuses generation past ``limits.total`` itself, at once, before routing
+    # (`mlit.serving.front`; admission checks sequences after). Serve's own bounds on the
+    # gateway are set past anything HAProxy lets in, with no bound on its queue: Serve checks
+    # them before the gateway's code runs and refuses in plain text, and with direct ingress it
+    # counts every request that has arrived but not yet started as queued, so a bound there
+    # refused some of 100 connections opened at once after a burst (slow uploads, before their
+    # 408) while the gateway had room.
     gateway_options = {
         "ray_actor_options": {"num_cpus": 0},
         "logging_config": QUIET,
-        "max_ongoing_requests": limits.total + GATEWAY_SPARE,
-        "max_queued_requests": limits.total,
-        "backpressure_config": BackpressureConfig(status_code=429, retry_after_s=1),
+        "max_ongoing_requests": max(GATEWAY_CONNECTIONS, limits.total * 2),
+        "max_queued_requests": -1,
     }
     return Gateway.options(**gateway_options).bind(
         servers,
@@ -264,7 +265,7 @@ def cluster_gpus() -> float:
     import ray
 
     if not ray.is_initialized():
-        front.install()
+        ingress.install()
         ray.init(log_to_driver=False)
     return float(ray.cluster_resources().get("GPU", 0))
 
@@ -276,7 +277,7 @@ def start(cfg: ServeConfig) -> str:
     from mlit import interrupts
 
     if not ray.is_initialized():
-        front.install()  # Serve's proxy answers /healthz and its refusals itself
+        ingress.install()  # Serve's HAProxy ingress: no Python proxy on the HTTP path
         ray.init(log_to_driver=False)
     interrupts.install()  # Ray installs its own handlers: SIGTERM must stay an interrupt
     serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=SYSTEM_QUIET)
@@ -284,17 +285,17 @@ def start(cfg: ServeConfig) -> str:
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     url = f"http://{host}:{cfg.port}"
-    _introduce(url)
+    _wait_for_route(url)
     return url
 
 
-def _introduce(url: str) -> None:
-    """One answer from the gateway through the local proxy, so that the proxy knows the gateway's
-    capacity before the first burst (`mlit.serving.front`); any answer of the gateway's will do."""
+def _wait_for_route(url: str) -> None:
+    """Until the gateway answers on ``url``: HAProxy (or Serve's proxy) learns the new route a
+    moment after the app is running; any answer of the gateway's will do."""
     import urllib.error
     import urllib.request
 
-    for _ in range(50):  # the proxy learns the new route within a moment
+    for _ in range(100):
         try:
             urllib.request.urlopen(f"{url}/v1/models", timeout=5).close()
             return

@@ -1,41 +1,32 @@
-"""What Serve's HTTP proxy answers itself, before any replica: liveness, and refusals in OpenAI's
-error shape.
+"""What the gateway answers before FastAPI does: liveness, model listing, and refusals in
+OpenAI's error shape. HTTP reaches the gateway through HAProxy (`mlit.ingress`).
 
-Every other request crosses from the proxy to the gateway replica, and that hop admits a few
-hundred requests a second on this 2-core machine. Under a burst of 1,000 requests a health check
-behind them waited 7 s: a liveness probe would restart a healthy server at its peak. Here, in the
-proxy's own event loop (a Starlette middleware):
+**`Front`, the gateway's outermost ASGI layer**, in the gateway's own event loop, before routing,
+authentication and validation:
 
-- ``GET /healthz`` is answered at once: the proxy is up, and Serve's controller restarts a
-  gateway or model-server replica that fails its health checks, so a probe only has to know that
-  HTTP is served. The gateway keeps its own ``/healthz`` for an app started by ``serve run``;
-- ``GET /v1/models`` is answered from the gateway's last 200 to the same ``Authorization``
-  header, for ``MODELS_TTL_S``: a client listing models does not queue behind a burst of
-  generation requests at the gateway (0.87 s at worst in a 1,000-request burst), and a header the
-  gateway has not accepted still goes to the gateway, which checks the key;
-- a request body is read here, whole, before the request is routed: one sent a byte a second
-  is answered 408 after ``BODY_TIMEOUT_S`` and never holds one of the gateway's bounded slots
-  (600 slow uploads would otherwise fill them and turn every other client away), and one over
-  ``MAX_BODY_BYTES`` is answered 413 without being kept;
-- a generation request past the gateway's capacity is refused here, in ms (429 with
-  ``Retry-After``), before Serve routes it: refusals decided by the gateway come only after it
-  has taken in every request ahead of them, seconds into a burst, and Serve's own queue bound
-  (``max_queued_requests``) refuses in a burst while the gateway still has room. The gateway
-  states its capacity on every answer (``x-mlit-capacity``, stripped here); until its first
-  answer, Serve's and the gateway's own bounds apply. Serve's plain-text refusals are rewritten
-  as OpenAI error bodies, so that clients read them as they read the gateway's own errors.
+- ``GET /healthz`` is answered at once: the process serves HTTP, and Serve's controller restarts a
+  gateway or model-server replica that fails its health checks;
+- ``GET /v1/models`` is answered from the gateway's last 200 to the same ``Authorization`` header,
+  for ``MODELS_TTL_S``: listing models never waits behind a burst of generation requests (0.87 s
+  at worst in a 1,000-request burst when each listing went through the whole app), and a header
+  the gateway has not accepted still goes to the gateway, which checks the key;
+- a request body is read whole before the app sees it: one sent a byte a second is answered 408
+  after ``BODY_TIMEOUT_S``, one over ``MAX_BODY_BYTES`` 413 without being kept;
+- a generation request past the gateway's capacity (`Front.capacity`, what admission takes in
+  all, `mlit.serving.admission`) is refused at once (429 with ``Retry-After``): in a burst, a
+  refusal does not wait for FastAPI to parse and route the requests ahead of it;
+- a client that goes away mid-stream reaches the routes as the ASGI disconnect Starlette
+  handles, not as Serve's cancellation error that no one retrieves (a traceback in the log per
+  closed stream).
 
-The gateway checks the same (with the app's own, possibly smaller, limits) for an app started by
-``serve run``, where this middleware may not be installed.
-
-Serve builds its proxy's middlewares from ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` in the
-proxy's environment (``HTTPOptions.middlewares`` is gone from Ray 2.60), so it has to be set where
-Ray starts: `install` before mlit starts a local Ray; ``ray_cluster.yaml`` on the head node.
+The gateway checks bodies, keys and admission again, with the app's own (possibly smaller)
+limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -43,36 +34,24 @@ import time
 
 HEALTH = json.dumps({"status": "ok"}).encode()
 # A request body must arrive within this; MLIT_BODY_TIMEOUT_S in the environment Ray starts with
-# sets another (read by each proxy as it starts).
+# sets another (read by each gateway replica as it starts).
 BODY_TIMEOUT_S = float(os.environ.get("MLIT_BODY_TIMEOUT_S", "30"))
-MAX_BODY_BYTES = 64 * 1024 * 1024  # a bound on what the proxy holds; the gateway's is smaller
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a bound on what is held before the gateway's own, smaller one
 GENERATION = ("/v1/chat/completions", "/v1/completions")
-# The gateway's answers carry how many generation requests it takes (`mlit.serving.admission`);
-# the proxy refuses past that itself, at once, and strips the header.
-CAPACITY_HEADER = b"x-mlit-capacity"
-CALLBACK = ("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "mlit.serving.front:middlewares")
-# How long the proxy answers /v1/models from the gateway's last answer to the same credentials:
-# the list changes only when the app is deployed again, and then at most this late.
+# How long /v1/models is answered from the gateway's last answer to the same credentials: the
+# list changes only when the app is deployed again, and then at most this late.
 MODELS_TTL_S = 10.0
 
 
-def install() -> None:
-    """Call before ``ray.init`` starts a local Ray: its proxy inherits this environment."""
-    os.environ.setdefault(*CALLBACK)
-
-
-def middlewares() -> list:
-    """Serve's proxy callback (by import path)."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(Front)]
-
-
 class Front:
+    """The gateway's outermost layer (`mlit.serving.gateway`); ``capacity`` is set by the
+    gateway as it starts (one gateway per process)."""
+
+    capacity: int | None = None  # generation requests the gateway takes in all
+
     def __init__(self, app):
         self.app = app
-        self.capacity: int | None = None  # generation requests the gateway takes, once it said
-        self.in_flight = 0  # generation requests through this proxy
+        self.in_flight = 0  # generation requests in this gateway
         self.listings: dict[bytes, tuple[float, bytes]] = {}  # credentials' hash -> (when, body)
 
     async def __call__(self, scope, receive, send):
@@ -80,6 +59,7 @@ class Front:
             return await self.app(scope, receive, send)
         if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
             return await _answer(send, 200, HEALTH)
+        receive = _disconnect_on_cancel(receive)
         if scope["path"] == "/v1/models" and scope["method"] == "GET":
             return await self._models(scope, receive, send)
         generation = scope["method"] == "POST" and scope["path"] in GENERATION
@@ -99,7 +79,7 @@ class Front:
                 return None
             receive = _replay(body, receive)
         if not generation:
-            return await self.app(scope, receive, _as_openai_errors(self._learn(send)))
+            return await self.app(scope, receive, send)
         if self._full():  # checked again: it may have filled while the body came in
             return await _busy(send, self.in_flight)
         self.in_flight += 1
@@ -119,7 +99,7 @@ class Front:
             await send(message)
 
         try:
-            await self.app(scope, receive, _as_openai_errors(self._learn(sending)))
+            await self.app(scope, receive, sending)
         finally:
             leave()
 
@@ -141,24 +121,10 @@ class Front:
                     self.listings[who] = (time.monotonic(), b"".join(parts))
             await send(message)
 
-        await self.app(scope, receive, _as_openai_errors(self._learn(keeping)))
+        await self.app(scope, receive, keeping)
 
     def _full(self) -> bool:
         return self.capacity is not None and self.in_flight >= self.capacity
-
-    def _learn(self, send):
-        """Take the gateway's capacity from its answers' private header, which goes no further."""
-
-        async def wrapped(message):
-            if message["type"] == "http.response.start":
-                headers = message.get("headers") or []
-                for name, value in headers:
-                    if name.lower() == CAPACITY_HEADER:
-                        self.capacity = int(value)
-                message["headers"] = [(k, v) for k, v in headers if k.lower() != CAPACITY_HEADER]
-            await send(message)
-
-        return wrapped
 
 
 def _credentials(scope) -> bytes:
@@ -223,64 +189,20 @@ async def _answer(send, status: int, body: bytes, headers: list | None = None) -
     await send({"type": "http.response.body", "body": body})
 
 
-def _as_openai_errors(send):
-    """Wrap ``send``: Serve's own refusals (429/503 in plain text) become OpenAI error bodies."""
-    pending: dict = {}
+def _disconnect_on_cancel(receive):
+    """Serve's cancelled receive task (the client went away) as the ASGI disconnect."""
+    cancelled = _cancelled()
 
-    async def wrapped(message):
-        if message["type"] == "http.response.start" and message["status"] in (429, 503):
-            headers = dict(message.get("headers") or [])
-            if not headers.get(b"content-type", b"").startswith(b"application/json"):
-                pending["start"], pending["text"] = message, b""
-                return
-        if "start" in pending and message["type"] == "http.response.body":
-            pending["text"] += message.get("body", b"")
-            if message.get("more_body"):
-                return
-            start = pending.pop("start")
-            keep = [(k, v) for k, v in start.get("headers") or [] if k.lower() == b"retry-after"]
-            text = pending.pop("text").decode(errors="replace").strip()
-            status = start["status"]
-            why = "the server is at capacity" if status == 429 else "the server is not available"
-            return await _refuse(send, status, f"{why}: {text}" if text else why, keep)
-        await send(message)
+    async def receiving():
+        try:
+            return await receive()
+        except cancelled:
+            return {"type": "http.disconnect"}
 
-    return wrapped
+    return receiving
 
 
-class Edge:
-    """The gateway's side, pure ASGI around every route of `mlit.serving.gateway`.
-
-    (1) Every answer says how many generation requests the gateway takes, for `Front` in the
-    proxy, which refuses past that at once and strips the header; one gateway per process, its
-    ``__init__`` sets it. (2) A client that goes away mid-stream reaches the route as Serve's
-    cancelled receive task: it becomes the ASGI disconnect that Starlette handles, instead of an
-    exception no one retrieves (a traceback in the log per closed stream)."""
-
-    capacity = b""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def sending(message):
-            if message["type"] == "http.response.start" and self.capacity:
-                headers = list(message.get("headers") or [])
-                message["headers"] = [*headers, (CAPACITY_HEADER, self.capacity)]
-            await send(message)
-
-        async def receiving():
-            try:
-                return await receive()
-            except _cancelled():
-                return {"type": "http.disconnect"}
-
-        await self.app(scope, receiving, sending)
-
-
+@functools.cache
 def _cancelled() -> tuple:
     from ray.exceptions import TaskCancelledError
     from ray.serve.exceptions import RequestCancelledError

@@ -71,7 +71,8 @@ api = FastAPI(
 logger = logging.getLogger("ray.serve")
 
 
-api.add_middleware(front.Edge)
+# Liveness, cached model lists, bodies and refusals before routing (`mlit.serving.front`).
+api.add_middleware(front.Front)
 
 
 @api.exception_handler(APIError)
@@ -155,7 +156,7 @@ class Gateway:
         self.max_body = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.admission = Admission(limits)
-        front.Edge.capacity = str(limits.total).encode()
+        front.Front.capacity = limits.total
         self.requests: Counter[str] = Counter()
 
     def _auth(self, request: Request) -> None:
@@ -258,8 +259,8 @@ class Gateway:
 
     @api.get("/healthz")
     async def healthz(self):
-        """Answered by Serve's proxy itself where `mlit.serving.front` is installed (the same
-        body); here for an app started by ``serve run``."""
+        """Answered by `mlit.serving.front.Front` before routing (the same body); here for the
+        schema."""
         return {"status": "ok"}
 
     @api.get("/openapi.json", include_in_schema=False)
