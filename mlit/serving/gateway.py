@@ -159,8 +159,10 @@ class Gateway:
         front.Front.capacity = limits.total
         self.requests: Counter[str] = Counter()
         # Serve sets up a handle's routing on its first call, on this event loop: in the first
-        # burst that held /healthz for 0.8 s behind it (0.1-0.3 s once warm). Paid here instead,
-        # as the replica starts, before HAProxy sends it traffic.
+        # burst that held /healthz for 0.8 s behind it (0.1-0.3 s once warm). Started here, as
+        # the replica starts, so it is usually done before the first burst (not awaited: a slow
+        # model server must not hold the gateway's start). The task is kept so it is not
+        # collected before it ends.
         self._warm = asyncio.get_running_loop().create_task(self._warm_up())
 
     async def _warm_up(self) -> None:
