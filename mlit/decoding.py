@@ -288,20 +288,38 @@ def adjusted(logits, params: Sequence[Sampling], outputs: Sequence[list[int]]):
 def pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_p) -> list[int]:
     """Next token of every row at once: greedy rows take the argmax, the others nucleus-sample.
 
-    Sampling is vectorised over the batch (inverse CDF over the sorted nucleus); only the one
-    uniform draw per row comes from that row's own generator, which is what keeps seeds per request.
+    Sampling is vectorised over the batch (inverse CDF); only the one uniform draw per row comes
+    from that row's own generator, which is what keeps seeds per request. A row's token depends
+    on its own logits and draw only, never on which rows share its batch: rows without a nucleus
+    (top_p 1) walk the vocabulary in id order, nucleus rows in descending probability, each group
+    on its own. (Sorting every row whenever one row had a nucleus changed the token a seeded
+    top_p-1 row drew for the same draw, so its answer depended on its neighbours.)
     """
     import torch
 
-    greedy = torch.argmax(logits, dim=-1)
-    sampled_rows = [i for i, sp in enumerate(params) if sp.temperature > 0]
-    if not sampled_rows:
-        return greedy.tolist()
-    rows = torch.tensor(sampled_rows, device=logits.device)
-    probs = torch.softmax(logits[rows] / temperature[rows, None], dim=-1)
-    nucleus = top_p[rows, None]
-    if bool((nucleus >= 1).all()):
-        candidates, order = probs, None  # plain sampling: no sort needed
+    out = torch.argmax(logits, dim=-1)
+    sampled = [i for i, sp in enumerate(params) if sp.temperature > 0]
+    plain = [i for i in sampled if params[i].top_p >= 1]
+    nucleus = [i for i in sampled if params[i].top_p < 1]
+    for group, sort in ((plain, False), (nucleus, True)):
+        if not group:
+            continue
+        rows = torch.tensor(group, device=logits.device)
+        probs = torch.softmax(logits[rows] / temperature[rows, None], dim=-1)
+        draws = torch.cat(
+            [torch.rand(1, generator=generators[i], device=logits.device) for i in group]
+        )
+        out[rows] = _inverse_cdf(probs, top_p[rows, None] if sort else None, draws)
+    return out.tolist()
+
+
+def _inverse_cdf(probs, nucleus, draws):
+    """The token each row's uniform draw falls on: over the vocabulary in id order when
+    ``nucleus`` is None, else over the smallest set of most likely tokens holding ``nucleus``."""
+    import torch
+
+    if nucleus is None:
+        candidates, order = probs, None
     else:
         # A full sort of the vocabulary per row per step is the slowest part on CPU; the top few
         # hundred tokens nearly always hold the nucleus, so sort those and fall back if not.
@@ -312,14 +330,8 @@ def pick_batch(logits, params: Sequence[Sampling], generators, temperature, top_
         keep = (candidates.cumsum(-1) - candidates) < nucleus  # the nucleus, at least one token
         candidates = candidates * keep
     cdf = candidates.cumsum(-1)
-    draws = torch.cat(
-        [torch.rand(1, generator=generators[i], device=logits.device) for i in sampled_rows]
-    )
     idx = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1)).clamp(max=cdf.shape[-1] - 1)
-    chosen = (idx if order is None else order.gather(-1, idx)).squeeze(-1)
-    out = greedy.clone()
-    out[rows] = chosen
-    return out.tolist()
+    return (idx if order is None else order.gather(-1, idx)).squeeze(-1)
 
 
 def token_logprob(tokenizer, logp, token: int, k: int, previous: list[int]) -> TokenLogprob:

@@ -65,7 +65,9 @@ def test_requests_joining_a_running_batch_get_the_answers_they_get_alone(model):
     head, first = _submit(sched, m, tok, PROMPTS[0], settings[0])
     waiting = [first]
     for n, (prompt, sampling) in enumerate(zip(PROMPTS[1:], settings[1:], strict=True)):
-        while len(head.out) < 5 * (n + 1):  # the first request is mid-answer when each joins
+        # The first request is mid-answer when each joins; the second (6 tokens) is still running
+        # when the third joins, so sampled rows with and without a nucleus share steps.
+        while len(head.out) < 3 * (n + 1):
             time.sleep(0.001)
         waiting.append(_submit(sched, m, tok, prompt, sampling)[1])
     got = [_result(q)[0] for q in waiting]
@@ -73,6 +75,34 @@ def test_requests_joining_a_running_batch_get_the_answers_they_get_alone(model):
         assert b.text == a.text
         assert b.completion_tokens == a.completion_tokens
     assert max(sched.steps) >= 2  # they did share decode steps
+
+
+def test_a_seeded_rows_token_does_not_depend_on_its_neighbours_nucleus():
+    """Each row's draw lands on the same token alone or beside rows with other sampling: a top_p-1
+    row used to walk the CDF in sorted order whenever a neighbour had a nucleus, and in id order
+    alone, so the same seed gave a different answer depending on who shared its batch."""
+    import torch
+
+    logits = torch.randn(3, 1024, generator=torch.Generator().manual_seed(0))
+    rows = [
+        engine.Sampling(temperature=1.0, top_p=1.0, seed=3),
+        engine.Sampling(temperature=0.7, top_p=0.9, seed=7),
+        engine.Sampling(temperature=0.0),
+    ]
+
+    def pick(indices):
+        params = [rows[i] for i in indices]
+        return engine.pick_batch(
+            logits[indices],
+            params,
+            [engine.generator(p.seed, "cpu") for p in params],
+            torch.tensor([p.temperature for p in params]),
+            torch.tensor([p.top_p for p in params]),
+        )
+
+    alone = [pick([i])[0] for i in range(3)]
+    for together in ([0, 1, 2], [1, 0], [2, 0], [2, 1]):
+        assert pick(together) == [alone[i] for i in together], together
 
 
 def test_streamed_pieces_join_to_the_answer_and_the_first_comes_early(model):

@@ -25,7 +25,7 @@ import threading
 from multiprocessing.connection import Connection
 
 from mlit import decoding
-from mlit.serving.engines.scheduler import Request, Scheduler
+from mlit.serving.engines.scheduler import Request, Scheduler, lower_priority
 
 logger = logging.getLogger("mlit.engine")
 
@@ -87,6 +87,7 @@ def serve(conn: Connection, max_batch: int, threads: int) -> None:
         # Loads and prompt log-likelihoods take seconds: off the command loop, so that requests
         # for the other models are still admitted meanwhile.
         def run():
+            lower_priority()  # like decode: below the HTTP path that answers health and refusals
             try:
                 out.send(("reply", number, work()))
             except Exception as err:

@@ -117,7 +117,7 @@ class Scheduler:
         import torch
 
         torch.set_grad_enabled(False)  # this thread only ever runs inference
-        _lower_priority()
+        lower_priority()
         while True:
             self._wake.wait()
             with self._lock:
@@ -239,20 +239,27 @@ class Scheduler:
         return True
 
 
-def _lower_priority() -> None:
-    """Decode steps yield the CPU to the HTTP path (HAProxy, the gateway, this replica's
-    event loop): on a machine whose cores the model fills, health checks, refusals and request
-    intake would otherwise wait behind decode steps. Threads torch starts from here inherit it;
-    a GPU replica loses nothing. 10, not the lowest (19): on the demo model 19 served 2,313
-    tokens/s against 2,160 (means of four and three 30-s runs, 64 clients, 2 cores), but on the
-    ~28M model 383 and 402 against 468 and 434 (alternating 70-s runs), its decode step costing
-    a fifth more CPU as its threads were preempted more often; at 0 the HTTP path starved (demo
-    model: batch 6, 1,335 tokens/s)."""
+def lower_priority() -> None:
+    """Decode steps yield the CPU to the HTTP path (HAProxy, the gateway, this replica's event
+    loop): on a machine whose cores the model fills, health checks, refusals and request intake
+    would otherwise wait behind decode steps. Threads torch starts from here inherit it; a GPU
+    replica loses nothing.
+
+    The level is relative to the process's own: Ray starts its workers, and so HAProxy, the
+    gateway and this engine, at nice 15, and an absolute 10 (what this was) put decode *above*
+    the HTTP path wherever the process may lower its niceness (root), and at 15 beside it where
+    it may not. Under Ray decode lands on 19; outside Ray (tests, a bare engine) on 10. On the
+    demo model, 64 clients, 2 cores, 19 served 2,313 tokens/s against 2,160 at 10; on the ~28M
+    model 383 and 402 against 468 and 434, as its threads were preempted more often. Under a
+    burst past capacity, 10 above the gateway held /healthz up to 1-2 s (see serve_overload).
+    The engine process's loads and prompt scoring call it too: a model loading at the gateway's
+    level held a cold burst's /healthz as long as decode did."""
     with contextlib.suppress(AttributeError, OSError):  # Linux: PRIO_PROCESS + a thread id
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(own + DECODE_NICE_BELOW, 19))
 
 
-DECODE_NICE = 10
+DECODE_NICE_BELOW = 10  # levels below the hosting process; capped at 19, the lowest
 
 
 def _fair_share(pending: list[Request], room: int) -> list[Request]:
