@@ -255,7 +255,7 @@ def lower_priority() -> None:
     The engine process's loads and prompt scoring call it too: a model loading at the gateway's
     level held a cold burst's /healthz as long as decode did."""
     with contextlib.suppress(AttributeError, OSError):  # Linux: PRIO_PROCESS + a thread id
-        own = os.getpriority(os.PRIO_PROCESS, 0)
+        own = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's: idempotent
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(own + DECODE_NICE_BELOW, 19))
 
 
