@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import host
 
 ROOT = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "results" / "demo_phases.json"
@@ -87,7 +88,7 @@ def main() -> None:
         return min(r[phase] for r in runs[label])
 
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "before": args.before,
         "after": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT

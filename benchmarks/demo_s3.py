@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import host
 import loopback
-import scale
 
 ROOT = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "results" / "demo_s3.json"
@@ -65,7 +65,7 @@ def main() -> None:
         if local["phases_s"].get(p)
     }
     result = {
-        "machine": scale.machine(),
+        "machine": host.describe(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "latency_ms_added_per_s3_request": 15,
         "local_store": local,

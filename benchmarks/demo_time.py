@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import host
 
 ROOT = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "results" / "demo_time.json"
@@ -59,7 +60,7 @@ def main() -> None:
     rerun = run(env, work / "rerun.log")
     rerun_phases = json.loads((work / "run" / "run.json").read_text())["phases"]
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "command": "python sweeps/language_count.py (demo preset, empty cache and store)",
         "cold_s": cold,
         "rerun_s": rerun,

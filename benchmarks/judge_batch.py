@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import host
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent / "results" / "judge_batch.json"
@@ -111,7 +111,7 @@ def main() -> None:
     finally:
         server.kill()
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "note": "mlit's side of batch judging; the loopback Batch API runs in its own process",
         "sizes": rows,
     }

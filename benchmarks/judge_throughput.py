@@ -11,11 +11,12 @@ The ratio of calls per second is the gain from bounded concurrency plus server-s
 from __future__ import annotations
 
 import json
-import platform
 import socket
 import tempfile
 import time
 from pathlib import Path
+
+import host
 
 from mlit import data, demo_judge, judge
 from mlit.serving import app as serving
@@ -90,7 +91,7 @@ def main() -> None:
     serve.shutdown()
     ray.shutdown()
     report = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "judge": "demo judge on one CPU replica, dynamic batching up to 32",
         "concurrency_1": one,
         "concurrency_32": many,

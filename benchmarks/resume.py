@@ -23,24 +23,12 @@ import threading
 import time
 from pathlib import Path
 
+import host
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "resume.json"
 FLAGS = ["--languages", "en,es", "--max-steps", "600", "--checkpoint-every", "100"]
 KILL_AT = 300
-
-
-def machine() -> str:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, no GPU"
 
 
 def sweep(work: Path, name: str, kill: bool) -> dict:
@@ -118,7 +106,7 @@ def main() -> None:
     undisturbed = sweep(work, "undisturbed", kill=False)
     killed = sweep(work, "killed", kill=True)
     report = {
-        "machine": machine(),
+        "machine": host.describe(),
         "command": "python sweeps/monolingual.py " + " ".join(FLAGS),
         "kill": f"SIGKILL of the training worker once its step-{KILL_AT} checkpoint is stored",
         "undisturbed": undisturbed,

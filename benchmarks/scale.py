@@ -16,10 +16,8 @@ extrapolation to the paper plan (`mlit estimate paper`). Results: benchmarks/res
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -30,6 +28,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import host
 import loopback
 
 # What the judge phase stores for one order (`judge.call_judge`'s record).
@@ -280,7 +279,7 @@ def main() -> None:
         for proc in (chat, proxy, moto):
             proc.terminate()
     result = {
-        "machine": machine(),
+        "machine": host.describe(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "latency_ms_added_per_s3_request": args.latency_ms,
         "runs": runs,
@@ -302,14 +301,6 @@ def _merge(path: str, result: dict) -> None:
         merged["runs"] = sorted(runs, key=lambda r: (r["store"], r["tasks"]))
         merged["paper_extrapolation"] = extrapolate(merged["runs"])
     out.write_text(json.dumps(merged, indent=2) + "\n")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def extrapolate(runs: list[dict]) -> dict:

@@ -18,10 +18,10 @@ Goals: Polars at least 10x faster, and every table in under 5 s on this machine.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
+import host
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -123,7 +123,7 @@ def main() -> None:
     slow = with_pandas(frame)
     ratio = slow["all_tables_s"] / fast["all_tables_s"]
     report = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+        "machine": host.describe(),
         "judgment_rows": frame.height,
         "bootstrap_replicates": N_BOOT,
         "polars": {k: v for k, v in fast.items() if not k.startswith("_")},

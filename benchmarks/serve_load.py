@@ -39,13 +39,13 @@ import contextlib
 import json
 import math
 import os
-import platform
 import socket
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+import host
 import httpx
 import uvloop
 
@@ -467,7 +467,7 @@ def main() -> None:
         )
     ratio = normal["tokens_per_s"] / single["tokens_per_s"]
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "model": "demo base model (Llama-style, ~0.4M parameters), one replica on every core",
         "clients": args.clients,
         "seconds": args.seconds,

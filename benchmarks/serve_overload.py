@@ -25,12 +25,12 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import socket
 import statistics
 import time
 from pathlib import Path
 
+import host
 import httpx
 
 from mlit import demo, ingress
@@ -288,7 +288,7 @@ def main() -> None:
     ray.shutdown()
     overload, uploads = report["overload"], report["slow_uploads"]
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "model": "demo base model under 12 names, one replica (1 CPU), 4 models per replica",
         **report,
         "goals": {

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import platform
 import socket
 import time
 from pathlib import Path
 
+import host
 import httpx
 
 from mlit import demo
@@ -91,7 +91,7 @@ def main() -> None:
     ray.shutdown()
     ratio = batched["tokens_per_s"] / unbatched["tokens_per_s"]
     report = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "model": "demo base model (Llama-style, ~0.4M parameters), one replica, 1 CPU",
         "requests": CONCURRENCY,
         "max_new_tokens": NEW_TOKENS,

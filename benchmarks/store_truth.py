@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import host
 
 from mlit import identity, leases, model_refs, pipeline
 from mlit.config import SweepConfig
@@ -127,18 +128,11 @@ def lease_round_trips(tmp: Path, n: int = 50) -> dict:
     return out
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mlit-bench-"))
     try:
         result = {
-            "machine": f"{_cpu()}, {os.cpu_count()} cores, {platform.machine()}, no GPU",
+            "machine": host.describe(),
             "verify_before_reuse": verify_throughput(tmp),
             "base_identity": identity_cost(tmp),
             "planning_with_text_keys": planning(tmp),

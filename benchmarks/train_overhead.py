@@ -23,12 +23,13 @@ each; the report gives the median of each, the difference and the size of a chec
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import host
 
 from mlit import data, demo, identity, mixtures, trials
 from mlit.store import Store
@@ -144,9 +145,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="mlit-bench-"))
     if "--checkpoints" in sys.argv:
-        from resume import machine  # benchmarks/resume.py: the CPU's model name
-
-        report = {"machine": machine(), **checkpoint_cost(work)}
+        report = {"machine": host.describe(), **checkpoint_cost(work)}
         path = OUT.with_name("train_checkpoints.json")
         path.write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))
@@ -175,7 +174,7 @@ def main() -> None:
     ray.shutdown()
     overheads = [r["overhead_s"] for r in rows.values()]
     report = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
+        "machine": host.describe(),
         "ray_start_s": ray_start,
         "by_steps": rows,
         "max_overhead_s": max(overheads),

@@ -3,6 +3,7 @@ window that leaves out the start and the drain. Served and engine-alone runs sha
 
 import asyncio
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def _serve_load():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: its sibling `host`
     spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks/serve_load.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
