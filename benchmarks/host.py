@@ -1,5 +1,5 @@
-"""The machine a benchmark ran on, as every result file names it: the CPU's model, its cores, and
-the GPU (or that there is none), so that numbers from different hosts are never read as one."""
+"""The machine a CPU benchmark ran on, as every result file names it: the CPU's model and its
+cores, so that numbers from different hosts are never read as one (`gpu.py` names its card)."""
 
 from __future__ import annotations
 
@@ -19,5 +19,5 @@ def cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(gpu: str = "no GPU") -> str:
-    return f"{cpu()} ({platform.machine()}), {os.cpu_count()} CPUs, {gpu}"
+def describe() -> str:
+    return f"{cpu()} ({platform.machine()}), {os.cpu_count()} CPUs, no GPU"

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import host
-
 from mlit import data, demo_judge, judge
 from mlit.serving import app as serving
 from mlit.store import Store
+
+import host
 
 OUT = Path(__file__).parent / "results" / "judge_throughput.json"
 

@@ -21,13 +21,14 @@ import json
 import time
 from pathlib import Path
 
-import host
 import numpy as np
 import pandas as pd
 import polars as pl
 
 from mlit import experiments, mixtures, scores
 from mlit.judgments import JUDGMENT_COLUMNS
+
+import host
 
 OUT = Path(__file__).parent / "results" / "scores_speed.json"
 LANGS = experiments.PAPER_LANGUAGES

@@ -45,12 +45,13 @@ import time
 from pathlib import Path
 
 import aiohttp
-import host
 import httpx
 import uvloop
 
 from mlit import demo, ingress
 from mlit.serving import app as serving
+
+import host
 
 OUT = Path(__file__).parent / "results" / "serve_load.json"
 MODELS = ("demo-a", "demo-b", "demo-c")

@@ -30,12 +30,13 @@ import statistics
 import time
 from pathlib import Path
 
-import host
 import httpx
 
 from mlit import demo, ingress
 from mlit.serving import app as serving
 from mlit.serving import front
+
+import host
 
 OUT = Path(__file__).parent / "results" / "serve_overload.json"
 NAMES = [f"demo-{i:02d}" for i in range(12)]

@@ -17,11 +17,12 @@ import socket
 import time
 from pathlib import Path
 
-import host
 import httpx
 
 from mlit import demo
 from mlit.serving import app as serving
+
+import host
 
 OUT = Path(__file__).parent / "results" / "serve_throughput.json"
 CONCURRENCY, NEW_TOKENS = 32, 64

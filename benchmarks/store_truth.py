@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import host
-
 from mlit import identity, leases, model_refs, pipeline
 from mlit.config import SweepConfig
 from mlit.store import Store
+
+import host
 
 OUT = Path(__file__).parent / "results" / "store_truth.json"
 

@@ -29,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import host
-
 from mlit import data, demo, identity, mixtures, trials
 from mlit.store import Store
 from mlit.train import TrainConfig
+
+import host
 
 STEPS = (20, 80)
 TINY = demo.DemoModelConfig(

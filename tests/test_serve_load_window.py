@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: its sibling `host`
 
 
 def _serve_load():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: its sibling `host`
     spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks/serve_load.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
