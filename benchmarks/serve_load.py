@@ -415,8 +415,11 @@ def engine_alone(model_dir: Path, rows: int, seconds: float) -> dict:
     async def at_window() -> None:
         readings.append((_cpu_by_role(), engine.stats()))
 
-    uvloop.run(_closed_loop(ask, rows, 2))  # warm-up
-    done, first, last = uvloop.run(_closed_loop(ask, rows, seconds, at_window))
+    try:
+        uvloop.run(_closed_loop(ask, rows, 2))  # warm-up
+        done, first, last = uvloop.run(_closed_loop(ask, rows, seconds, at_window))
+    finally:
+        engine.close()  # its process would idle beside the next model's measurement
     window = _window(done, first, last, readings, seconds)
     return {"rows_in_flight": rows, "threads": torch.get_num_threads(), **window}
 

@@ -44,7 +44,7 @@ async def _answer(engine, loaded, job, stream: bool):
 def engine():
     engine = HFEngine(max_batch=8, threads=1)
     yield engine
-    engine._process._proc.kill()
+    engine.close()
 
 
 def test_answers_come_from_another_process_streamed_and_whole_alike(engine, tiny_base):
@@ -120,3 +120,14 @@ def test_a_dead_engine_process_fails_requests_and_the_health_check(engine, tiny_
         engine.check_health()
     with pytest.raises(GenerationError, match="engine process exited"):
         asyncio.run(_answer(engine, loaded, _job(loaded), False))
+
+
+def test_a_closed_engine_ends_its_process_and_refuses_requests(tiny_base):
+    engine = HFEngine(max_batch=2, threads=1)
+    loaded = engine.load("tiny", str(tiny_base))
+    engine.close()
+    assert engine._process._proc.poll() is not None  # ended, not left to idle
+    with pytest.raises(GenerationError, match="engine was closed"):
+        asyncio.run(_answer(engine, loaded, _job(loaded), False))
+    with pytest.raises(RuntimeError, match="engine was closed"):
+        engine.check_health()

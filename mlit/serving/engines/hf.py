@@ -77,6 +77,11 @@ class HFEngine:
         """Raises once the engine's process is gone: Serve then replaces the replica."""
         self._process.check_health()
 
+    def close(self) -> None:
+        """Ends the engine's process now, not when this process exits (a replica's engine ends
+        with the replica; one driven from a script, as the benchmarks do, would idle till then)."""
+        self._process.close()
+
     def unload(self, loaded: Loaded) -> None:
         """The process forgets the model; its batch goes once it has no rows. A process that is
         gone (or an interpreter shutting down) has nothing to forget."""
@@ -174,8 +179,9 @@ class EngineProcess:
         except (EOFError, OSError):
             pass
         code = self._proc.wait()
-        self.gone = f"the engine process exited (code {code}); Serve replaces this replica"
-        logger.error("%s", self.gone)
+        if self.gone is None:  # not closed on purpose
+            self.gone = f"the engine process exited (code {code}); Serve replaces this replica"
+            logger.error("%s", self.gone)
         for future in self._calls.values():
             future.set_exception(GenerationError(self.gone))
         for mail, queue in list(self._waiting.values()):
@@ -184,6 +190,17 @@ class EngineProcess:
     def check_health(self) -> None:
         if self.gone:
             raise RuntimeError(self.gone)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Requests still waiting fail (as the reader sees the process end); a process that
+        does not end on SIGTERM within ``timeout`` is killed."""
+        self.gone = self.gone or "the engine was closed"
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 class _Mailbox:
