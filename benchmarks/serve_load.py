@@ -284,7 +284,16 @@ def _cpu_by_role() -> dict:
         seconds[role] = seconds.get(role, 0.0) + times.user + times.system
         if role == "engine":
             threads.update(_schedstat(proc.info["pid"]))
-    return {"roles": seconds, "engine_threads": threads}
+    return {"roles": seconds, "engine_threads": threads, "stolen": _stolen()}
+
+
+def _stolen() -> float:
+    """CPU seconds the hypervisor has run other guests on this machine's CPUs while it wanted
+    them (/proc/stat's steal): a window with steal was measured on a slower machine."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def _schedstat(pid: int) -> dict[str, tuple[float, float]]:
@@ -300,7 +309,7 @@ def _schedstat(pid: int) -> dict[str, tuple[float, float]]:
 def _cpu_report(before: dict, after: dict, seconds: float, answers: float) -> dict:
     """Cores each role kept busy over the window and its CPU ms per 64-token answer; the engine's
     busy threads (the decode loop, torch's other OpenMP thread): the share of the window each
-    ran, and waited runnable for a CPU that something else held."""
+    ran, and waited runnable for a CPU that something else held; the cores the host stole."""
     roles, was = after["roles"], before["roles"]
     used = {role: roles[role] - was.get(role, 0.0) for role in roles}
     threads = []
@@ -323,6 +332,7 @@ def _cpu_report(before: dict, after: dict, seconds: float, answers: float) -> di
             if cpu > 0
         },
         "engine_threads": sorted(threads, key=lambda t: -t["running"]),
+        "stolen_by_the_host_cores": round((after["stolen"] - before["stolen"]) / seconds, 3),
     }
 
 

@@ -248,7 +248,7 @@ class Gateway:
         since = self.admission.enter(name, 1)
         left = False
 
-        def leave():
+        async def leave():  # a coroutine: Starlette runs a plain function's task in a thread
             nonlocal left
             if not left:
                 left = True
@@ -261,7 +261,7 @@ class Gateway:
             if "error" in first:
                 raise APIError(first["error"]["status"], first["error"]["message"])
         except BaseException:
-            leave()
+            await leave()
             raise
         events_sse = relay(first, events, chunk, done, leave)
         # The background task too: a client gone before the first byte never starts the relay.

@@ -41,7 +41,7 @@ def sse(body: dict) -> str:
 async def relay(first: dict, rest, chunk, done, leave):
     """Server-sent events from the model server's events as they come: ``chunk(text, logprobs)``
     for each text piece (its tokens' logprob entries, or None where not asked for), then
-    ``done(completion)``. An error after the first byte can only be an event. ``leave()`` ends
+    ``done(completion)``. An error after the first byte can only be an event. ``await leave()`` ends
     the request's admission, however the stream ends."""
     try:
         event = first
@@ -57,7 +57,7 @@ async def relay(first: dict, rest, chunk, done, leave):
             event = await rest.__anext__()
         yield "data: [DONE]\n\n"
     finally:
-        leave()
+        await leave()
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict:
