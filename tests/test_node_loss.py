@@ -99,7 +99,8 @@ def test_a_sweep_survives_losing_a_training_node_and_a_serving_node(tmp_path):
 
         # 2. The node of the model server's replica, once answers are being generated.
         while time.time() < deadline and len(lost) < 2:
-            pid = _replica_pid("ModelServer")
+            # One model server on CPU: it runs in the gateway's replica (`mlit.serving.shards`).
+            pid = _replica_pid("ServeReplica:mlit:Gateway")
             if pid and any("[serve]" in line for line in lines):
                 node = _node_of(pid, nodes)
                 if node is not None:

@@ -82,3 +82,45 @@ def test_the_driver_reads_the_ingress_environment_when_it_imports_the_app():
         "print(constants.RAY_SERVE_ENABLE_HA_PROXY, constants.RAY_SERVE_USE_GRPC_BY_DEFAULT)\n"
     )
     assert _python(code) == "True True"
+
+
+def _deployments(app) -> dict:
+    """Deployment name -> its options, from a built app: the ingress and what it is bound to."""
+    ingress = app._bound_deployment
+    found = {ingress.name: ingress}
+    for arg in ingress.init_args[0]:
+        if type(arg).__name__ == "Application":
+            found[arg._bound_deployment.name] = arg._bound_deployment
+    return found
+
+
+def test_one_hf_replica_runs_in_the_gateway_and_more_are_deployments(tiny_base, monkeypatch):
+    """One model server with nothing to route to runs in the gateway's replica, with the
+    resources it would have had; several shards or replicas, or autoscaling, are deployments."""
+    import os
+
+    import ray
+
+    from mlit.serving import shards
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    models = {"a": str(tiny_base), "b": str(tiny_base)}
+    one = _deployments(serving.build_app(serving.ServeConfig(models=models)))
+    assert list(one) == ["Gateway"]
+    assert one["Gateway"].ray_actor_options["num_cpus"] == 2
+    [spec] = one["Gateway"].init_args[0]
+    assert spec == shards.InProcess(models, 4, 64, "hf")
+    for split in ({"replicas": 2}, {"shards": 2}, {"autoscaling": {"max_replicas": 3}}):
+        app = serving.build_app(serving.ServeConfig(models=models, **split))
+        names = sorted(_deployments(app))
+        assert names[0] == "Gateway" and names[1].startswith("ModelServer"), (split, names)
+        assert _deployments(app)["Gateway"].ray_actor_options["num_cpus"] == 0
+
+
+def test_the_serve_config_builds_one_replica_in_the_gateway(tiny_base):
+    args = yaml.safe_load(CONFIG.read_text())["applications"][0]["args"]
+    args["models"] = {"tiny": str(tiny_base)}
+    assert list(_deployments(serving.app_builder(args))) == ["Gateway"]
+    app = serving.app_builder(dict(args, replicas=2))
+    assert "ModelServer" in _deployments(app)

@@ -4,14 +4,17 @@ API on Ray Serve. One room, a module per layer, from the outside in:
     app            ServeConfig; the app built, started and stopped (`mlit serve`, a sweep's phases)
     gateway        the HTTP ingress: auth, limits, validation, errors, routing to a model's shard
     protocol       the OpenAI API subset: request schemas, response and error bodies
-    model_server   the model-server deployment: models in an LRU per replica, one engine
+    shards         how the gateway reaches a shard's model server: through Serve, or, where the
+                   app has one hf replica and one shard, run in the gateway's own replica
+    model_server   the model server: models in an LRU per replica, one engine
     preparation    a request as a job for any engine (templating, token ids, context checks)
     engines/       the engine interface and its implementations: hf (with its continuous-batching
                    scheduler) and vLLM; `engines.create` is the one place that picks one
 
-One request: HTTP -> gateway (auth, parse, validate, the model's shard) -> model_server (its LRU
-loads the model through the engine, preparation makes the job) -> engine (tokens as sampled) ->
-model_server (events) -> gateway (a response body or server-sent events).
+One request: HTTP -> gateway (auth, parse, validate, the model's shard) -> shards (a plain call,
+or Serve's handle) -> model_server (its LRU loads the model through the engine, preparation makes
+the job) -> engine (tokens as sampled) -> model_server (events) -> gateway (a response body or
+server-sent events).
 
 Only `mlit.ingress` is imported here (the standard library's modules alone), for the environment
 of Serve's HAProxy ingress: the planner imports `mlit.serving.engine_choice` without starting Ray

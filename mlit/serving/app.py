@@ -29,7 +29,7 @@ from ray import serve
 
 from mlit import ingress, model_refs
 from mlit.run_folder import RunFolder
-from mlit.serving import engine_choice
+from mlit.serving import engine_choice, shards
 from mlit.serving.admission import limits_for
 from mlit.serving.gateway import Gateway, hash_key
 from mlit.serving.model_server import ModelServer, local_dir
@@ -131,6 +131,21 @@ def build_app(cfg: ServeConfig):
         from mlit.serving.engines.vllm import lora_targets
 
         loras = lora_targets(dirs)
+    replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
+    limits = limits_for(ongoing, replicas, cfg.shards, cfg.max_request_tokens)
+    gateway_options = _gateway_options(limits)
+    contexts = {name: model_refs.context(here) for name, here in dirs.items()}
+    gateway_args = (shard, contexts, cfg.api_key_sha256, limits, cfg.default_max_tokens)
+    gateway_args += (cfg.max_body_bytes, cfg.body_timeout_s)
+    if kind == "hf" and cfg.shards == 1 and replicas == 1 and not cfg.autoscaling:
+        # One model-server replica, nothing to route: the gateway runs it in its own replica
+        # (`mlit.serving.shards`), a hop through Serve less on every request. vLLM's replica runs
+        # in vLLM's interpreter (and that layout is not measured): it stays a deployment.
+        gateway_options["ray_actor_options"] = server_options["ray_actor_options"]
+        spec = shards.InProcess(
+            dict(cfg.models), cfg.max_models_per_replica, cfg.max_batch_size, kind
+        )
+        return Gateway.options(**gateway_options).bind([spec], *gateway_args)
     servers = []
     for i in range(cfg.shards):
         mine = {name: path for name, path in cfg.models.items() if shard[name] == i}
@@ -144,32 +159,24 @@ def build_app(cfg: ServeConfig):
                 {n: lora for n, lora in loras.items() if n in mine},
             )
         )
-    contexts = {name: model_refs.context(here) for name, here in dirs.items()}
-    replicas = (cfg.autoscaling or {}).get("max_replicas", cfg.replicas)
-    limits = limits_for(ongoing, replicas, cfg.shards, cfg.max_request_tokens)
-    # The gateway refuses generation past ``limits.total`` itself, at once, before routing
-    # (`mlit.serving.front`; admission checks sequences after). Serve's own bounds on the
-    # gateway are set past anything HAProxy lets in, with no bound on its queue: Serve checks
-    # them before the gateway's code runs and refuses in plain text, and with direct ingress it
-    # counts every request that has arrived but not yet started as queued, so a bound there
-    # refused some of 100 connections opened at once after a burst (slow uploads, before their
-    # 408) while the gateway had room.
-    gateway_options = {
+    return Gateway.options(**gateway_options).bind(servers, *gateway_args)
+
+
+def _gateway_options(limits) -> dict:
+    """The gateway's own bounds: past anything HAProxy lets in, with no bound on its queue.
+
+    Serve checks them before the gateway's code runs and refuses in plain text, and with direct
+    ingress it counts every request that has arrived but not yet started as queued, so a bound
+    there refused some of 100 connections opened at once after a burst (slow uploads, before their
+    408) while the gateway had room. The gateway refuses generation past ``limits.total`` itself,
+    at once, before routing (`mlit.serving.front`; admission checks sequences after).
+    """
+    return {
         "ray_actor_options": {"num_cpus": 0},
         "logging_config": QUIET,
         "max_ongoing_requests": max(GATEWAY_CONNECTIONS, limits.total * 2),
         "max_queued_requests": -1,
     }
-    return Gateway.options(**gateway_options).bind(
-        servers,
-        shard,
-        contexts,
-        cfg.api_key_sha256,
-        limits,
-        cfg.default_max_tokens,
-        cfg.max_body_bytes,
-        cfg.body_timeout_s,
-    )
 
 
 def replica_cpus(cfg: ServeConfig) -> float:
@@ -226,6 +233,8 @@ def app_builder(args: dict):
         num_cpus=float(args["num_cpus"]) if args.get("num_cpus") is not None else None,
         num_gpus=float(args.get("num_gpus", 0)),
         shards=int(args.get("shards", 1)),
+        replicas=int(args.get("replicas", 1)),
+        autoscaling=args.get("autoscaling") or None,
     )
     return build_app(cfg)
 

@@ -1,9 +1,8 @@
-"""The gateway of the Serve app: a FastAPI ingress of our own in front of the model servers
-(`mlit.serving.model_server`).
+"""The gateway of the Serve app: a FastAPI ingress of our own in front of the model servers.
 
-It checks the bearer token, validates requests (`mlit.serving.protocol`), answers client mistakes with 4xx
-OpenAI-style errors, and forwards each request to the model server with the request's ``model`` as
-the multiplexed model id.
+It checks the bearer token, validates requests (`mlit.serving.protocol`), answers client mistakes
+with 4xx OpenAI-style errors, and hands each request to its model's shard (`mlit.serving.shards`:
+a model-server deployment, through Serve; or the app's one model server, run in this replica).
 
 No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.
 """
@@ -29,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mlit import decoding
-from mlit.serving import front
+from mlit.serving import front, shards
 from mlit.serving.admission import Admission, Limits
 from mlit.serving.protocol import (
     APIError,
@@ -148,7 +147,7 @@ class Gateway:
         max_body_bytes: int = MAX_BODY_BYTES,
         body_timeout_s: float = BODY_TIMEOUT_S,
     ):
-        self.servers = list(servers)  # one model-server deployment per shard of the models
+        self.servers = shards.connect(servers)
         self.shard = dict(shard)
         self.contexts = dict(contexts)
         self.key_hash = api_key_sha256
@@ -161,15 +160,19 @@ class Gateway:
         # Serve sets up a handle's routing on its first call, on this event loop: in the first
         # burst that held /healthz for 0.8 s behind it (0.1-0.3 s once warm). Started here, as
         # the replica starts, so it is usually done before the first burst (not awaited: a slow
-        # model server must not hold the gateway's start). The task is kept so it is not
-        # collected before it ends.
+        # model server must not hold the gateway's start); kept, so it is not collected.
         self._warm = asyncio.get_running_loop().create_task(self._warm_up())
 
     async def _warm_up(self) -> None:
         try:
-            await asyncio.gather(*(s.stats.remote() for s in self.servers))
+            await asyncio.gather(*(s.stats() for s in self.servers))
         except Exception:  # a warm-up only: the first request sets the handles up again
             logger.info("gateway warm-up failed; the first requests pay the handles' set-up")
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: a model server run here whose engine is gone fails it."""
+        for server in self.servers:
+            server.check_health()
 
     def _auth(self, request: Request) -> None:
         if self.key_hash is None:
@@ -226,8 +229,7 @@ class Gateway:
         return self.contexts[name]
 
     async def _run(self, name: str, item: dict) -> decoding.Completion:
-        server = self.servers[self.shard[name]]
-        result = await server.options(multiplexed_model_id=name).complete.remote(item)
+        result = await self.servers[self.shard[name]].complete(name, item)
         if "error" in result:
             raise APIError(result["error"]["status"], result["error"]["message"])
         return completion_from(result["ok"])
@@ -255,8 +257,7 @@ class Gateway:
                 self.admission.leave(name, 1, since)
 
         try:
-            server = self.servers[self.shard[name]]
-            events = server.options(multiplexed_model_id=name, stream=True).stream.remote(item)
+            events = self.servers[self.shard[name]].stream(name, item)
             first = await events.__anext__()  # a request the server refuses is a 4xx, no stream
             if "error" in first:
                 raise APIError(first["error"]["status"], first["error"]["message"])
@@ -303,11 +304,11 @@ class Gateway:
         """mlit extension: request counts at this gateway replica, and model loads and decode
         batch sizes of one replica of each shard."""
         self._auth(request)
-        shards = await asyncio.gather(*(s.stats.remote() for s in self.servers))
+        counts = await asyncio.gather(*(s.stats() for s in self.servers))
         loads: Counter[str] = Counter()
         starts: Counter[str] = Counter()
         failed: Counter[str] = Counter()
-        for one in shards:
+        for one in counts:
             loads.update(one["loads"])
             starts.update(one.get("starts", {}))
             failed.update(one.get("failed_loads", {}))
@@ -316,16 +317,16 @@ class Gateway:
             "requests": dict(self.requests),
             "refused": self.admission.refused,
             "in_flight": self.admission.in_flight,
-            "engine": shards[0]["engine"],
-            "shards": len(shards),
+            "engine": counts[0]["engine"],
+            "shards": len(counts),
             "loads": dict(loads),
             "failed_loads": dict(failed),
-            "loads_by_shard": [one["loads"] for one in shards],
-            "batch_sizes": [n for one in shards for n in one["batch_sizes"]],
+            "loads_by_shard": [one["loads"] for one in counts],
+            "batch_sizes": [n for one in counts for n in one["batch_sizes"]],
             **{  # counters since each replica started (the hf engine's)
-                name: sum(one[name] for one in shards)
+                name: sum(one[name] for one in counts)
                 for name in ("decode_steps", "decode_rows")
-                if all(name in one for one in shards)
+                if all(name in one for one in counts)
             },
         }
 

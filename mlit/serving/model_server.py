@@ -100,20 +100,21 @@ class ModelServer:
         self.loads[name] += 1
         return loaded
 
-    async def complete(self, item: dict) -> dict:
-        """One request, answered whole: ``{"ok": completion}`` or ``{"error": ...}``."""
-        async for event in self._events(dict(item, stream=False)):
+    async def complete(self, item: dict, model_id: str) -> dict:
+        """One request for ``model_id``, answered whole: ``{"ok": completion}`` or
+        ``{"error": ...}``. Called through Serve (`mlit.serving.shards`, with ``model_id`` as the
+        multiplexed id that routed it here) or in the gateway's own process."""
+        async for event in self._events(dict(item, stream=False), model_id):
             if "delta" not in event:
                 return event
         return _internal_error("the answer ended without a result")
 
-    async def stream(self, item: dict):
+    async def stream(self, item: dict, model_id: str):
         """One request, streamed: ``{"delta": text}`` as tokens are sampled, then the result."""
-        async for event in self._events(dict(item, stream=True)):
+        async for event in self._events(dict(item, stream=True), model_id):
             yield event
 
-    async def _events(self, item: dict):
-        model_id = serve.get_multiplexed_model_id()
+    async def _events(self, item: dict, model_id: str):
         failed = self._unloadable.get(model_id)
         if failed and time.monotonic() - failed[0] < RELOAD_AFTER_S:
             yield _error(424, failed[1])

@@ -57,7 +57,12 @@ async def relay(first: dict, rest, chunk, done, leave):
             event = await rest.__anext__()
         yield "data: [DONE]\n\n"
     finally:
-        await leave()
+        try:  # a model server in this process stops generating for a client that went away
+            close = getattr(rest, "aclose", None)  # (Serve cancels a handle's stream itself)
+            if close is not None:
+                await close()
+        finally:
+            await leave()
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict:
