@@ -1,18 +1,18 @@
 """How the gateway reaches a shard's model server: through Serve, or in its own process.
 
-The gateway talks to every shard through the same three calls (`Shard`): one request answered
-whole, one request streamed, the shard's counters. Behind them is either
+The gateway talks to every shard through the same calls (`Shard`): one request answered whole,
+one request streamed, the shard's counters, its health. Behind them is either
 
 - `Remote`: a model-server deployment, through its Serve handle (the request's ``model`` as the
   multiplexed model id, so Serve routes it to a replica that holds the model); used where the
-  models are split over shards, or a shard has several replicas, or its engine needs a runtime
-  environment of its own (vLLM's interpreter); or
+  models are split over shards, or a shard has several replicas or autoscales, or the engine is
+  vLLM (its replica runs in vLLM's interpreter); or
 - `Local`: the app's one model server, run inside the gateway's replica (`InProcess`). With one
-  replica there is nothing to route, and the hop through Serve cost the answer most of the
-  HTTP path's CPU: on the demo model under 64 clients on 2 cores, the gateway and the model-server
-  replica used 2.6 + 2.1 ms of CPU per 64-token answer apart, and 2.5 ms together (Serve's gRPC
-  call on both sides, its request wrappers, pickling), and the served share of the engine
-  alone's tokens/s rose from 74-79% to 80-86% (`benchmarks/serve_load.py`).
+  replica there is nothing to route, and the hop through Serve cost a third of the HTTP path's
+  CPU: on the demo model under 64 clients on 2 cores, the gateway and the model-server
+  replica used 2.6 + 2.1 ms of CPU per 64-token answer apart, and 2.3-2.5 ms together (Serve's
+  gRPC call on both sides, its request wrappers and router, pickling), and the served share of
+  the engine alone's tokens/s rose from 74-79% to 80-86% (`benchmarks/serve_load.py`).
 
 Either way the model server is the same code (`mlit.serving.model_server`), and each request names
 its model.
