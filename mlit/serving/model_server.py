@@ -5,7 +5,8 @@ so requests for a model go to the replica that holds it), loads them in turns by
 (`mlit.serving.turns`: a burst over more models than fit loads each about once), prepares each request
 (`mlit.serving.preparation`) and hands it to its engine through `mlit.serving.engines.Engine`. Which
 engine runs is decided once, when the replica starts (`mlit.serving.engines.registry`); nothing here
-depends on it.
+depends on it. It runs as a deployment of its own, or, as the app's one replica, inside the
+gateway's replica (`mlit.serving.shards`); every request names its model either way.
 """
 
 import asyncio

@@ -21,7 +21,7 @@ its model.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -32,8 +32,7 @@ class InProcess:
     models: dict[str, str]  # served name -> model directory
     max_models: int
     max_batch: int
-    kind: str  # the engine, resolved
-    loras: dict = field(default_factory=dict)
+    kind: str  # the engine, resolved (hf: vLLM's LoRA adapters need its own replica)
 
 
 class Shard(Protocol):
@@ -74,7 +73,7 @@ class Local:
 
         # The deployment's class itself, not a replica of it.
         self.server = ModelServer.func_or_class(
-            spec.models, spec.max_models, spec.max_batch, spec.kind, spec.loras
+            spec.models, spec.max_models, spec.max_batch, spec.kind
         )
 
     async def complete(self, model: str, item: dict) -> dict:
