@@ -31,7 +31,7 @@ test-all: setup
 # three-node cluster that loses a training node and a serving node. The first runs `ray stop`,
 # so never beside another Ray (CI runs them after the suite).
 test-cluster: setup
-	$(PY) -m pytest -m cluster tests/test_cluster_local.py tests/test_node_loss.py
+	$(PY) -m pytest -m cluster tests/cluster/test_cluster_local.py tests/cluster/test_node_loss.py
 
 # vLLM in its own environment (it needs transformers<5.20; the main one pins 5.24). Only a vLLM
 # model server runs there (Ray starts it with that interpreter); `make test` and `make demo` never

@@ -41,7 +41,7 @@ def sweep(env: dict, store: str, out: Path, log: Path) -> dict:
 
 
 def main() -> None:
-    from mlit.store import Store
+    from mlit.store.artifacts import Store
 
     work = Path(tempfile.mkdtemp(prefix="mlit-demo-s3-"))
     moto, moto_port = loopback.start_moto("demo")

@@ -10,12 +10,12 @@ weights are random, so nothing is downloaded):
 
 1. the card's own limits: the bf16 matmul peak (8192^3 matmuls) and the memory bandwidth (a large
    device-to-device copy);
-2. the training step exactly as `mlit.train` runs it: HF ``Trainer`` with the same
-   ``TrainingArguments`` and DeepSpeed ZeRO-2 config (`mlit.train.training_arguments`), bf16, the
+2. the training step exactly as `mlit.training.trainer` runs it: HF ``Trainer`` with the same
+   ``TrainingArguments`` and DeepSpeed ZeRO-2 config (`mlit.training.trainer.training_arguments`), bf16, the
    paper's sequence lengths (1,024 instruction + 512 response tokens), 4 sequences per step:
    tokens/s and MFU against the measured peak (FLOPs: 6 x parameters + 12 x layers x hidden x
    sequence per token, forward and backward);
-3. generation with the ``hf`` engine (`mlit.decoding.generate`, the one the Serve app and dev-set
+3. generation with the ``hf`` engine (`mlit.generation.decoding.generate`, the one the Serve app and dev-set
    scoring use) at batch 1, 64 and 256, 128-token prompts, 512 new tokens (``ignore_eos``), the
    paper's sampling: tokens/s and the ratio to the decode limit that memory bandwidth sets (every
    step reads the weights once plus each row's KV cache);
@@ -139,13 +139,13 @@ def make_model(torch, shape: dict, device: str, dtype):
 
 
 def train_step(torch, shape: dict, sizes: dict, device: str, peak: float) -> dict:
-    """Steps of `mlit.train`'s Trainer + DeepSpeed ZeRO-2 on random sequences of full length."""
+    """Steps of `mlit.training.trainer`'s Trainer + DeepSpeed ZeRO-2 on random sequences of full length."""
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback
 
-    from mlit import train
-    from mlit.hyperparameters import TrainConfig
+    from mlit.method.hyperparameters import TrainConfig
+    from mlit.training import trainer
 
-    train._prepare_distributed_env()
+    trainer._prepare_distributed_env()
     cfg = TrainConfig.paper(
         max_steps=sizes["steps"],
         batch_size=sizes["batch"],
@@ -179,23 +179,23 @@ def train_step(torch, shape: dict, sizes: dict, device: str, peak: float) -> dic
             times.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as work:
-        args = train.training_arguments(cfg, Path(work), world=1, on_gpu=device == "cuda")
-        trainer = Trainer(
+        args = trainer.training_arguments(cfg, Path(work), world=1, on_gpu=device == "cuda")
+        hf_trainer = Trainer(
             model=model,
             args=args,
             train_dataset=rows,
             data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
             callbacks=[Clock()],
         )
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-        if not trainer.is_deepspeed_enabled:
+        hf_trainer.remove_callback(PrinterCallback)
+        hf_trainer.train()
+        if not hf_trainer.is_deepspeed_enabled:
             raise RuntimeError("the Trainer did not start DeepSpeed")
     steps = [end - begin for begin, end in zip(times[::2], times[1::2], strict=True)]
     timed = steps[sizes["warm"] :]
     tokens_s = sizes["batch"] * length * len(timed) / sum(timed)
     flops_per_token = 6 * params + 12 * shape["num_hidden_layers"] * shape["hidden_size"] * length
-    del trainer, model
+    del hf_trainer, model
     if device == "cuda":
         torch.cuda.empty_cache()
     return {
@@ -218,7 +218,7 @@ def decode_limit(shape: dict, params: int, batch: int, context: int, bandwidth: 
 
 
 def generate_hf(torch, shape: dict, sizes: dict, device: str, limits: dict) -> list[dict]:
-    from mlit import decoding
+    from mlit.generation import decoding
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, params = make_model(torch, shape, device, dtype)

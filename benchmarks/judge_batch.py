@@ -3,7 +3,7 @@
     python benchmarks/judge_batch.py                 # writes benchmarks/results/judge_batch.json
     python benchmarks/judge_batch.py --sizes 10000   # a quick look
 
-Each size judges N/2 synthetic pairs (both orders: N calls) with `mlit.judge.judge_pairs` in
+Each size judges N/2 synthetic pairs (both orders: N calls) with `mlit.judging.judge.judge_pairs` in
 batch mode against the loopback Batch API of tests/judge_server.py, run in its own process so
 that its work is not counted as mlit's: JSONL lines written and split at OpenAI's 50,000
 requests, intents and batch ids filed in a local store, results read back through the online
@@ -40,7 +40,7 @@ time.sleep(86400)
 
 
 def _pairs(n: int):
-    from mlit.judge import Pair
+    from mlit.judging.judge import Pair
 
     return [
         Pair(
@@ -64,16 +64,17 @@ def _cpu() -> float:
 
 
 def measure(calls: int, url: str) -> dict:
-    from mlit import batches, judge
-    from mlit.judge import Judge
-    from mlit.store import Store
+    from mlit.judging import judge
+    from mlit.judging.judge import Judge
+    from mlit.providers import batch_api
+    from mlit.store.artifacts import Store
 
     pairs = _pairs(calls // 2)
     with tempfile.TemporaryDirectory() as root:
         store = Store(root)
         j = Judge("openai/good", api_base=url)
-        opts = batches.BatchOptions(poll_s=0.2, max_poll_s=1.0)
-        report = batches.Report()
+        opts = batch_api.BatchOptions(poll_s=0.2, max_poll_s=1.0)
+        report = batch_api.Report()
         start, cpu = time.perf_counter(), _cpu()
         frame = judge.judge_pairs(pairs, j, store, progress=False, batch=opts, report=report)
         wall, used = time.perf_counter() - start, _cpu() - cpu

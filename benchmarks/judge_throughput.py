@@ -16,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, demo_judge, judge
+from mlit.data import dataset
+from mlit.demo import judge_model
+from mlit.judging import judge
 from mlit.serving import app as serving
-from mlit.store import Store
+from mlit.store.artifacts import Store
 
 import host
 
@@ -32,7 +34,7 @@ def _port() -> int:
 
 
 def pairs(n: int = 128) -> list[judge.Pair]:
-    evals = data.split(data.sample(), "eval")
+    evals = dataset.split(dataset.sample(), "eval")
     rows = list(evals.iter_rows(named=True))
     out = []
     for i, r in enumerate(rows[:n]):
@@ -57,7 +59,7 @@ def run(url: str, concurrency: int) -> dict:
     j = judge.Judge(
         "openai/judge",
         api_base=f"{url}/v1",
-        template=demo_judge.TEMPLATE,
+        template=judge_model.TEMPLATE,
         concurrency=concurrency,
     )
     store = Store(tempfile.mkdtemp(prefix="mlit-judge-bench-"))
@@ -78,7 +80,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    path = demo_judge.build_demo_judge()
+    path = judge_model.build_demo_judge()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     url = serving.start(
         serving.ServeConfig(

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlit.plumbing.ports import free_port
+
 ANSWER = "An answer of about the length a tuned model gives to a short instruction. " * 4
 
 
@@ -130,12 +132,6 @@ async def serve_proxy(port: int, upstream: int, delay_s: float) -> None:
 
 
 # ---- starting them from a test or a benchmark -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(port: int, timeout_s: float = 30.0) -> None:

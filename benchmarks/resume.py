@@ -81,7 +81,7 @@ def compare(a: dict, b: dict) -> dict:
     import polars as pl
     from safetensors.torch import load_file
 
-    from mlit.store import Store
+    from mlit.store.artifacts import Store
 
     train_a = pl.read_parquet(Path(a["run"]) / "train.parquet")
     train_b = pl.read_parquet(Path(b["run"]) / "train.parquet")

@@ -6,8 +6,8 @@ disk, and on a real S3 server (moto) behind a proxy that adds 15 ms to every req
     python benchmarks/scale.py --sizes 10000 --stores local     # a quick look
 
 Per (store, size), in a fresh process (so peak memory is its own): the generation phase
-(`mlit.generate.generate`, aiohttp, 64 in flight) with records/s; a rerun's check
-(`generate.stored_answers`: one listing, one concurrent read, a join) and the whole rerun
+(`mlit.generation.answer_client.generate`, aiohttp, 64 in flight) with records/s; a rerun's check
+(`answer_client.stored_answers`: one listing, one concurrent read, a join) and the whole rerun
 (nothing sent); the same for the judge phase's records (`judge.stored_verdicts`) with the store
 holding as many verdicts; the judge phase itself (litellm) at `--judge-calls`; peak memory. Then the
 extrapolation to the paper plan (`mlit estimate paper`). Results: benchmarks/results/store_scale.json.
@@ -54,8 +54,8 @@ PAPER = {"answers": 670_679, "judge_calls": 1_236_468}  # mlit estimate paper --
 
 
 def tasks(n: int):
-    from mlit.generate import Task
-    from mlit.languages import PAPER_LANGUAGES as langs
+    from mlit.generation.answer_client import Task
+    from mlit.method.languages import PAPER_LANGUAGES as langs
 
     out = []
     for i in range(n):
@@ -75,7 +75,7 @@ def tasks(n: int):
 
 def pairs(gens, n_calls: int):
     """Judge pairs over the generations (answers of model i against model i+1's neighbour row)."""
-    from mlit.judge import Pair
+    from mlit.judging.judge import Pair
 
     rows = gens.select("model", "lang", "example_id", "instruction", "response").rows()
     out = []
@@ -93,8 +93,9 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int, prefill: bool =
     """One (store, size) measurement, in this process (``prefill``: reruns only)."""
     import polars as pl
 
-    from mlit import generate, judge
-    from mlit.store import Store
+    from mlit.generation import answer_client
+    from mlit.judging import judge
+    from mlit.store.artifacts import Store
 
     root = (
         f"s3://mlit-scale/{uuid.uuid4().hex[:8]}"
@@ -103,19 +104,19 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int, prefill: bool =
     )
     store = Store(root)
     todo = tasks(size)
-    params = generate.SamplingParams(max_tokens=128)
-    client = generate.Client(f"http://127.0.0.1:{chat}", concurrency=32)
+    params = answer_client.SamplingParams(max_tokens=128)
+    client = answer_client.Client(f"http://127.0.0.1:{chat}", concurrency=32)
     out: dict = {"store": store_kind, "tasks": size, **({"prefilled": True} if prefill else {})}
 
     if prefill:  # the answers the phase would store, filed directly: the reruns measured alone
-        keys = generate.generation_keys(todo, params)
+        keys = answer_client.generation_keys(todo, params)
         with store.writer("generations") as writer:
             for key in keys:
                 writer.put(key, PREFILLED)
         del keys
     else:
         start = time.perf_counter()
-        gens = generate.generate(todo, client, store, params, progress=False)
+        gens = answer_client.generate(todo, client, store, params, progress=False)
         took = time.perf_counter() - start
         assert (gens["status"] == "ok").all(), gens.filter(pl.col("status") != "ok")["error"][0]
         del gens  # a rerun does not hold the first run's table
@@ -124,12 +125,12 @@ def one(store_kind: str, size: int, chat: int, judge_calls: int, prefill: bool =
         out["peak_rss_mb_after_generate"] = _peak_mb()
 
     start = time.perf_counter()
-    _, hits = generate.stored_answers(todo, params, store)
+    _, hits = answer_client.stored_answers(todo, params, store)
     out["rerun_check_s"] = round(time.perf_counter() - start, 2)
     assert len(hits) == size, f"{len(hits)} of {size} answers found"
     del hits
     start = time.perf_counter()
-    again = generate.generate(todo, client, store, params, progress=False)
+    again = answer_client.generate(todo, client, store, params, progress=False)
     out["rerun_generate_s"] = round(time.perf_counter() - start, 2)
     assert again["cached"].all()
     out["peak_rss_mb_after_rerun"] = _peak_mb()
@@ -183,10 +184,12 @@ def paper_dry_run(root: str, records_wanted: int = 1_000_000) -> dict:
     every answer of the plan (368k distinct) and verdicts for the first pairs up to the total."""
     import polars as pl
 
-    from mlit import generate, judge, pipeline
-    from mlit.config import SweepConfig
-    from mlit.languages import SAMPLE_LANGUAGES
-    from mlit.store import Store
+    from mlit.generation import answer_client
+    from mlit.judging import judge
+    from mlit.method.languages import SAMPLE_LANGUAGES
+    from mlit.planning.config import SweepConfig
+    from mlit.store.artifacts import Store
+    from mlit.sweep import pipeline
 
     langs = SAMPLE_LANGUAGES  # the paper's 12 and the Slavic study's
     rows = [
@@ -200,12 +203,12 @@ def paper_dry_run(root: str, records_wanted: int = 1_000_000) -> dict:
     pl.DataFrame(rows, schema=columns, orient="row").write_parquet(data)
     cfg = SweepConfig("bilingual", preset="paper", dry_run=True, store=root, data=str(data))
     plans = [pipeline.plan_sweep(c) for c in pipeline.paper_configs(cfg)]
-    store, answers = Store(root), []
+    store, by_plan = Store(root), []
     with store.writer("generations") as gens:
         for plan in plans:
             tasks = plan.generation_tasks()
-            keys = generate.generation_keys(tasks, plan.sampling, plan.serving.engine)
-            answers.append(
+            keys = answer_client.generation_keys(tasks, plan.sampling, plan.serving.engine)
+            by_plan.append(
                 {
                     (t.model, t.lang, t.example_id): f"answer {k}"
                     for t, k in zip(tasks, keys, strict=True)
@@ -215,7 +218,7 @@ def paper_dry_run(root: str, records_wanted: int = 1_000_000) -> dict:
                 gens.put(k, {"response": f"answer {k}", "finish_reason": "stop"})
     room = records_wanted - len(store.keys("generations"))
     with store.writer("verdicts") as verdicts:
-        for plan, answered in zip(plans, answers, strict=True):
+        for plan, answered in zip(plans, by_plan, strict=True):
             for ks in judge.pair_keys(plan.judge_pairs(answered), plan.judge.build()):
                 for k in ks or ():
                     if room > 0:  # the store holds records_wanted records in all

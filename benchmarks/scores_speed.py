@@ -7,8 +7,8 @@ random verdicts (some errors). Both sides compute the same things: IF scores per
 with discounted ties and error counts, a 1,000-replicate bootstrap interval per score, order
 consistency per language, and the model x language table with a cross-lingual average.
 
-- mlit: `mlit.scores.score` (Polars aggregation; a paired bootstrap as one matrix product per
-  language) and `mlit.scores.tables_for`.
+- mlit: `mlit.results.scores.score` (Polars aggregation; a paired bootstrap as one matrix product per
+  language) and `mlit.results.scores.tables_for`.
 - baseline: pandas groupby, and a bootstrap that resamples each group's verdicts, the way one
   would write it first.
 
@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from mlit import experiments, mixtures, scores
-from mlit.judgments import JUDGMENT_COLUMNS
+from mlit.judging.judgments import JUDGMENT_COLUMNS
+from mlit.method import experiments, mixtures
+from mlit.results import scores
 
 import host
 

@@ -48,7 +48,8 @@ import aiohttp
 import httpx
 import uvloop
 
-from mlit import demo, ingress
+from mlit.demo import base_model
+from mlit.plumbing import ingress
 from mlit.serving import app as serving
 
 import host
@@ -452,7 +453,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    model_dir = demo.build_demo_model()
+    model_dir = base_model.build_demo_model()
     ingress.install()
     ray.init(include_dashboard=False, log_to_driver=False)
     port = _port()

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo, ingress
+from mlit.demo import base_model
+from mlit.plumbing import ingress
 from mlit.serving import app as serving
 from mlit.serving import front
 
@@ -268,7 +269,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    model_dir = demo.build_demo_model()
+    model_dir = base_model.build_demo_model()
     ingress.install()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _port()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from mlit import demo
+from mlit.demo import base_model
 from mlit.serving import app as serving
 
 import host
@@ -83,7 +83,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    model_dir = demo.build_demo_model()
+    model_dir = base_model.build_demo_model()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _port()
     batched = measure(model_dir, CONCURRENCY, port)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mlit import identity, leases, model_refs, pipeline
-from mlit.config import SweepConfig
-from mlit.store import Store
+from mlit.planning import model_keys
+from mlit.planning.config import SweepConfig
+from mlit.planning.plan import prepare
+from mlit.plumbing.ports import free_port
+from mlit.store import leases, model_refs
+from mlit.store.artifacts import Store
 
 import host
 
@@ -75,11 +77,11 @@ def planning(tmp: Path) -> dict:
     for experiment in ("language_count", "monolingual", "multilingual_fraction"):
         cfg = SweepConfig(experiment=experiment, base_model=str(base), store=str(tmp / "s"))
         start = time.perf_counter()
-        plan = pipeline.prepare(cfg)
+        plan = prepare(cfg)
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         for job in plan.jobs:  # the part of planning the text keys added
-            identity.rows_hash(job.train, job.dev)
+            model_keys.rows_hash(job.train, job.dev)
         out[experiment] = {
             "mixtures": len(plan.mixtures),
             "jobs": len(plan.jobs),
@@ -87,12 +89,6 @@ def planning(tmp: Path) -> dict:
             "rows_hash_s": round(time.perf_counter() - start, 4),
         }
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lease_round_trips(tmp: Path, n: int = 50) -> dict:
@@ -105,7 +101,7 @@ def lease_round_trips(tmp: Path, n: int = 50) -> dict:
             return (time.perf_counter() - start) / n * 1000
 
     out = {"local_ms": round(trips(Store(str(tmp / "lease-store"))), 3)}
-    port = _free_port()
+    port = free_port()
     moto = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -6,9 +6,9 @@
 The job: a tiny Llama-style model (built locally, as in the demo) fine-tuned with DeepSpeed ZeRO-2
 for a fixed number of steps on one mixture of the bundled sample. It runs
 
-- standalone: `mlit.train.train_model` in a fresh Python process (imports, model load, DeepSpeed
+- standalone: `mlit.training.trainer.train_model` in a fresh Python process (imports, model load, DeepSpeed
   init, steps, export: everything a Ray worker also does), timed from spawn to exit;
-- on Ray: `mlit.trials.train_phase` with one trial of one worker on a local Ray instance, timed
+- on Ray: `mlit.training.trials.train_phase` with one trial of one worker on a local Ray instance, timed
   around the call, with `ray.init` timed separately.
 
 It does both at two step counts, so the overhead (Ray trial minus standalone) can be seen not to
@@ -29,14 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlit import data, demo, identity, mixtures, trials
-from mlit.store import Store
-from mlit.train import TrainConfig
+from mlit.data import dataset
+from mlit.demo import base_model
+from mlit.method import mixtures
+from mlit.planning import model_keys
+from mlit.store.artifacts import Store
+from mlit.training import trials
+from mlit.training.trainer import TrainConfig
 
 import host
 
 STEPS = (20, 80)
-TINY = demo.DemoModelConfig(
+TINY = base_model.DemoModelConfig(
     vocab_size=1024,
     hidden_size=64,
     intermediate_size=128,
@@ -52,26 +56,30 @@ OUT = Path(__file__).parent / "results" / "train_overhead.json"
 STANDALONE = """
 import sys, time
 t0 = time.time()
-from mlit import data, mixtures, train
-from mlit.train import TrainConfig
-sample = data.sample()
-m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=int(sys.argv[3]))
+from mlit.data import dataset
+from mlit.method import mixtures
+from mlit.training import trainer
+from mlit.training.trainer import TrainConfig
+sample = dataset.sample()
+m = mixtures.build(mixtures.monolingual("en"), dataset.train_ids(sample), seed=int(sys.argv[3]))
 tr, dev = mixtures.materialize(m, sample)
 cfg = TrainConfig.demo(max_steps=int(sys.argv[2]), eval_every=int(sys.argv[2]))
-r = train.train_model(sys.argv[1], tr, dev, cfg, sys.argv[4])
+r = trainer.train_model(sys.argv[1], tr, dev, cfg, sys.argv[4])
 print("TRAIN_WALL", r.wall_time_s)
 """
 
 CHECKPOINTED = """
 import sys
-from mlit import checkpoints, data, mixtures, train
-from mlit.train import TrainConfig
-sample = data.sample()
-m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=0)
+from mlit.data import dataset
+from mlit.method import mixtures
+from mlit.training import checkpoints, trainer
+from mlit.training.trainer import TrainConfig
+sample = dataset.sample()
+m = mixtures.build(mixtures.monolingual("en"), dataset.train_ids(sample), seed=0)
 tr, dev = mixtures.materialize(m, sample)
 cfg = TrainConfig.demo()
 ck = checkpoints.Checkpointing(sys.argv[3], "bench", cfg.eval_every) if sys.argv[3] else None
-r = train.train_model(sys.argv[1], tr, dev, cfg, sys.argv[2], checkpointing=ck)
+r = trainer.train_model(sys.argv[1], tr, dev, cfg, sys.argv[2], checkpointing=ck)
 print("TRAIN_WALL", r.wall_time_s)
 """
 
@@ -81,7 +89,7 @@ def checkpoint_cost(work: Path) -> dict:
     import shutil
     import statistics
 
-    base = demo.build_demo_model(demo.default_dir())
+    base = base_model.build_demo_model(base_model.default_dir())
     times: dict[str, list[float]] = {"without": [], "with": []}
     size = 0
     for i in range(3):
@@ -125,10 +133,10 @@ def standalone(base: Path, steps: int, work: Path) -> dict:
 
 
 def on_ray(base: Path, steps: int, work: Path, seed: int) -> dict:
-    sample = data.sample()
-    m = mixtures.build(mixtures.monolingual("en"), data.train_ids(sample), seed=seed)
+    sample = dataset.sample()
+    m = mixtures.build(mixtures.monolingual("en"), dataset.train_ids(sample), seed=seed)
     cfg = TrainConfig.demo(max_steps=steps, eval_every=steps)
-    jobs = identity.plan_models(str(base), [m], sample, cfg)[1]
+    jobs = model_keys.plan_models(str(base), [m], sample, cfg)[1]
     store = Store(str(work / "store"))
     start = time.time()
     result = trials.train_phase(
@@ -150,7 +158,7 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))
         return
-    base = demo.build_demo_model(work / "base", TINY, progress=False)
+    base = base_model.build_demo_model(work / "base", TINY, progress=False)
     standalone(base, 2, work)  # warm the DeepSpeed op cache and the file cache once
     rows = {}
     t = time.time()

@@ -1,6 +1,6 @@
 """`python -m mlit ...` is the same as the `mlit` command."""
 
-from mlit.cli import main
+from mlit.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,8 @@ On a cluster (`ray up ray_cluster.yaml` first):
         --data s3://my-bucket/mlit/parallel.parquet --store s3://my-bucket/mlit/store
 """
 
-from mlit.config import SweepConfig
-from mlit.flags import run_script
+from mlit.cli.flags import run_script
+from mlit.planning.config import SweepConfig
 
 CONFIG = SweepConfig(experiment="monolingual")
 

@@ -10,8 +10,8 @@ Each experiment writes its own run folder under results/paper/; a model that two
         --data s3://my-bucket/mlit/parallel.parquet --store s3://my-bucket/mlit/store
 """
 
-from mlit.config import SweepConfig
-from mlit.flags import run_paper
+from mlit.cli.flags import run_paper
+from mlit.planning.config import SweepConfig
 
 # Every experiment runs; "bilingual" here only lets --pairs through (it chooses that experiment's
 # pairs, and the others get none).

@@ -1,4 +1,4 @@
-"""One training run with checkpoints, as its own process (tests/test_checkpoints.py kills it).
+"""One training run with checkpoints, as its own process (tests/training/test_checkpoints.py kills it).
 
     python tests/checkpoint_run.py BASE STORE OUT [--kill-at STEP]
 
@@ -11,15 +11,15 @@ import os
 import signal
 import sys
 
-from mlit import checkpoints, train
-from mlit.train import TrainConfig
+from mlit.training import checkpoints, trainer
+from mlit.training.trainer import TrainConfig
 
 EXAMPLES = [
     (f"Question {i}: name a {thing}.", f"A {thing} number {i} is a {thing}.")
     for i, thing in enumerate(["colour", "fruit", "city", "animal", "river"] * 4)
 ]
 DEV = EXAMPLES[:4]
-CONFIG = TrainConfig.demo(
+CLUSTER_CONFIG = TrainConfig.demo(
     max_steps=20,
     eval_every=5,
     batch_size=4,
@@ -38,7 +38,9 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     ck = checkpoints.Checkpointing(store, "model-under-test", every=5)
-    result = train.train_model(base, EXAMPLES, DEV, CONFIG, out, report=report, checkpointing=ck)
+    result = trainer.train_model(
+        base, EXAMPLES, DEV, CLUSTER_CONFIG, out, report=report, checkpointing=ck
+    )
     print(
         json.dumps(
             {

@@ -16,19 +16,19 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from mlit import data
+from mlit.data import dataset
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def sample() -> pl.DataFrame:
-    return data.sample()
+    return dataset.sample()
 
 
 def rows(*specs: tuple[str, str, str, str, str | None]) -> pl.DataFrame:
     """Tiny dataset from (example_id, lang, split, instruction, response) tuples."""
-    return data.from_records(dict(zip(data.COLUMNS, spec, strict=True)) for spec in specs)
+    return dataset.from_records(dict(zip(dataset.COLUMNS, spec, strict=True)) for spec in specs)
 
 
 TINY_DEMO = dict(
@@ -48,10 +48,12 @@ TINY_DEMO = dict(
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny demo-style base model (tokenizer trained on the sample, Llama config, short
     pretraining), built once per session in a few seconds."""
-    from mlit import demo
+    from mlit.demo import base_model
 
-    cfg = demo.DemoModelConfig(**TINY_DEMO)
-    return demo.build_demo_model(tmp_path_factory.mktemp("base") / "tiny", cfg, progress=False)
+    cfg = base_model.DemoModelConfig(**TINY_DEMO)
+    return base_model.build_demo_model(
+        tmp_path_factory.mktemp("base") / "tiny", cfg, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +63,7 @@ def ray_session():
     on them that needs CUDA."""
     import ray
 
-    from mlit import ingress
+    from mlit.plumbing import ingress
 
     if not ray.is_initialized():
         os.environ.setdefault("MLIT_BODY_TIMEOUT_S", "4")  # slow uploads time out within a test

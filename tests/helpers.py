@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pytest
+import yaml
 
-from mlit import data, rouge, scores
-from mlit.generate import Task
-from mlit.store import filesystem
+from mlit.data import dataset
+from mlit.generation.answer_client import Task
+from mlit.judging.judge import Pair
+from mlit.judging.judgments import JUDGMENT_COLUMNS
+from mlit.method import rouge
+from mlit.results import scores
+from mlit.store.artifacts import filesystem
 
 
 def sweep_config(tmp_path, **values):
     """A small language_count sweep (fi, en, cs) writing under ``tmp_path``: the shape the
     failure tests give a sweep before they change one thing."""
-    from mlit.config import SweepConfig
+    from mlit.planning.config import SweepConfig
 
     base = dict(
         experiment="language_count",
@@ -45,9 +55,9 @@ def tasks_for(
 
 def require_valid(frame: pl.DataFrame, expected: Iterable[str] | None = None) -> pl.DataFrame:
     """Validate and raise a DataError that lists the problems, or return the frame."""
-    report = data.validate(frame, expected)
+    report = dataset.validate(frame, expected)
     if not report.ok:
-        raise data.DataError("dataset has problems:\n" + report.summary())
+        raise dataset.DataError("dataset has problems:\n" + report.summary())
     return frame
 
 
@@ -84,7 +94,7 @@ def legacy_put(root, kind: str, key: str, value: dict):
     import json
     from pathlib import Path
 
-    from mlit.integrity import RECORD_KEY, RECORD_SHA, digest
+    from mlit.store.checksums import RECORD_KEY, RECORD_SHA, digest
 
     path = Path(root) / "records" / kind / key[:2] / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,3 +125,97 @@ def s3_server(bucket: str) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    path.mkdir(parents=True, exist_ok=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 65536)
+    return filler
+
+
+def judgments(rows):
+    """rows: (candidate, baseline, eval_lang, example_id, verdict)."""
+    out = []
+    for cand, base, lang, ex, verdict in rows:
+        out.append(
+            {
+                "candidate": cand,
+                "baseline": base,
+                "eval_lang": lang,
+                "example_id": ex,
+                "verdict": verdict,
+                "self_comparison": cand == base,
+                "judge": "j",
+            }
+        )
+    return pl.DataFrame(
+        [{c: r.get(c) for c in JUDGMENT_COLUMNS} for r in out], schema=JUDGMENT_COLUMNS
+    )
+
+
+def synthetic_judgments(exp, seed=0, n=6):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for recipe, lang in exp.eval_pairs():
+        base = "base" if exp.baseline == "base" else f"mono-{lang}"
+        for i in range(n):
+            verdict = "tie" if recipe.name == base else str(rng.choice(["win", "tie", "loss"]))
+            rows.append((recipe.name, base, lang, f"e{i}", verdict))
+    return judgments(rows)
+
+
+def judge_pairs(n=3):
+    out = []
+    for i in range(n):
+        good_first = i % 2 == 0
+        cand = f"good answer {i}" if good_first else f"weak answer {i}"
+        base = f"other answer {i}" if good_first else f"good other answer {i}"
+        out.append(
+            Pair("model-a", "mono-en", "en", f"e{i}", f"Question {i}?", cand, base, "ka", "kb")
+        )
+    return out
+
+
+CLUSTER_CONFIG = Path(__file__).parent.parent / "ray_cluster.yaml"
+
+
+def cluster_variants() -> dict[str, str]:
+    text = CLUSTER_CONFIG.read_text()
+    found = re.findall(r"# --- variant: (\w+) -+\n(.*?)# --- end variant ---", text, re.S)
+    return {name: body for name, body in found}
+
+
+def uncomment_variant(body: str) -> tuple[dict, list[str]]:
+    lines = [line[2:] if line.startswith("# ") else line[1:] for line in body.splitlines()]
+    remove = []
+    keep = []
+    for line in lines:
+        if line.startswith("remove:"):
+            remove = [k.strip() for k in line.split(":", 1)[1].split(",")]
+        elif re.match(r"^[a-zA-Z_]+:|^  |^- |^\s*$", line):
+            keep.append(line)
+    return yaml.safe_load("\n".join(keep)) or {}, remove
+
+
+def check_cluster_config(config: dict) -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(config)))

@@ -16,13 +16,13 @@ or Serve's handle) -> model_server (its LRU loads the model through the engine, 
 the job) -> engine (tokens as sampled) -> model_server (events) -> gateway (a response body or
 server-sent events).
 
-Only `mlit.ingress` is imported here (the standard library's modules alone), for the environment
-of Serve's HAProxy ingress: the planner imports `mlit.serving.engine_choice` without starting Ray
+Only `mlit.plumbing.ingress` is imported here (the standard library's modules alone), for the environment
+of Serve's HAProxy ingress: the planner imports `mlit.planning.engine_choice` without starting Ray
 Serve. `serve run` configs name
 ``mlit.serving.app:app_builder``.
 """
 
-from mlit import ingress
+from mlit.plumbing import ingress
 
 # Serve reads its environment once, as `ray.serve` is first imported: in every replica, and in the
 # driver too, where the handles to the model servers are made (their transport and router loop

@@ -27,12 +27,14 @@ from pathlib import Path
 
 from ray import serve
 
-from mlit import ingress, model_refs
-from mlit.run_folder import RunFolder
-from mlit.serving import engine_choice, shards
+from mlit.planning import engine_choice
+from mlit.plumbing import ingress
+from mlit.results.run_folder import RunFolder
+from mlit.serving import shards
 from mlit.serving.admission import limits_for
 from mlit.serving.gateway import Gateway, hash_key
 from mlit.serving.model_server import ModelServer, local_dir
+from mlit.store import model_refs
 
 APP_NAME = "mlit"
 # Warnings only, no access log, for the replicas and Serve's proxy: one line per request buries a
@@ -200,13 +202,13 @@ def replica_cpus(cfg: ServeConfig) -> float:
 def resolve_model_path(path: str) -> str:
     """'demo' is the demo base model (built on first use); anything else is a path or URI."""
     if path == "demo":
-        from mlit import demo
+        from mlit.demo import base_model
 
-        return str(demo.build_demo_model())
+        return str(base_model.build_demo_model())
     if path == "demo-judge":
-        from mlit import demo_judge
+        from mlit.demo import judge_model
 
-        return str(demo_judge.build_demo_judge())
+        return str(judge_model.build_demo_judge())
     return model_refs.served(path)
 
 
@@ -248,7 +250,7 @@ def collect_models(
     if run_dir:
         models.update(run_models(run_dir))
     if store_root:
-        from mlit.store import Store
+        from mlit.store.artifacts import Store
 
         store = Store(store_root)
         for key in store.model_keys():
@@ -283,7 +285,7 @@ def start(cfg: ServeConfig) -> str:
     """Deploy the app on the connected (or a new local) Ray cluster; returns the base URL."""
     import ray
 
-    from mlit import interrupts
+    from mlit.plumbing import interrupts
 
     if not ray.is_initialized():
         ingress.install()  # Serve's HAProxy ingress: no Python proxy on the HTTP path

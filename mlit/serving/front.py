@@ -1,5 +1,5 @@
 """What the gateway answers before FastAPI does: liveness, model listing, and refusals in
-OpenAI's error shape. HTTP reaches the gateway through HAProxy (`mlit.ingress`).
+OpenAI's error shape. HTTP reaches the gateway through HAProxy (`mlit.plumbing.ingress`).
 
 **`Front`, the gateway's outermost ASGI layer**, in the gateway's own event loop, before routing,
 authentication and validation:

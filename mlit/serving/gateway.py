@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from mlit import decoding
+from mlit.generation import decoding
 from mlit.serving import front, shards
 from mlit.serving.admission import Admission, Limits
 from mlit.serving.protocol import (

@@ -2,7 +2,7 @@
 
 ``ModelServer`` keeps the models of a replica in Serve's multiplexing LRU (``max_models_per_replica``,
 so requests for a model go to the replica that holds it), loads them in turns by demand
-(`mlit.serving.turns`: a burst over more models than fit loads each about once), prepares each request
+(`mlit.serving.model_turns`: a burst over more models than fit loads each about once), prepares each request
 (`mlit.serving.preparation`) and hands it to its engine through `mlit.serving.engines.Engine`. Which
 engine runs is decided once, when the replica starts (`mlit.serving.engines.registry`); nothing here
 depends on it. It runs as a deployment of its own, or, as the app's one replica, inside the
@@ -18,12 +18,12 @@ from contextlib import aclosing
 
 from ray import serve
 
-from mlit import decoding
-from mlit.integrity import verify_dir
+from mlit.generation import decoding
 from mlit.serving import engines, preparation
 from mlit.serving.engines import registry
-from mlit.serving.turns import Turns
-from mlit.store import local_copy
+from mlit.serving.model_turns import Turns
+from mlit.store.artifacts import local_copy
+from mlit.store.checksums import verify_dir
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,7 +48,7 @@ class ModelServer:
         models: dict[str, str],
         max_models: int,
         max_batch: int,
-        kind: str,  # the engine, resolved (`mlit.serving.engines.resolve`)
+        kind: str,  # the engine, resolved (`mlit.planning.engine_choice.resolve`)
         loras: dict | None = None,  # served name -> adapter on its base's engine, where supported
     ):
         self._paths = dict(models)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mlit import chat, decoding
+from mlit.generation import chat, decoding
 
 
 @dataclass(frozen=True)
 class Job:
     ids: list[int]
-    params: dict  # `mlit.decoding.Sampling`'s fields; max_new_tokens 0 only with echo
+    params: dict  # `mlit.generation.decoding.Sampling`'s fields; max_new_tokens 0 only with echo
     echo: bool = False
     echo_text: str = ""  # the prompt as text, returned first when echo is set
     group: str | None = None  # the HTTP request it is one sequence of (its fair share of a batch)

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlit.decoding import Completion, TokenLogprob
+from mlit.generation.decoding import Completion, TokenLogprob
 
 MAX_CHOICES = 16  # n, and prompts per completions request
 MAX_SEQUENCES = 16  # sequences one request may ask for: prompts x n
@@ -214,7 +214,7 @@ class CompletionRequest(_Request):
 
 
 def _sampling(req: _Request, max_new_tokens: int, seed: int | None, top: int | None) -> dict:
-    """`mlit.decoding.Sampling`'s fields as plain data for the model server (which builds the
+    """`mlit.generation.decoding.Sampling`'s fields as plain data for the model server (which builds the
     Sampling: ``max_new_tokens`` may be 0 there, for an echoed prompt's log-likelihoods)."""
     return {
         "max_new_tokens": max_new_tokens,
@@ -295,7 +295,7 @@ def chat_response(model: str, completions: list[Completion]) -> dict:
 def completion_logprobs(entries: tuple[TokenLogprob, ...] | None, start: int = 0) -> dict | None:
     """Legacy completions logprobs of an answer, or of a streamed piece's tokens whose first
     starts at character ``start``: ``text_offset`` counts characters of the returned text, which
-    holds because the token strings are what each token adds to it (`mlit.decoding.token_text`)."""
+    holds because the token strings are what each token adds to it (`mlit.generation.decoding.token_text`)."""
     if entries is None:
         return None
     offsets, pos = [], start

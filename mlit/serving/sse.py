@@ -4,7 +4,7 @@ import json
 
 from fastapi.responses import StreamingResponse
 
-from mlit import decoding
+from mlit.generation import decoding
 
 
 def completion_from(d: dict) -> decoding.Completion:

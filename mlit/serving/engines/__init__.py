@@ -9,7 +9,7 @@ knows which engines exist:
 - ``vllm`` (`mlit.serving.engines.vllm`): vLLM's ``AsyncLLM``, LoRA models as adapters on one
   engine of their base.
 
-Which of them serves is resolved before anything runs (`mlit.serving.engine_choice.resolve`).
+Which of them serves is resolved before anything runs (`mlit.planning.engine_choice.resolve`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Engine(Protocol):
     """What the model server asks of an engine. ``load`` blocks (the caller runs it off the
     event loop); ``events`` yields ``("token", text)`` pieces while streaming (each after a
     ``("logprobs", entries)`` of the tokens sampled since the last piece, where the job asks for
-    logprobs), then ``("done", mlit.decoding.Completion)``, or raises `GenerationError`.
+    logprobs), then ``("done", mlit.generation.decoding.Completion)``, or raises `GenerationError`.
     ``check_health`` raises when the engine cannot answer any more (Serve then replaces the
     replica)."""
 

@@ -24,7 +24,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-from mlit import decoding
+from mlit.generation import decoding
 from mlit.serving.engines.scheduler import Request, Scheduler, lower_priority
 
 logger = logging.getLogger("mlit.engine")

@@ -1,6 +1,6 @@
 """Continuous batching: one decode loop per model server that admits requests between steps.
 
-`mlit.decoding.generate` runs a static batch: every request of the batch waits for the longest one,
+`mlit.generation.decoding.generate` runs a static batch: every request of the batch waits for the longest one,
 and a request that arrives a moment later waits for the whole batch. Under a server's load that
 leaves batches small (requests come back a batch at a time, so the next ones arrive in waves) and
 makes time to first token equal to the whole answer's time. Here a single thread steps every
@@ -8,7 +8,7 @@ model's running batch one token at a time; between steps it prefills whatever ar
 rows into the running batch's KV cache and drops finished rows, so a batch stays full while
 answers of different lengths come and go, and each token is handed out as soon as it is sampled.
 
-Each request keeps its own sampling settings and ``torch.Generator`` (see `mlit.decoding`), so an
+Each request keeps its own sampling settings and ``torch.Generator`` (see `mlit.generation.decoding`), so an
 answer with a seed does not depend on which requests shared its batch (up to float rounding of
 batched matmuls). It imports no Ray: the hf engine (`mlit.serving.engines.hf`) feeds it and tests can
 drive it directly.
@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlit import decoding
+from mlit.generation import decoding
 
 logger = logging.getLogger("ray.serve")
 

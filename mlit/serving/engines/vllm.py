@@ -1,6 +1,6 @@
 """vLLM behind the same model server: ``AsyncLLM`` engines, tokens streamed as vLLM samples.
 
-A full model runs on an engine of its own. A LoRA model (exported with ``adapter/``, `mlit.train`)
+A full model runs on an engine of its own. A LoRA model (exported with ``adapter/``, `mlit.training.trainer`)
 runs as an adapter on one engine of its base, shared by every LoRA model of that base: vLLM's
 multi-LoRA batches requests for different adapters together, and a sweep's LoRA models start one
 engine instead of one each. Serve's multiplexing LRU holds the served models (so requests for a
@@ -18,7 +18,7 @@ places engines with GPU bundles by default and did not start on CPU here; and it
 per deployment, where a sweep serves many models through one LRU per replica.
 
 vLLM comes from its own environment (`make vllm-env`: ``.venv-vllm``, ``transformers<5.20``), so
-the replica runs that interpreter (`mlit.serving.engine_choice`); nothing here is imported by
+the replica runs that interpreter (`mlit.planning.engine_choice`); nothing here is imported by
 the main install.
 """
 
@@ -32,8 +32,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlit import decoding, model_refs
+from mlit.generation import decoding
 from mlit.serving.engines import Loaded
+from mlit.store import model_refs
 
 logger = logging.getLogger("ray.serve")
 
@@ -53,7 +54,7 @@ class Lora:
 
 def lora_targets(dirs: dict[str, str]) -> dict[str, Lora]:
     """The served models (name -> local directory) that run as adapters: those exported with
-    ``adapter/`` beside their merged weights (`mlit.train`, ``--lora-rank``) whose base can be
+    ``adapter/`` beside their merged weights (`mlit.training.trainer`, ``--lora-rank``) whose base can be
     found. Others run as models of their own, from their merged weights."""
     out: dict[str, Lora] = {}
     for name, here in sorted(dirs.items()):
@@ -101,7 +102,7 @@ class Engines:
         key = self._key(name, lora)
         with self._lock:
             if key not in self._engines:
-                from mlit.store import local_copy
+                from mlit.store.artifacts import local_copy
 
                 if lora:
                     mine = [x for x in self.loras.values() if x.base == lora.base]

@@ -1,0 +1,3 @@
+"""The `mlit` command line (`main`, one module per command group) and the sweep scripts' flags
+(`flags`), generated from `SweepConfig`.
+"""

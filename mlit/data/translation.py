@@ -1,0 +1,317 @@
+"""Machine translation of an English dataset into any language, through litellm, cached and checked.
+
+    mlit translate --source data/en.jsonl --languages ar,cs,fi --translator openai/gpt-4o-mini \\
+        --api-key-env OPENAI_API_KEY --out data/parallel.jsonl
+
+Instruction and response are translated separately. What is never translated: fenced code blocks
+(```...```), inline code (`...`) and URLs. They are cut out before the call, replaced by numbered
+placeholders such as ``⟦0⟧``, and put back afterwards; a reply that lost or duplicated a
+placeholder is a failure, not a translation. Markdown structure (headings, lists, emphasis) stays in
+the text and the prompt asks to keep it.
+
+Every translation is stored under (translator, endpoint, prompt hash, source text, target language),
+so a rerun makes no call for what is done and an interrupted run continues. Failures are reported
+with their ids, never written as translations, and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mlit.data import dataset, translation_checks
+from mlit.method import languages
+from mlit.providers import llm, pricing, rate_limits
+from mlit.store.artifacts import Store, content_key
+
+PROMPT = (
+    "Translate the following text from English into {language}. Keep the markdown formatting, "
+    "line breaks and every placeholder such as ⟦0⟧ exactly as they are. Reply with the "
+    "translation only.\n\n<<<\n{text}\n>>>"
+)
+_PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://[^\s)>\]]+", re.S)
+PLACEHOLDER = re.compile(r"⟦(\d+)⟧")
+
+
+@dataclass(frozen=True)
+class Translator:
+    endpoint: llm.Endpoint
+    concurrency: int = 8
+    max_tokens: int = 2048
+    limiter: rate_limits.Limiter | None = None  # --rpm / --tpm
+
+    def identity(self) -> dict:
+        prompt_sha = hashlib.sha256(PROMPT.encode()).hexdigest()[:16]
+        return {
+            "model": self.endpoint.model,
+            "api_base": self.endpoint.api_base or "",
+            "prompt": prompt_sha,
+        }
+
+
+def protect(text: str) -> tuple[str, list[str]]:
+    """Replace code and URLs by ⟦n⟧ placeholders; returns the text and the protected spans."""
+    spans: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        spans.append(match.group(0))
+        return f"⟦{len(spans) - 1}⟧"
+
+    return _PROTECTED.sub(keep, text), spans
+
+
+def restore(text: str, spans: list[str]) -> str:
+    found = [int(n) for n in PLACEHOLDER.findall(text)]
+    if sorted(found) != list(range(len(spans))):
+        raise ValueError(f"placeholders changed in translation: expected {len(spans)}, got {found}")
+    return PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
+
+
+def translation_key(t: Translator, text: str, lang: str) -> str:
+    # The language as the prompt names it (with its script, for Serbian) is part of the request:
+    # an answer to the plain name is not reused for the one that names the script.
+    named = languages.prompt_name(lang)
+    target = lang if named == languages.get(lang).name else f"{lang}:{named}"
+    return content_key("translation", t.identity(), text, target)
+
+
+def prompt_for(text: str, lang: str) -> str:
+    """The request for one (masked) text: into the language as `languages.prompt_name` names it."""
+    return PROMPT.format(language=languages.prompt_name(lang), text=text)
+
+
+def _request(t: Translator, text: str, lang: str) -> tuple[str, str, list[str], str]:
+    """(key, masked text, protected spans, prompt) of one text into one language."""
+    masked, spans = protect(text)
+    return translation_key(t, text, lang), masked, spans, prompt_for(masked, lang)
+
+
+def reply_tokens(t: Translator, masked: str) -> int:
+    """The reply a call is expected to take, for the budget: twice the text's estimated tokens
+    (most languages take more tokens than English), at most ``max_tokens``."""
+    return min(t.max_tokens, 2 * pricing.prompt_tokens(masked))
+
+
+async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict:
+    key, masked, spans, prompt = _request(t, text, lang)
+    hit = run.stored.get(key)
+    if hit is not None:
+        return {**hit, "status": "ok", "cached": True}
+    result = run.fresh.get(key)  # answered by a batch this run
+    if result is None:
+        async with run.sem:
+            estimate = run.budget.estimate(prompt, reply_tokens(t, masked))
+            if not run.budget.hold(estimate):
+                error = f"not sent: {run.budget.stopped}"
+                return {"status": "error", "check": "budget", "error": error, "cached": False}
+            if t.limiter is not None:
+                await t.limiter.acquire(rate_limits.tokens(prompt, t.max_tokens))
+            result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+            result["cost_usd"] = run.budget.settle(estimate, result)
+    if result["status"] != "ok":
+        return {"status": "error", "check": "call", "error": result["error"], "cached": False}
+    reply = (result["text"] or "").strip()
+    failed = translation_checks.check(masked, reply, lang)
+    if failed is None:
+        try:
+            out = restore(reply, spans)
+        except ValueError as err:
+            failed = translation_checks.Failed("placeholders", str(err))
+    if failed is not None:  # never written, never cached: asked again on the next run
+        return {"status": "error", "check": failed.check, "error": str(failed), "cached": False}
+    record = {"text": out, "cost_usd": result["cost_usd"]}
+    run.writer.put(key, record)
+    return {**record, "status": "ok", "cached": False}
+
+
+@dataclass
+class _Run:
+    """What every call of one translation run shares."""
+
+    stored: dict
+    writer: object
+    budget: pricing.Budget
+    fresh: dict  # key -> reply, from batches
+    sem: asyncio.Semaphore | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    frame: pl.DataFrame  # the parallel dataset: the source rows plus every complete translation
+    failures: pl.DataFrame  # example_id, lang, field, error
+    calls: int  # translations requested from the endpoint this run
+    cached: int
+    cost_usd: float = 0.0
+    stopped: str | None = None  # why calls were not sent (the budget), or None
+
+
+def _jobs(source: pl.DataFrame, langs: Sequence[str]) -> list[tuple[dict, str, str]]:
+    return [
+        (row, lang, field)
+        for row in source.iter_rows(named=True)
+        for lang in langs
+        for field in ("instruction", "response")
+        if row[field]
+    ]
+
+
+async def _run(
+    source: pl.DataFrame, langs: Sequence[str], t: Translator, run: _Run, progress: bool
+) -> Outcome:
+    from tqdm import tqdm
+
+    run.sem = asyncio.Semaphore(t.concurrency)
+    jobs = _jobs(source, langs)
+    bar = tqdm(total=len(jobs), desc="translating", unit="text", disable=None if progress else True)
+
+    async def one(row, lang, field):
+        result = await _translate_one(t, row[field], lang, run)
+        bar.update(1)
+        bar.set_postfix_str(run.budget.progress(), refresh=False)
+        return row, lang, field, result
+
+    results = await asyncio.gather(*(one(*j) for j in jobs))
+    bar.close()
+    texts: dict[tuple[str, str], dict] = {}
+    failures = []
+    calls = cached = 0
+    for row, lang, field, r in results:
+        calls += not r["cached"]
+        cached += r["cached"]
+        if r["status"] == "ok":
+            texts.setdefault((row["example_id"], lang), {})[field] = r["text"]
+        else:
+            failures.append(
+                {
+                    "example_id": row["example_id"],
+                    "lang": lang,
+                    "field": field,
+                    "check": r["check"],
+                    "error": r["error"],
+                }
+            )
+    failed = {(f["example_id"], f["lang"]) for f in failures}
+    rows = [dict(r) for r in source.iter_rows(named=True)]
+    for row in source.iter_rows(named=True):
+        for lang in langs:
+            if (row["example_id"], lang) in failed:
+                continue  # a half-translated example is not written
+            got = texts.get((row["example_id"], lang), {})
+            rows.append(
+                {
+                    **row,
+                    "lang": lang,
+                    "instruction": got.get("instruction", row["instruction"]),
+                    "response": got.get("response") if row["response"] else row["response"],
+                }
+            )
+    frame = dataset.from_records(rows, "translation")
+    fail_frame = pl.DataFrame(
+        failures,
+        schema={
+            "example_id": pl.String,
+            "lang": pl.String,
+            "field": pl.String,
+            "check": pl.String,
+            "error": pl.String,
+        },
+    )
+    spent = round(run.budget.spent, 6)
+    return Outcome(frame, fail_frame, calls, cached, spent, run.budget.stopped)
+
+
+def translate(
+    source: pl.DataFrame,
+    langs: Sequence[str],
+    t: Translator,
+    store: Store,
+    progress: bool = True,
+    budget: pricing.Budget | None = None,
+    batch=None,  # batch_api.BatchOptions: through the provider's Batch API first
+) -> Outcome:
+    """Translate every English row into ``langs``; returns the parallel dataset and failures.
+    No call is sent that could pass ``budget``; in batch mode what the batches leave unanswered
+    is asked online."""
+    langs = [lang for lang in languages.parse(langs) if lang != "en"]
+    english = source.filter(pl.col("lang") == "en")
+    if english.height == 0:
+        raise dataset.DataError("the source has no English rows to translate")
+    stored = _stored(english, langs, t, store)
+    budget = budget or pricing.Budget(None, None)
+    with store.writer("translations") as writer:
+        run = _Run(stored, writer, budget, {})
+        if batch is not None:
+            run.fresh = _batch(english, langs, t, store, run, batch, progress)
+        return asyncio.run(_run(english, langs, t, run, progress))
+
+
+def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progress) -> dict:
+    """The texts not stored, through the Batch API: key -> reply; checked and written by the
+    online path's `_translate_one`, as a reply it got itself."""
+    from mlit.providers import batch_api
+
+    calls = {}
+    for row, lang, field in _jobs(english, langs):
+        key, masked, _spans, prompt = _request(t, row[field], lang)
+        if key not in run.stored and key not in calls:
+            calls[key] = batch_api.Call(key, prompt, t.max_tokens, None, reply_tokens(t, masked))
+    if not calls:
+        return {}
+    got = batch_api.run(
+        calls.values(), t.endpoint, store, run.budget, lambda _k, r: r, opts, progress
+    )
+    return {k: v for k, v in got.items() if v["status"] == "ok"}
+
+
+def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
+    """key -> stored translation of every text to translate: one bulk read of the store."""
+    keys = [translation_key(t, row[field], lang) for row, lang, field in _jobs(english, langs)]
+    return store.records("translations", keys)
+
+
+def dry_run(
+    source: pl.DataFrame,
+    langs: Sequence[str],
+    t: Translator,
+    store: Store,
+    prices: tuple[float, float] | None = None,
+) -> dict:
+    """Calls, tokens and cost a translation would take (texts already stored cost nothing);
+    ``prices``: dollars per million input and output tokens (default: litellm's price map)."""
+    langs = [lang for lang in languages.parse(langs) if lang != "en"]
+    english = source.filter(pl.col("lang") == "en")
+    calls = chars = 0
+    stored = _stored(english, langs, t, store)
+    for row, lang, field in _jobs(english, langs):
+        if translation_key(t, row[field], lang) not in stored:
+            calls += 1
+            chars += len(row[field])
+    prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt
+    completion_tokens = math.ceil(chars / 4 * 1.3)  # most languages take more tokens than English
+    return {
+        "texts": calls + len(stored),
+        "calls": calls,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": cost_usd(t.endpoint.model, prompt_tokens, completion_tokens, prices),
+    }
+
+
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, prices: tuple[float, float] | None
+) -> float | None:
+    """Dollars for these tokens: at ``prices`` (per million input, output), or litellm's price
+    for the model (`pricing.prices_for`, the one owner of prices); None when neither is known."""
+    priced = pricing.prices_for(model, *(prices or (None, None)))
+    return None if priced is None else priced.cost(prompt_tokens, completion_tokens, batch=False)
+
+
+def write(frame: pl.DataFrame, out: str | Path) -> Path:
+    return dataset.save(frame, out)

@@ -1,0 +1,380 @@
+"""Calls through a provider's Batch API: half the price, resumable by batch id, under a budget.
+
+The judge (`--judge-mode batch`) and the translator (`mlit translate --mode batch`) hand over
+their calls; this module writes them as Batch API lines (JSONL), splits them at the provider's
+limits (requests and bytes per input file), uploads and submits them through the
+OpenAI-compatible ``files`` and ``batches`` endpoints, polls with backoff and hands every result
+back through `mlit.providers.llm.reply_record`, the parser of online replies.
+
+Nothing is submitted or paid twice. Before a batch is created its *intent* (the keys it covers,
+an id carried as the batch's metadata) is filed in the store; once the provider accepts it, its
+batch id is filed too. A run interrupted at any moment finds both on the next run: a batch with an
+id is polled and read, an intent without one is looked up at the provider by its metadata (it may
+have been created just before the interruption), and only calls no batch covers are submitted.
+
+Requests that fail inside a batch, or that an expired batch did not reach, are asked again in a
+new batch, up to ``rounds`` times; what is still unanswered after that goes back to the caller,
+which asks it online (so a provider that keeps failing a request cannot hold the run forever).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from mlit.plumbing import console
+from mlit.providers import llm
+from mlit.providers.pricing import Budget
+from mlit.store.artifacts import Store
+
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+INTENTS, SUBMITTED = "batch_intents", "batch_ids"  # the store's record kinds
+
+
+class BatchError(RuntimeError):
+    """The provider refused a batch operation (no Batch API at that endpoint, a bad file)."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    max_requests: int = 50_000  # OpenAI's limit per batch
+    max_bytes: int = 190_000_000  # under OpenAI's 200 MB per input file
+    poll_s: float = 10.0  # the first wait; each wait is 1.5 times the last, up to max_poll_s
+    max_poll_s: float = 300.0
+    rounds: int = 3  # new batches for failed or expired requests, before they go online
+    completion_window: str = "24h"
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or self.max_bytes < 1024:
+            raise ValueError("a batch needs at least one request and 1 KB")
+
+
+@dataclass(frozen=True)
+class Call:
+    key: str  # the result's key in the store: also the request's custom_id
+    prompt: str
+    max_tokens: int
+    top_logprobs: int | None = None
+    expected_reply: int | None = None  # reply tokens the budget holds for it (None: max_tokens)
+
+    def estimate(self, budget: Budget) -> float:
+        return budget.estimate(self.prompt, self.expected_reply or self.max_tokens) * budget.scale
+
+
+@dataclass
+class Report:
+    """What the batches of a phase did, for run.json."""
+
+    mode: str = "batch"  # online: nothing went through batches
+    submitted: int = 0
+    resumed: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    expired: int = 0
+
+    def as_dict(self) -> dict:
+        if self.mode != "batch":
+            return {"mode": self.mode}
+        return {
+            "mode": self.mode,
+            "batches_submitted": self.submitted,
+            "batches_resumed": self.resumed,
+            "batch_requests": self.requests,
+            "batch_failed_requests": self.failed_requests,
+            "batches_expired": self.expired,
+        }
+
+
+def provider_model(model: str) -> str:
+    """The name the endpoint knows: litellm's provider prefix removed (openai/gpt-4o -> gpt-4o)."""
+    prefix, _, name = model.partition("/")
+    return (
+        name
+        if name and prefix in ("openai", "hosted_vllm", "azure", "text-completion-openai")
+        else model
+    )
+
+
+def supported(model: str, api_base: str | None) -> str | None:
+    """Why batch mode cannot serve this model (None: it can). OpenAI-compatible endpoints only."""
+    prefix = model.split("/", 1)[0] if "/" in model else "openai"
+    if prefix in ("openai", "hosted_vllm") or api_base:
+        return None
+    return (
+        f"batch mode speaks the OpenAI-compatible files and batches endpoints; {model} is not "
+        "one (use an openai/... judge, or an --judge-api-base that implements them)"
+    )
+
+
+class Client:
+    """The files and batches endpoints of one OpenAI-compatible API (the `openai` client)."""
+
+    def __init__(self, endpoint: llm.Endpoint):
+        import openai
+
+        self.endpoint = endpoint
+        self.where = endpoint.api_base or endpoint.model
+        self._api = openai.OpenAI(
+            base_url=endpoint.api_base,
+            api_key=endpoint.api_key() or "EMPTY",
+            max_retries=5,
+            timeout=endpoint.timeout_s,
+        )
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # named for the user, with the endpoint
+            raise BatchError(f"{what} failed at {self.where}: {type(err).__name__}: {err}") from err
+
+    def submit(self, lines: list[bytes], intent: str, window: str) -> str:
+        upload = self._call(
+            "uploading a batch file",
+            self._api.files.create,
+            file=(f"mlit-{intent}.jsonl", b"".join(lines)),
+            purpose="batch",
+        )
+        batch = self._call(
+            "creating a batch",
+            self._api.batches.create,
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window=window,
+            metadata={"mlit_intent": intent},
+        )
+        return batch.id
+
+    def retrieve(self, batch_id: str):
+        return self._call(f"reading batch {batch_id}", self._api.batches.retrieve, batch_id)
+
+    def content(self, file_id: str) -> str:
+        return self._call(f"reading file {file_id}", self._api.files.content, file_id).text
+
+    def find(self, intent: str) -> str | None:
+        """The batch created for ``intent`` (by its metadata), or None: it never reached the
+        provider."""
+        for batch in self._call("listing batches", self._api.batches.list, limit=100):
+            if (getattr(batch, "metadata", None) or {}).get("mlit_intent") == intent:
+                return batch.id
+        return None
+
+
+def line(call: Call, model: str) -> bytes:
+    body = llm.chat_body(model, call.prompt, call.max_tokens, call.top_logprobs)
+    request = {"custom_id": call.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return (json.dumps(request, ensure_ascii=False) + "\n").encode()
+
+
+def split(
+    lines: Iterable[tuple[Call, bytes]], opts: BatchOptions
+) -> Iterator[list[tuple[Call, bytes]]]:
+    """Consecutive chunks within the provider's requests and bytes per batch."""
+    chunk: list[tuple[Call, bytes]] = []
+    size = 0
+    for item in lines:
+        if chunk and (len(chunk) >= opts.max_requests or size + len(item[1]) > opts.max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item[1])
+    if chunk:
+        yield chunk
+
+
+def results(text: str, where: str) -> Iterator[tuple[str, dict]]:
+    """(custom_id, record) for each line of an output or error file."""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        item = json.loads(raw)
+        response = item.get("response") or {}
+        status = response.get("status_code")
+        if item.get("error") or status != 200:
+            error = item.get("error") or (response.get("body") or {}).get("error") or {}
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            yield (
+                item["custom_id"],
+                {
+                    "status": "error",
+                    "error": f"batch request failed at {where} (status {status}): {message}",
+                },
+            )
+            continue
+        yield item["custom_id"], llm.reply_record(response["body"], where)
+
+
+@dataclass
+class _InFlight:
+    intent: str
+    batch_id: str
+    keys: list[str]
+    reserved: float
+    round: int
+
+
+def run(
+    calls: Iterable[Call],
+    endpoint: llm.Endpoint,
+    store: Store,
+    budget: Budget,
+    accept: Callable[[str, dict], dict],
+    opts: BatchOptions = BatchOptions(),
+    progress: bool = True,
+    report: Report | None = None,
+) -> dict[str, dict]:
+    """Ask every call through batches; ``accept(key, record)`` takes each answer as it is read
+    (parses, checks, stores it) and returns the key's outcome. Returns key -> outcome for every
+    call answered, and key -> error record for those still unanswered after ``opts.rounds``
+    rounds (the caller asks those online). Stops submitting where ``budget`` would be passed
+    (``budget.stopped`` says so); batches already in flight are still read."""
+    from tqdm import tqdm
+
+    report = report if report is not None else Report()
+    client = Client(endpoint)
+    model = provider_model(endpoint.model)
+    pending = {c.key: c for c in calls}
+    outcome: dict[str, dict] = {}
+    last_error: dict[str, dict] = {}
+    bar = tqdm(
+        total=len(pending),
+        desc="batch",
+        unit="call",
+        disable=None if progress else True,
+        file=console.bar_stream(),
+    )
+    inflight = _resume(pending, endpoint, store, client, budget, report)
+    for round_ in range(opts.rounds + 1):
+        covered = {k for b in inflight for k in b.keys}
+        todo = [c for k, c in pending.items() if k not in outcome and k not in covered]
+        if todo and not budget.stopped:
+            inflight += _submit(todo, model, endpoint, store, client, budget, opts, round_, report)
+        if not inflight:
+            break
+        for batch, answers in _wait(client, inflight, opts, report):
+            got, cost = 0, 0.0
+            for key, record in answers:
+                if key not in pending or key in outcome:
+                    continue
+                cost += budget.cost_of(record)
+                if record["status"] == "ok":
+                    outcome[key] = accept(key, record)
+                    got += 1
+                else:
+                    last_error[key] = record
+                    report.failed_requests += 1
+            budget.settle_fixed(batch.reserved, cost)  # what was held for it: now spent
+            bar.update(got)
+            bar.set_postfix_str(budget.progress())
+        inflight = []
+    bar.close()
+    for key in pending:
+        if key not in outcome:
+            outcome[key] = last_error.get(
+                key, {"status": "error", "error": "not answered by any batch"}
+            )
+            outcome[key] = {**outcome[key], "batch_unanswered": True}
+    return outcome
+
+
+def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]:
+    """The batches an earlier run submitted for calls still pending, picked up, not resubmitted."""
+    where = endpoint.api_base or endpoint.model
+    intents = store.records(INTENTS)
+    ids = store.records(SUBMITTED)
+    inflight = []
+    for intent, rec in sorted(intents.items(), key=lambda kv: kv[1].get("created", 0)):
+        if rec.get("endpoint") != where:
+            continue
+        keys = [k for k in rec["keys"] if k in pending]
+        if not keys or any(k in b.keys for b in inflight for k in keys[:1]):
+            continue
+        batch_id = (ids.get(intent) or {}).get("batch_id")
+        if batch_id is None:
+            batch_id = client.find(intent)
+            if batch_id is None:
+                continue  # the interruption came before the provider had it: submitted anew
+            store.put(SUBMITTED, intent, {"batch_id": batch_id})
+        held = sum(pending[k].estimate(budget) for k in keys)
+        if not budget.reserve(held):  # counted against the budget like a batch submitted now
+            held = 0.0  # already paid for: read all the same, and nothing new is submitted
+        inflight.append(_InFlight(intent, batch_id, keys, held, rec.get("round", 0)))
+        report.resumed += 1
+        console.say(f"[batch] resumed {batch_id} ({len(keys)} calls) submitted by an earlier run")
+    return inflight
+
+
+def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) -> list[_InFlight]:
+    where = endpoint.api_base or endpoint.model
+    out = []
+    for chunk in split(((c, line(c, model)) for c in todo), opts):  # lines made per chunk
+        costs = [c.estimate(budget) for c, _ in chunk]
+        # What fits under the budget goes; the rest waits for a rerun with a larger one.
+        room, fit, total = budget.room(), 0, 0.0
+        while fit < len(chunk) and total + costs[fit] <= room:
+            total += costs[fit]
+            fit += 1
+        if fit == 0 or not budget.reserve(total):
+            if fit < len(chunk) and not budget.stopped:
+                budget.refuse(costs[fit])
+            break
+        if fit < len(chunk):
+            budget.refuse(costs[fit])  # this part goes; nothing after it
+            chunk, costs = chunk[:fit], costs[:fit]
+        intent = uuid.uuid4().hex
+        keys = [c.key for c, _ in chunk]
+        store.put(
+            INTENTS,
+            intent,
+            {"endpoint": where, "keys": keys, "round": round_, "created": time.time()},
+        )
+        batch_id = client.submit([b for _, b in chunk], intent, opts.completion_window)
+        store.put(SUBMITTED, intent, {"batch_id": batch_id})
+        out.append(_InFlight(intent, batch_id, keys, total, round_))
+        report.submitted += 1
+        report.requests += len(keys)
+        console.say(f"[batch] submitted {batch_id}: {len(keys)} calls (round {round_ + 1})")
+        if budget.stopped:
+            break
+    return out
+
+
+def _wait(client: Client, inflight: list[_InFlight], opts: BatchOptions, report: Report):
+    """Yield (batch, answers) for each batch as it ends, polling with backoff."""
+    waiting = list(inflight)
+    wait = opts.poll_s
+    while waiting:
+        still = []
+        for batch in waiting:
+            try:
+                info = client.retrieve(batch.batch_id)
+            except BatchError as err:  # a passing failure: asked again at the next poll
+                console.say(f"[batch] {err}; polling again")
+                still.append(batch)
+                continue
+            if info.status not in TERMINAL:
+                still.append(batch)
+                continue
+            if info.status == "expired":
+                report.expired += 1
+                console.say(
+                    f"[batch] {batch.batch_id} expired: its unanswered calls are asked again"
+                )
+            answers: list[tuple[str, dict]] = []
+            for file_id in (info.output_file_id, info.error_file_id):
+                try:
+                    if file_id:
+                        answers += list(results(client.content(file_id), client.where))
+                except BatchError as err:  # e.g. a provider that deleted an old batch's files
+                    console.say(f"[batch] {err}: its calls are asked again")
+            if info.status == "failed" and not answers:
+                errors = getattr(getattr(info, "errors", None), "data", None) or []
+                message = "; ".join(str(getattr(e, "message", e)) for e in errors[:3])
+                console.say(f"[batch] {batch.batch_id} failed: {message or 'no reason given'}")
+            yield batch, answers
+        waiting = still
+        if waiting:
+            time.sleep(wait)
+            wait = min(opts.max_poll_s, wait * 1.5)

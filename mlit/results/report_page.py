@@ -1,0 +1,200 @@
+"""`report.html`: one page per run folder with everything a reader of the run needs.
+
+Built from the run folder alone (run.json, tables/, figures/, the Parquet files), like the tables
+and figures themselves, so `mlit report RUN_DIR` rebuilds it anywhere. Figures are inlined as PNG
+data, so the page is one self-contained file that opens offline; the Parquet files and the log are
+linked by relative paths, which hold as long as the page stays in its folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import polars as pl
+
+from mlit.method import experiments
+from mlit.planning.config import DEMO_NOTE
+from mlit.plumbing.atomic import atomic_write
+from mlit.results.run_folder import RUN_ID, RunFolder
+
+PAGE = "report.html"
+
+# What a reader needs to know about the side tables, by file stem.
+CAPTIONS = {
+    "order_consistency": (
+        "Order consistency: each comparison is judged with the answers in both orders (§2); "
+        "the share of pairs whose verdict does not flip with the order."
+    ),
+    "appE_response_language": (
+        "Response language (Appendix E): the share of answers written in the language asked for."
+    ),
+    "compare_paper": "This run beside the paper's published numbers (ours - paper = diff).",
+}
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222;
+       padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: .2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+.notice { background: #fff4d6; border: 1px solid #e0b84c; padding: .6em 1em; }
+.failed { background: #fde2e2; border: 1px solid #d33; padding: .6em 1em; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+table.text td { text-align: left; }
+.differs { color: #b00; font-weight: 600; }
+.note { color: #555; font-size: .9em; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _table(
+    rows: list[list], header: list[str], marks: list[str] | None = None, css: str = ""
+) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{marks[i]}"' if marks and marks[i] else ""
+        cells = "".join(f"<td>{'–' if v in (None, '') else _e(v)}</td>" for v in row)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _csv_table(path: Path) -> str:
+    # Strings as written: the CSV already holds the precision the tables are written with.
+    frame = pl.read_csv(path, infer_schema=False)
+    return _table([list(r) for r in frame.iter_rows()], frame.columns)
+
+
+def _md_note(path: Path) -> str:
+    """The note written under a table in its Markdown file (the average rule, a correlation)."""
+    if not path.exists():
+        return ""
+    lines = [ln for ln in path.read_text("utf-8").splitlines() if ln and not ln.startswith("|")]
+    return " ".join(lines)
+
+
+def _figure(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption class=note>{_e(path.name)}</figcaption></figure>"
+    )
+
+
+def _tables(run: RunFolder, main_stem: str | None) -> str:
+    stems = sorted(p.stem for p in run.tables.glob("*.csv"))
+    if main_stem in stems:  # the experiment's own table first
+        stems.remove(main_stem)
+        stems.insert(0, main_stem)
+    out = []
+    for stem in stems:
+        out.append(f"<h3>{_e(stem)}</h3>")
+        if stem in CAPTIONS:
+            out.append(f"<p class=note>{_e(CAPTIONS[stem])}</p>")
+        out.append(_csv_table(run.tables / f"{stem}.csv"))
+        note = _md_note(run.tables / f"{stem}.md")
+        if note:
+            out.append(f"<p class=note>{_e(note)}</p>")
+    return "\n".join(out) or "<p>No tables: the run did not reach its report.</p>"
+
+
+def _phases(meta: dict) -> str:
+    rows = []
+    for name, value in meta.get("phases", {}).items():
+        if isinstance(value, dict):
+            detail = ", ".join(f"{k} {v}" for k, v in value.items() if k != "seconds")
+            rows.append([name, value.get("seconds", ""), detail])
+        else:
+            rows.append([name, value, ""])
+    return _table(rows, ["phase", "seconds", "counts"], css="text") if rows else ""
+
+
+def _protocol(meta: dict) -> str:
+    items = meta.get("protocol") or []
+    if not items:
+        return "<p>No protocol report in run.json.</p>"
+    rows = [[i["name"], i["paper"], i["ours"]] for i in items]
+    marks = ["differs" if i["matches"] is False else "" for i in items]
+    differs = sum(i["matches"] is False for i in items)
+    summary = f"<p>{len(items) - differs} of {len(items)} items as in the paper.</p>"
+    return summary + _table(rows, ["item", "paper", "this run"], marks, "text")
+
+
+def _provenance(meta: dict) -> str:
+    prov = meta.get("provenance", {})
+    rows = [
+        ["run id", meta.get(RUN_ID) or "none (written before mlit kept run ids)"],
+        ["git commit", prov.get("git_sha") or "unknown"],
+        ["command", " ".join(prov.get("command") or [])],
+        ["started", prov.get("time", "")],
+        ["python", prov.get("python", "")],
+        *[[name, version] for name, version in sorted(prov.get("versions", {}).items())],
+    ]
+    config = json.dumps(meta.get("config", {}), indent=1, ensure_ascii=False)
+    return (
+        _table(rows, ["", ""], css="text")
+        + f"<details><summary>configuration</summary><pre>{_e(config)}</pre></details>"
+    )
+
+
+def _files(run: RunFolder) -> str:
+    links = [
+        f'<li><a href="{_e(p.name)}">{_e(p.name)}</a></li>'
+        for p in sorted(run.path.glob("*.parquet")) + sorted(run.path.glob("*.json"))
+    ]
+    logs = run.path / "logs"
+    if logs.is_dir():
+        links += [
+            f'<li><a href="logs/{_e(p.name)}">logs/{_e(p.name)}</a></li>'
+            for p in sorted(logs.glob("*.log"))
+        ]
+    return "<ul>" + "".join(links) + "</ul>"
+
+
+def write(run: RunFolder) -> Path:
+    """Write ``report.html`` into the run folder from its files; returns its path."""
+    meta = run.meta()
+    try:
+        exp = experiments.get(meta["experiment"])
+        title, section, stem = f"{exp.figure}: {exp.title}", exp.section, exp.table_stem
+    except (KeyError, ValueError):
+        title, section, stem = str(meta.get("experiment", "mlit run")), "", None
+    status = meta.get("status", "unfinished")
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Paper section {_e(section)} · experiment <code>{_e(meta.get('experiment'))}</code>"
+        f" · status <b>{_e(status)}</b> · run folder <code>{_e(run.path.resolve())}</code></p>",
+    ]
+    if meta.get("demo"):
+        parts.append(f"<p class=notice>{_e(DEMO_NOTE)}</p>")
+    if status != "ok":
+        parts.append(
+            f"<p class=failed>This run's status is {_e(status)}: see the phases below and the "
+            "log; finished work is stored and a rerun continues it.</p>"
+        )
+    figures = sorted(run.figures.glob("*.png"))
+    parts += ["<h2>Figures</h2>", *(_figure(p) for p in figures)]
+    parts += ["<h2>Tables</h2>", _tables(run, stem)]
+    parts += ["<h2>Phases</h2>", _phases(meta)]
+    parts += ["<h2>Protocol: this run beside the paper's</h2>", _protocol(meta)]
+    parts += ["<h2>Provenance</h2>", _provenance(meta)]
+    parts += ["<h2>Files</h2>", _files(run)]
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+    return atomic_write(run.path / PAGE, page)

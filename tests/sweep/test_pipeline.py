@@ -1,0 +1,379 @@
+"""End to end: a reduced demo sweep (2-3 languages) through Tune, Serve, the judge and Polars."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import helpers
+import polars as pl
+import pytest
+
+from mlit.demo import judge_model
+from mlit.generation.answer_client import SamplingParams
+from mlit.planning.config import SweepConfig
+from mlit.results import analysis
+from mlit.store.artifacts import Store
+from mlit.sweep import pipeline, preview
+
+LANGS = ("fi", "en", "cs")  # language_count reduced: count-fi, count-fi-en, scored on cs
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tiny_base, tmp_path_factory):
+    cfg = judge_model.DemoJudgeConfig(steps=80, batch_size=8, learning_rate=3e-3)
+    out = tmp_path_factory.mktemp("judge") / "tiny-judge"
+    return judge_model.build_demo_judge(out, tiny_base, cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("store"))
+
+
+def _config(tiny_base, tiny_judge, store, out, **extra):
+    return SweepConfig(
+        experiment="language_count",
+        base_model=str(tiny_base),
+        judge_model_dir=str(tiny_judge),
+        languages=LANGS,
+        output=str(out),
+        store=store,
+        max_steps=4,
+        workers=1,
+        sampling=SamplingParams(max_tokens=12, seed=0),
+        n_boot=200,
+        **extra,
+    )
+
+
+def test_reduced_demo_sweep_end_to_end_and_rerun(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    first = pipeline.run_sweep(cfg)
+    run = first.run_dir
+    assert first.trained == 3  # count-fi, count-fi-en and the baseline mono-cs
+    assert first.generation_requests == 3 * 16 and first.judge_calls == 2 * 2 * 16
+    table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
+    assert table["k"].to_list() == [1, 2]
+    assert table.columns == ["k", "cs", "avg", "avg_ci_low", "avg_ci_high"]
+    assert {p.name for p in (run / "figures").iterdir()} == {"fig5_language_count.png"}
+    for name in (
+        "run.json",
+        "models.json",
+        "train.parquet",
+        "generations.parquet",
+        "judgments.parquet",
+        "scores.parquet",
+        "mixtures/count-fi-en.json",
+        "tables/order_consistency.csv",
+        "tables/appE_response_language.csv",
+    ):
+        assert (run / name).exists(), name
+    # scores.parquet is the discounted-tie mean of judgments.parquet.
+    s = pl.read_parquet(run / "scores.parquet")
+    assert (s["n"] > 0).all()  # the tiny judge's verdicts parse (digit or log-probabilities)
+    again = helpers.recompute_from_judgments(pl.read_parquet(run / "judgments.parquet"))
+    joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
+    assert joined.height == s.height == 2
+    assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9
+
+    start = time.time()
+    second = pipeline.run_sweep(cfg)
+    assert (second.trained, second.generation_requests, second.judge_calls) == (0, 0, 0)
+    assert time.time() - start < 0.5 * first.seconds
+    # `mlit report` rebuilds the tables from the files alone.
+    (run / "tables" / "fig5_language_count.csv").unlink()
+    analysis.rebuild(run)
+    assert pl.read_csv(run / "tables" / "fig5_language_count.csv").equals(table)
+    # ... and from a copy on a machine where the dataset is absent (the config names a file that
+    # is not there): the run folder alone is enough.
+    copy = tmp_path / "copied-run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "run.json").read_text())
+    meta["config"]["data"] = str(tmp_path / "absent" / "parallel.parquet")
+    (copy / "run.json").write_text(json.dumps(meta))
+    shutil.rmtree(copy / "tables")
+    analysis.rebuild(copy)
+    assert pl.read_csv(copy / "tables" / "fig5_language_count.csv").equals(table)
+
+
+KILL = """
+import sys, ray
+from mlit.sweep import pipeline
+from mlit.generation.answer_client import SamplingParams
+from mlit.planning.config import SweepConfig
+ray.init(address=sys.argv[1])
+cfg = SweepConfig(
+    experiment="language_count", base_model=sys.argv[2], judge_model_dir=sys.argv[3],
+    languages=("fi", "en", "cs"), output=sys.argv[4], store=sys.argv[5], max_steps=4, workers=1,
+    sampling=SamplingParams(max_tokens=24, seed=7), generation_concurrency=1, n_boot=50)
+pipeline.run_sweep(cfg)
+"""
+
+
+def test_a_run_killed_during_generation_resumes(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    store = Store(shared_store)
+    before = set(store.keys("generations"))
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            address,
+            str(tiny_base),
+            str(tiny_judge),
+            str(tmp_path / "run"),
+            shared_store,
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 400
+    try:
+        while len(set(store.keys("generations")) - before) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = len(set(store.keys("generations")) - before)
+    assert 3 <= done < 48
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run", generation_concurrency=4)
+    cfg = replace(cfg, sampling=SamplingParams(max_tokens=24, seed=7), n_boot=50)
+    rerun = pipeline.run_sweep(cfg)
+    assert rerun.trained == 0
+    assert rerun.generation_requests == 48 - done  # nothing stored is asked for again
+    assert (
+        pl.read_parquet(tmp_path / "run" / "generations.parquet")["status"].to_list() == ["ok"] * 48
+    )
+
+
+def test_a_same_size_flip_in_a_stored_model_is_healed_by_the_next_run(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, capsys
+):
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    pipeline.run_sweep(cfg)  # everything stored (from the end-to-end test when run together)
+    models = json.loads((tmp_path / "run" / "models.json").read_text())
+    weights = next(Path(models["mono-cs"]["path"]).glob("*.safetensors"))
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped: same size, found by its sha256 only
+    weights.write_bytes(bytes(raw))
+    rerun = pipeline.run_sweep(cfg)
+    assert rerun.trained == 1
+    assert str(weights.parent) in capsys.readouterr().err  # reported with its path
+    again = pipeline.run_sweep(cfg)
+    assert (again.trained, again.generation_requests, again.judge_calls) == (0, 0, 0)
+
+
+def test_a_judge_failing_mid_run_ends_non_zero_with_the_causes(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    """The endpoint answers the probe, then never names an answer: the run ends with rc 1, says
+    why, keeps what it did, and stores no verdict."""
+    from mlit.cli import flags
+
+    _script, url = endpoint
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    cfg = replace(cfg, judge="openai/mute", judge_api_base=url, judge_model_dir=None)
+    before = len(Store(shared_store).keys("verdicts"))
+    with pytest.raises(SystemExit) as done:
+        flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert "judging: 32 of 32 judge_pairs have no verdict" in err and "unparseable" in err
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["phases"]["judge"]["answered"] == 0
+    assert (tmp_path / "run" / "judgments.parquet").exists()
+    assert len(Store(shared_store).keys("verdicts")) == before
+
+
+def _api_judge(cfg, url, **extra):
+    return replace(
+        cfg,
+        judge="openai/good",
+        judge_api_base=url,
+        judge_model_dir=None,
+        judge_input_price=1.0,
+        judge_output_price=0.0,
+        **extra,
+    )
+
+
+def test_batch_judging_in_a_sweep_gives_the_online_verdicts_at_half_the_cost(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
+    """The same sweep judged online and through the Batch API (each against its own server, so
+    neither finds the other's verdicts): identical verdicts; batch mode's only online call is
+    the probe; run.json records the mode, the batches and the cost."""
+    from judge_server import Script, start
+
+    runs = {}
+    for mode in ("online", "batch"):
+        script = Script()
+        server, url = start(script)
+        cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / mode)
+        cfg = _api_judge(cfg, url, judge_mode=mode, judge_batch_poll=0.2)
+        result = pipeline.run_sweep(cfg)
+        meta = json.loads((result.run_dir / "run.json").read_text())
+        runs[mode] = (script, meta, pl.read_parquet(result.run_dir / "judgments.parquet"))
+        server.shutdown()
+    (online, online_meta, online_j), (batch, batch_meta, batch_j) = runs["online"], runs["batch"]
+    assert online.calls["good"] == 1 + 64 and online_meta["phases"]["judge"]["mode"] == "online"
+    assert batch.calls["good"] == 1 and batch.batch_calls["good"] == 64  # 1: the probe
+    assert batch_j["verdict"].to_list() == online_j["verdict"].to_list()
+    judged = batch_meta["phases"]["judge"]
+    assert judged["mode"] == "batch" and judged["batches_submitted"] == 1
+    assert judged["calls"] == 64 and judged["answered"] == 64
+    cost = online_meta["phases"]["judge"]["cost_usd"]
+    assert cost > 0 and judged["cost_usd"] == pytest.approx(cost / 2)
+    assert batch_meta["cost_usd"] == {"generate": 0.0, "judge": judged["cost_usd"]}
+
+
+def test_max_cost_stops_a_sweep_before_any_judge_call_or_before_passing_it(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    from mlit.cli import flags
+
+    script, url = endpoint
+    cfg = _api_judge(_config(tiny_base, tiny_judge, shared_store, tmp_path / "a"), url)
+    # The plan: 64 calls x ~324 tokens at $1 per million, ~$0.02: over $0.001, nothing runs.
+    with pytest.raises(SystemExit) as done:
+        flags.command(replace(cfg, max_cost=0.001), pipeline.run_sweep).main(
+            [], standalone_mode=True
+        )
+    assert done.value.code == 2 and sum(script.calls.values()) == 0
+    assert "over the budget --max-cost $0.0010: nothing was run" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "run.json").exists()
+    # Calls cost more than planned ($0.002 each): the run stops before passing $0.05.
+    script.prompt_tokens = 2000
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as done:
+        flags.command(replace(cfg, max_cost=0.05, output=str(out)), pipeline.run_sweep).main(
+            [], standalone_mode=True
+        )
+    assert done.value.code == 1
+    assert "rerun with a larger --max-cost" in capsys.readouterr().err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "stopped: budget"
+    spent = meta["phases"]["judge"]["cost_usd"]
+    assert 0 < spent <= 0.05 and meta["cost_usd"]["judge"] == spent
+    assert script.calls["good"] - 1 == pytest.approx(spent / 0.002)  # the probe costs nothing here
+    assert (out / "judgments.parquet").exists()
+
+
+def test_a_judge_refusing_its_key_mid_run_stops_at_once_with_rc_2(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    """The probe and three calls are answered, then 401: judging stops within a dozen calls,
+    with one line naming the judge and the status, and rc 2."""
+    from mlit.cli import flags
+
+    script, url = endpoint
+    script.refuse_after["revoked"] = 1 + 3
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    cfg = replace(cfg, judge="openai/revoked", judge_api_base=url, judge_model_dir=None)
+    with pytest.raises(SystemExit) as done:
+        flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+    assert done.value.code == 2
+    assert script.calls["revoked"] <= 1 + 3 + 12  # of the 64 calls the phase has
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "openai/revoked refused a call" in errors[0], errors
+    assert "rejected the API key" in errors[0]
+
+
+TWO_SWEEPS = """
+import sys, ray
+from mlit.sweep import pipeline
+from mlit.generation.answer_client import SamplingParams
+from mlit.planning.config import SweepConfig
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+cfg = SweepConfig(
+    experiment="language_count", base_model=sys.argv[1], judge_model_dir=sys.argv[2],
+    languages=("fi", "en", "cs"), output=sys.argv[3], store=sys.argv[4], max_steps=4, workers=1,
+    sampling=SamplingParams(max_tokens=12, seed=0), n_boot=50)
+result = pipeline.run_sweep(cfg)
+print("TRAINED", result.trained)
+"""
+
+
+@pytest.mark.slow
+def test_two_identical_sweeps_started_together_train_each_model_once(
+    tiny_base, tiny_judge, tmp_path
+):
+    """Two processes, each with its own Ray, one store: both finish, 3 models trained in all."""
+    script = tmp_path / "sweep.py"
+    script.write_text(TWO_SWEEPS)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(tiny_base),
+                str(tiny_judge),
+                str(tmp_path / r),
+                str(store),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ("run-a", "run-b")
+    ]
+    outs = [p.communicate(timeout=1500) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    trained = [int(o[0].split("TRAINED")[-1].split()[0]) for o in outs]
+    assert sum(trained) == 3, trained
+    assert len(Store(str(store)).model_keys()) == 3
+
+
+@pytest.mark.slow
+def test_changed_training_text_retrains_exactly_the_changed_models(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, sample
+):
+    from mlit.data import dataset
+
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    pipeline.run_sweep(cfg)  # everything stored
+    changed = sample.with_columns(
+        response=pl.when((pl.col("split") == "train") & (pl.col("lang") == "cs"))
+        .then(pl.lit("I do not know."))
+        .otherwise(pl.col("response"))
+    )
+    path = dataset.save(changed, tmp_path / "changed.jsonl")
+    dry = pipeline.plan_sweep(replace(cfg, data=str(path)))
+    assert "models to train: 1 new, 2 stored" in preview.describe(dry, Store(shared_store))
+    rerun = pipeline.run_sweep(replace(cfg, data=str(path)))
+    assert rerun.trained == 1  # mono-cs: the only mixture with cs training rows
+
+
+@pytest.mark.slow
+def test_a_sweep_fails_on_a_full_disk_then_completes_once_space_is_freed(
+    ray_session, tiny_base, tiny_judge, tmp_path
+):
+    from helpers import fill_disk, tmpfs
+
+    from mlit.cli import flags
+
+    with tmpfs(tmp_path / "disk", "64m") as disk:
+        filler = fill_disk(disk)
+        cfg = _config(tiny_base, tiny_judge, str(disk / "store"), disk / "run")
+        with pytest.raises(SystemExit) as done:
+            flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+        assert done.value.code == 2
+        filler.unlink()
+        result = pipeline.run_sweep(cfg)
+        assert result.trained == 3 and result.main_table is not None
