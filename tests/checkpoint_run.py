@@ -19,7 +19,7 @@ EXAMPLES = [
     for i, thing in enumerate(["colour", "fruit", "city", "animal", "river"] * 4)
 ]
 DEV = EXAMPLES[:4]
-CLUSTER_CONFIG = TrainConfig.demo(
+CONFIG = TrainConfig.demo(
     max_steps=20,
     eval_every=5,
     batch_size=4,
@@ -39,7 +39,7 @@ def main() -> None:
 
     ck = checkpoints.Checkpointing(store, "model-under-test", every=5)
     result = trainer.train_model(
-        base, EXAMPLES, DEV, CLUSTER_CONFIG, out, report=report, checkpointing=ck
+        base, EXAMPLES, DEV, CONFIG, out, report=report, checkpointing=ck
     )
     print(
         json.dumps(

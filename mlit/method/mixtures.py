@@ -183,7 +183,7 @@ class Mixture:
                 "base": self.recipe.base,
                 "meta": self.recipe.meta_dict(),
             },
-            "rules": "mlit.method.mixtures v1 (round-half-up share, largest remainder, sha256 order)",
+            "rules": "mlit.mixtures v1 (round-half-up share, largest remainder, sha256 order)",
         }
 
 

@@ -39,7 +39,7 @@ def test_data_paper_selects_translates_checks_and_reruns_only_what_failed(endpoi
     )
     assert dry.exit_code == 0, dry.output
     said = " ".join(dry.output.split())
-    assert "LIMA single-turn judge_pairs: 3 (paper: 1,000)" in said
+    assert "LIMA single-turn pairs: 3 (paper: 1,000)" in said
     assert "OpenAssistant first turns: 3 (paper: 3,640; of 6 English roots, 2 deleted" in said
     assert "AlpacaFarm, no OpenAssistant: 4 (paper: 617)" in said
     assert "40 texts, 40 to translate" in said and "$0.01" in said

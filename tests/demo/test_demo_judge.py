@@ -1,4 +1,4 @@
-"""The demo judge: trained on judge_pairs from the training split, well above chance on held-out judge_pairs."""
+"""The demo judge: trained on pairs from the training split, well above chance on held-out pairs."""
 
 import json
 import os
@@ -11,15 +11,15 @@ from mlit.demo import judge_model
 
 
 def test_pairs_cover_three_negatives_in_both_orders():
-    judge_pairs = judge_model.build_pairs(dataset.sample(), "train", seed=0)
-    assert len(judge_pairs) % 2 == 0
-    for first, second in zip(judge_pairs[::2], judge_pairs[1::2], strict=True):
+    pairs = judge_model.build_pairs(dataset.sample(), "train", seed=0)
+    assert len(pairs) % 2 == 0
+    for first, second in zip(pairs[::2], pairs[1::2], strict=True):
         assert first[0] == second[0] and first[1] == second[2] and first[2] == second[1]
         assert (first[3], second[3]) == ("1", "2")
     eval_instructions = set(dataset.split(dataset.sample(), "eval")["instruction"])
     assert not eval_instructions & {
-        p[0] for p in judge_pairs
-    }  # held-out judge_pairs are never trained on
+        p[0] for p in pairs
+    }  # held-out pairs are never trained on
 
 
 def test_demo_judge_beats_chance_on_held_out_pairs(tmp_path):
@@ -37,7 +37,7 @@ def test_demo_judge_beats_chance_on_held_out_pairs(tmp_path):
     assert "held-out pair accuracy" in out.stdout and "order consistency" in out.stdout
     meta = json.loads((cache / "demo" / "judge" / judge_model.MARKER).read_text())
     held = meta["held_out"]
-    assert held["judge_pairs"] >= 1000
+    assert held["pairs"] >= 1000
     assert held["accuracy"] >= 0.70, held
     assert 0 <= held["order_consistency"] <= 1
 

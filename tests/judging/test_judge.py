@@ -16,7 +16,7 @@ def test_verdicts_both_orders_cached_and_zero_calls_on_rerun(endpoint, tmp_path)
     j = Judge("openai/good", api_base=url, retries=0, patience_s=0)
     saved = []
     first = judge.judge_pairs(judge_pairs(), j, store, saved.append, progress=False)
-    assert script.calls["good"] == 6  # 3 judge_pairs x 2 orders
+    assert script.calls["good"] == 6  # 3 pairs x 2 orders
     assert first["verdict"].to_list() == ["win", "loss", "win"]
     assert first["parse_1"].to_list() == ["text"] * 3
     assert saved[0].equals(first)
@@ -93,7 +93,7 @@ def test_a_down_endpoint_ends_with_a_clear_error_and_caches_nothing(tmp_path):
     assert out["verdict"].to_list() == ["error", "error"]
     assert f"127.0.0.1:{port}" in out["error"][0] and "unreachable" in out["error"][0]
     assert store.keys("verdicts") == []
-    assert "2 of 2 judge_pairs have no verdict" in judgments.error_summary(out)
+    assert "2 of 2 pairs have no verdict" in judgments.error_summary(out)
 
 
 def test_wrong_key_and_bad_templates_are_clear(endpoint, tmp_path, monkeypatch):

@@ -19,11 +19,11 @@ PINNED = '''"""A paper sweep pinned in its config."""
 from mlit.planning.config import SweepConfig
 from mlit.cli.flags import run_script
 
-CLUSTER_CONFIG = SweepConfig(experiment="monolingual", preset="paper", base_model="Qwen/Qwen2.5-1.5B",
+CONFIG = SweepConfig(experiment="monolingual", preset="paper", base_model="Qwen/Qwen2.5-1.5B",
                      judge="openai/gpt-4o", judge_api_key_env="OPENAI_API_KEY")
 
 if __name__ == "__main__":
-    run_script(CLUSTER_CONFIG)
+    run_script(CONFIG)
 '''
 
 
@@ -112,8 +112,8 @@ def test_the_estimate_and_the_plan_agree_at_demo_scale(name):
     assert e.generations == c.generations == len(p.generation_tasks())
     assert e.judge_calls == c.judge_calls
     answers = {(t.model, t.lang, t.example_id): "x" for t in p.generation_tasks()}
-    judge_pairs = p.judge_pairs(answers)
-    assert 2 * sum(not pair.is_self for pair in judge_pairs) == c.judge_calls
+    pairs = p.judge_pairs(answers)
+    assert 2 * sum(not pair.is_self for pair in pairs) == c.judge_calls
 
 
 def test_a_reduced_run_says_which_languages_it_kept():

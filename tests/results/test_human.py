@@ -36,7 +36,7 @@ def _run(tmp_path):
     return tmp_path
 
 
-def fill_disk(frame: pl.DataFrame, key: dict, rater: str, human_outcome) -> pl.DataFrame:
+def _fill(frame: pl.DataFrame, key: dict, rater: str, human_outcome) -> pl.DataFrame:
     rows = []
     for r in frame.iter_rows(named=True):
         r = dict(r)
@@ -66,13 +66,13 @@ def test_export_import_round_trip(tmp_path):
     csv, key_path = human.write_kit(frame, key, tmp_path / "kit.csv")
     key = json.loads(key_path.read_text())
     # Rater A agrees with the judge everywhere; rater B always says tie.
-    a = fill_disk(
+    a = _fill(
         pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)),
         key,
         "alice",
         lambda k: k["judge_verdict"],
     )
-    b = fill_disk(
+    b = _fill(
         pl.read_csv(csv, schema_overrides=dict.fromkeys(human.COLUMNS, pl.String)),
         key,
         "bob",

@@ -82,7 +82,7 @@ def test_order_consistency_counts_disagreeing_orders():
         ("b", "b", "en", "e0", "tie"),
     ]
     oc = scores.order_consistency(judgments(rows)).row(0, named=True)
-    assert (oc["judge_pairs"], oc["disagree"], oc["disagreement"]) == (2, 1, 0.5)
+    assert (oc["pairs"], oc["disagree"], oc["disagreement"]) == (2, 1, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ from ray.serve.schema import ServeDeploySchema
 
 from mlit.serving import app as serving
 
-CLUSTER_CONFIG = Path(__file__).parents[2] / "serve" / "config.yaml"
+CONFIG = Path(__file__).parents[2] / "serve" / "config.yaml"
 
 
 def test_the_serve_config_validates_and_binds_to_loopback():
-    config = yaml.safe_load(CLUSTER_CONFIG.read_text())
+    config = yaml.safe_load(CONFIG.read_text())
     schema = ServeDeploySchema.model_validate(config)
     assert schema.http_options.host == "127.0.0.1"
     [app] = schema.applications
@@ -20,7 +20,7 @@ def test_the_serve_config_validates_and_binds_to_loopback():
 
 
 def test_the_app_builder_builds_the_app_from_the_config_args(tiny_base, monkeypatch):
-    args = yaml.safe_load(CLUSTER_CONFIG.read_text())["applications"][0]["args"]
+    args = yaml.safe_load(CONFIG.read_text())["applications"][0]["args"]
     args["models"] = {"tiny": str(tiny_base)}
     monkeypatch.setenv("MLIT_TEST_SERVE_KEY", "k")
     args["api_key_env"] = "MLIT_TEST_SERVE_KEY"
@@ -60,7 +60,7 @@ def test_the_ingress_environment_fits_haproxy_to_the_file_limit_and_keeps_what_i
     code = (
         "import os, resource\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))\n"
-        "from mlit import ingress\n"
+        "from mlit.plumbing import ingress\n"
         "ingress.install()\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], *(os.environ[k] for k in (\n"
         "    'RAY_SERVE_HAPROXY_MAXCONN', 'RAY_SERVE_ENABLE_HA_PROXY',\n"
@@ -119,7 +119,7 @@ def test_one_hf_replica_runs_in_the_gateway_and_more_are_deployments(tiny_base, 
 
 
 def test_the_serve_config_builds_one_replica_in_the_gateway(tiny_base):
-    args = yaml.safe_load(CLUSTER_CONFIG.read_text())["applications"][0]["args"]
+    args = yaml.safe_load(CONFIG.read_text())["applications"][0]["args"]
     args["models"] = {"tiny": str(tiny_base)}
     assert list(_deployments(serving.app_builder(args))) == ["Gateway"]
     app = serving.app_builder(dict(args, replicas=2))

@@ -414,19 +414,19 @@ def test_judge_through_the_serve_app_makes_zero_calls_on_rerun(server, tmp_path,
     j = judge.Judge(
         "openai/tiny-c", api_base=f"{server}/v1", api_key_env="MLIT_TEST_JUDGE_KEY", reasks=0
     )
-    judge_pairs = [
+    pairs = [
         judge.Pair("m", "b", "en", f"e{i}", f"Question {i}?", f"yes {i}", f"no {i}", "k1", "k2")
         for i in range(3)
     ]
     store = Store(str(tmp_path / "store"))
     before = _stats(server)["requests"].get("chat", 0)
-    first = judge.judge_pairs(judge_pairs, j, store, progress=False)
+    first = judge.judge_pairs(pairs, j, store, progress=False)
     assert _stats(server)["requests"]["chat"] - before == 6
     assert set(first["parse_1"]) <= {"text", "logprobs", "unparseable"}
     # Verdicts come from the store on a rerun; a reply that named no answer (a random tiny model
     # may give one) was never stored, so only those orders are asked again.
     unanswered = sum(int(first[f"parse_{i}"].is_in(["unparseable", "error"]).sum()) for i in (1, 2))
-    judge.judge_pairs(judge_pairs, j, store, progress=False)
+    judge.judge_pairs(pairs, j, store, progress=False)
     assert _stats(server)["requests"]["chat"] - before == 6 + unanswered
 
 

@@ -185,14 +185,14 @@ def test_lm_evaluation_harness_loglikelihoods_equal_in_process_values(
         tokenizer_backend="huggingface",
         max_retries=1,
     )
-    judge_pairs = [("The cat sat on", " the mat"), ("Hola, ¿cómo", " estás?")]
+    pairs = [("The cat sat on", " the mat"), ("Hola, ¿cómo", " estás?")]
     requests = [
         Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i)
-        for i, pair in enumerate(judge_pairs)
+        for i, pair in enumerate(pairs)
     ]
     got = lm.loglikelihood(requests)
     model, tok = local
-    for (context, continuation), (value, _greedy) in zip(judge_pairs, got, strict=True):
+    for (context, continuation), (value, _greedy) in zip(pairs, got, strict=True):
         ctx = tok(context, add_special_tokens=False)["input_ids"]
         ids = ctx + tok(continuation, add_special_tokens=False)["input_ids"]
         with torch.no_grad():

@@ -19,7 +19,7 @@ from mlit.store.checksums import verify_dir
 from mlit.sweep import phases, pipeline, preflight
 
 
-def judge_pairs(n: int) -> list[Pair]:
+def pairs(n: int) -> list[Pair]:
     return [
         Pair("cand", "base", "en", f"ex{i}", f"Q{i}?", "a good answer", "a poor answer", "k1", "k2")
         for i in range(n)
@@ -39,7 +39,7 @@ def test_a_reply_with_no_choices_is_an_error_not_a_crash(endpoint, tmp_path):
     _, url = endpoint
     store = Store(str(tmp_path))
     out = judge.judge_pairs(
-        judge_pairs(2), Judge("openai/no-choices", api_base=url), store, progress=False
+        pairs(2), Judge("openai/no-choices", api_base=url), store, progress=False
     )
     assert out["verdict"].to_list() == ["error", "error"]
     assert "has no choices" in out["error"][0]
@@ -53,20 +53,20 @@ def test_unparseable_and_null_replies_are_reasked_then_recorded_never_stored(end
     script, url = endpoint
     store = Store(str(tmp_path))
     mute = judge.judge_pairs(
-        judge_pairs(1), Judge("openai/mute", api_base=url, reasks=2), store, progress=False
+        pairs(1), Judge("openai/mute", api_base=url, reasks=2), store, progress=False
     )
     assert mute["verdict"].to_list() == ["error"]
     assert "unparseable judge reply after 3 tries" in mute["error"][0]
     assert script.calls["mute"] == 2 * 3  # both orders, each asked three times
     null = judge.judge_pairs(
-        judge_pairs(1), Judge("openai/null-content", api_base=url), store, progress=False
+        pairs(1), Judge("openai/null-content", api_base=url), store, progress=False
     )
     assert "no content" in null["error"][0]
     assert store.keys("verdicts") == []
     # A judge that answers properly when asked again gives a verdict, and only that is stored.
     script.garbage_first = 1
     out = judge.judge_pairs(
-        judge_pairs(1),
+        pairs(1),
         Judge("openai/garbage-first", api_base=url, concurrency=1),
         store,
         progress=False,
@@ -79,7 +79,7 @@ def test_a_timeout_is_called_a_timeout(endpoint, tmp_path):
     script, url = endpoint
     script.delay_s = 2.0
     j = Judge("openai/slow", api_base=url, timeout_s=0.3, retries=0, patience_s=0)
-    out = judge.judge_pairs(judge_pairs(1), j, Store(str(tmp_path)), progress=False)
+    out = judge.judge_pairs(pairs(1), j, Store(str(tmp_path)), progress=False)
     assert "timed out" in out["error"][0] and "unreachable" not in out["error"][0]
 
 
@@ -246,7 +246,7 @@ def test_failure_thresholds_make_a_run_fail_with_its_causes():
     ok = {
         "generate": {"answers": 100, "errors": 5, "first_error": "x"},
         "judge": {
-            "judge_pairs": 50,
+            "pairs": 50,
             "self_comparisons": 10,
             "errors": 2,
             "calls": 80,
@@ -258,7 +258,7 @@ def test_failure_thresholds_make_a_run_fail_with_its_causes():
     assert phases.failures(ok, 0.05) == []
     bad = {**ok, "judge": {**ok["judge"], "errors": 40, "first_error": "judge: unreachable"}}
     lines = phases.failures(bad, 0.05)
-    assert len(lines) == 1 and "40 of 40 judge_pairs have no verdict" in lines[0]
+    assert len(lines) == 1 and "40 of 40 pairs have no verdict" in lines[0]
     assert "80 calls requested, 76 answered, 4 failed" in lines[0]
     assert phases.failures(bad, 1.0) == []
 

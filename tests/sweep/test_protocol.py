@@ -1,4 +1,4 @@
-"""The paper preset is the paper: its judging rule, averages, §4.2 statistic, judge_pairs, human studies,
+"""The paper preset is the paper: its judging rule, averages, §4.2 statistic, pairs, human studies,
 training details, protocol report, and a side-by-side with its published numbers."""
 
 import json
@@ -121,7 +121,7 @@ def test_english_is_excluded_and_a_proxy_is_labelled():
     assert set(per_lang["shares"]) == {"proxy: x"}
 
 
-# 4. Bilingual judge_pairs ---------------------------------------------------------------------------------
+# 4. Bilingual pairs ---------------------------------------------------------------------------------
 
 
 def test_pairs_are_chosen_or_keep_es_en_by_default():
@@ -132,11 +132,11 @@ def test_pairs_are_chosen_or_keep_es_en_by_default():
     assert [r.name for r in chosen.recipes] == ["bi-en-es", "bi-ar-it"]
     with pytest.raises(mixtures.MixtureError, match="two different languages"):
         experiments.get("bilingual", 0, ("es-es",))
-    with pytest.raises(mixtures.MixtureError, match="es in two judge_pairs"):
+    with pytest.raises(mixtures.MixtureError, match="es in two pairs"):
         experiments.get("bilingual", 0, ("es-en", "es-it"))
-    with pytest.raises(ValueError, match="--judge_pairs is for the bilingual experiment"):
-        SweepConfig(experiment="monolingual", judge_pairs=("es-en",))
-    cfg = SweepConfig(experiment="bilingual", judge_pairs=("es-en", "ar-it"))
+    with pytest.raises(ValueError, match="--pairs is for the bilingual experiment"):
+        SweepConfig(experiment="monolingual", pairs=("es-en",))
+    cfg = SweepConfig(experiment="bilingual", pairs=("es-en", "ar-it"))
     assert SweepConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 

@@ -253,11 +253,11 @@ def test_generation_cuts_instructions_as_training_does(tiny_base):
     cut = chat.instruction_cutter(str(tiny_base), 5)
     tok = AutoTokenizer.from_pretrained(str(tiny_base))
     cut_tasks, whole = p.generation_tasks(cut), p.generation_tasks()
-    judge_pairs = [
+    pairs = [
         (c, w) for c, w in zip(cut_tasks, whole, strict=True) if c.instruction != w.instruction
     ]
-    assert judge_pairs and all(len(c.instruction) < len(w.instruction) for c, w in judge_pairs)
+    assert pairs and all(len(c.instruction) < len(w.instruction) for c, w in pairs)
     # The same text training sees (`chat.truncate_text`; a cut inside a character re-encodes to
     # a token or two more).
-    assert all(len(tok(c.instruction)["input_ids"]) <= 8 for c, _ in judge_pairs)
+    assert all(len(tok(c.instruction)["input_ids"]) <= 8 for c, _ in pairs)
     assert chat.instruction_cutter(str(tiny_base), None) is None

@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def _expected(name: str) -> tuple[int, int]:
-    """(model slots, judge calls) for the demo plan: judge_pairs whose model is its own baseline (the
+    """(model slots, judge calls) for the demo plan: pairs whose model is its own baseline (the
     same mixture, e.g. P=1% of 48 examples rounds to all-English = monolingual English) cost none."""
     exp = experiments.get(name)
     ids = dataset.train_ids(dataset.sample())
@@ -78,15 +78,15 @@ def test_paper_plan_counts_shared_models_once(tmp_path):
 
 
 def test_paper_takes_the_bilingual_pairs(tmp_path):
-    """--judge_pairs chooses the bilingual experiment's judge_pairs; the other seven run as they are."""
+    """--pairs chooses the bilingual experiment's pairs; the other seven run as they are."""
     cmd = [sys.executable, str(ROOT / "sweeps" / "paper.py"), "--dry-run", "--store", str(tmp_path)]
     out = subprocess.run(
-        [*cmd, "--judge_pairs", "en-fi"], capture_output=True, text=True, cwd=tmp_path
+        [*cmd, "--pairs", "en-fi"], capture_output=True, text=True, cwd=tmp_path
     )
     assert out.returncode == 0, out.stderr
     assert "the whole paper: 49 distinct models to train (124 model slots" in out.stdout
     bad = subprocess.run(
-        [*cmd, "--judge_pairs", "en-xx"], capture_output=True, text=True, cwd=tmp_path
+        [*cmd, "--pairs", "en-xx"], capture_output=True, text=True, cwd=tmp_path
     )
     assert bad.returncode != 0 and "xx" in bad.stderr
 

@@ -203,9 +203,9 @@ INTERRUPT = """
 import sys
 from mlit.planning.config import SweepConfig
 from mlit.cli.flags import run_script
-CLUSTER_CONFIG = SweepConfig(experiment="language_count", languages=("fi", "en", "cs"), workers=1,
+CONFIG = SweepConfig(experiment="language_count", languages=("fi", "en", "cs"), workers=1,
                      max_steps=100000, base_model=sys.argv.pop(1))
-run_script(CLUSTER_CONFIG)
+run_script(CONFIG)
 """
 
 
