@@ -155,15 +155,17 @@ def start(*args: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def start_moto(bucket: str) -> tuple[subprocess.Popen, int]:
-    """A real S3 server (moto) on loopback with ``bucket`` made; (process, port)."""
+def start_moto(bucket: str, log: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """A real S3 server (moto) on loopback with ``bucket`` made; (process, port). ``log``: a
+    file that gets the server's request log (a line per request: method, path, status)."""
     port = free_port()
     local = Path(sys.executable).parent / "moto_server"
     server = str(local) if local.exists() else shutil.which("moto_server")
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(
         [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
     )
     wait_for(port)
     import urllib.request

@@ -38,9 +38,7 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     ck = checkpoints.Checkpointing(store, "model-under-test", every=5)
-    result = trainer.train_model(
-        base, EXAMPLES, DEV, CONFIG, out, report=report, checkpointing=ck
-    )
+    result = trainer.train_model(base, EXAMPLES, DEV, CONFIG, out, report=report, checkpointing=ck)
     print(
         json.dumps(
             {

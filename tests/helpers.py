@@ -22,7 +22,7 @@ from mlit.judging.judge import Pair
 from mlit.judging.judgments import JUDGMENT_COLUMNS
 from mlit.method import rouge
 from mlit.results import scores
-from mlit.store.artifacts import filesystem
+from mlit.store.filesystems import filesystem
 
 
 def sweep_config(tmp_path, **values):
@@ -105,21 +105,28 @@ def legacy_put(root, kind: str, key: str, value: dict):
 
 
 @contextlib.contextmanager
-def s3_server(bucket: str) -> Iterator[str]:
+def s3_server(bucket: str, log: Path | None = None, latency_ms: float = 0) -> Iterator[str]:
     """A real S3 server (moto) on loopback with ``bucket``, and the environment pointing pyarrow
-    and boto3 (and child processes) at it; yields ``s3://bucket``. The environment is restored."""
+    and boto3 (and child processes) at it; yields ``s3://bucket``. The environment is restored.
+    ``log``: moto's request log goes there; ``latency_ms``: every request goes through a proxy
+    that adds this much latency, as a cloud store's."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import loopback
 
-    proc, port = loopback.start_moto(bucket)
+    proc, port = loopback.start_moto(bucket, log)
+    proxy = None
+    if latency_ms:
+        proxy, port = loopback.start("proxy", str(port), "--ms", str(latency_ms))
     env = loopback.s3_env(port)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         yield f"s3://{bucket}"
     finally:
-        proc.terminate()
-        proc.wait()
+        for server in (proc, proxy):
+            if server is not None:
+                server.terminate()
+                server.wait()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -133,7 +133,9 @@ def test_a_planted_upward_import_is_caught(tmp_path):
     copy = tmp_path / "mlit"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     leases = copy / "store" / "leases.py"
-    leases.write_text(leases.read_text() + "\n\ndef _planted():\n    from mlit.sweep import phases\n")
+    leases.write_text(
+        leases.read_text() + "\n\ndef _planted():\n    from mlit.sweep import phases\n"
+    )
     assert upward_imports(_graph(copy)) == [
         "mlit.store.leases (store) -> mlit.sweep (sweep)",
         "mlit.store.leases (store) -> mlit.sweep.phases (sweep)",

@@ -94,6 +94,13 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
     help="Split the models over this many model-server deployments, each with its own "
     "replicas (e.g. one per GPU: each answers its own models at the same time).",
 )
+@click.option(
+    "--download-cache-gb",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="Gigabytes each replica keeps of models downloaded from object storage; the least "
+    "recently used go first (default: $MLIT_DOWNLOAD_CACHE_GB or 200).",
+)
 def serve_cmd(
     run_dir: Path | None,
     model: tuple[str, ...],
@@ -109,11 +116,15 @@ def serve_cmd(
     num_cpus: float | None,
     num_gpus: float,
     shards: int,
+    download_cache_gb: float | None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API on Ray Serve, until Ctrl-C: every model of
     a run folder (RUN_DIR), of a store, or given by --model; the demo base model by default."""
     import signal
     import threading
+
+    if download_cache_gb is not None:  # the replicas' environment carries it (serving.app)
+        os.environ["MLIT_DOWNLOAD_CACHE_GB"] = str(download_cache_gb)
 
     from mlit.serving import app as serving
 

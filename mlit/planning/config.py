@@ -118,6 +118,11 @@ class SweepConfig:
     engine: str = _opt(
         "hf", "Serving engine: hf (ours), vllm (needs `make vllm-env`), or auto (vllm on GPUs)."
     )
+    download_cache_gb: float | None = _opt(
+        None,
+        "Gigabytes this node and each serving replica keep of models downloaded from object "
+        "storage; the least recently used go first (default: $MLIT_DOWNLOAD_CACHE_GB or 200).",
+    )
     pretraining_shares: str | None = _opt(None, "JSON file {lang: share} for §4.2.")
     n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
     max_error_rate: float = _opt(
@@ -211,6 +216,7 @@ _MINIMUM = {
     "max_failures": 0,
     "generation_concurrency": 1,
     "n_boot": 1,
+    "download_cache_gb": 0.001,
 }
 
 

@@ -101,7 +101,11 @@ def shards_for(gpus_per_replica: float, cluster_gpus: float, models: int) -> int
 def build_app(cfg: ServeConfig):
     # Replicas read models on object storage with the caller's credentials and endpoint (a
     # MinIO or moto server): the driver's environment is not a replica's.
-    storage_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    storage_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("AWS_") or k == "MLIT_DOWNLOAD_CACHE_GB"  # the download cache's limit
+    }
     kind = engine_choice.resolve(cfg.engine, cfg.num_gpus)
     if kind == "vllm" and not cfg.num_gpus:
         for name, path in cfg.models.items():

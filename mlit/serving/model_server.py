@@ -22,8 +22,8 @@ from mlit.generation import decoding
 from mlit.serving import engines, preparation
 from mlit.serving.engines import registry
 from mlit.serving.model_turns import Turns
-from mlit.store.artifacts import local_copy
 from mlit.store.checksums import verify_dir
+from mlit.store.downloads import local_copy
 
 logger = logging.getLogger("ray.serve")
 

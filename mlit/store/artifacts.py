@@ -26,51 +26,15 @@ from pathlib import Path
 
 from mlit.plumbing.atomic import atomic_dir, atomic_write
 from mlit.plumbing.console import describe_os_error
-from mlit.store import segments
-from mlit.store.checksums import (
-    COMPLETE,
-    manifest,
-    report_damage,
-    verify_dir,
-)
+from mlit.store import downloads, listing, record_writer, segments, upkeep
+from mlit.store.checksums import COMPLETE, manifest, report_damage, verify_dir
+from mlit.store.filesystems import filesystem
 
 
 def content_key(*parts: object) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
-
-
-def download_root() -> Path:
-    return Path.home() / ".cache" / "mlit" / "downloads"
-
-
-def local_copy(uri: str, cache: str | Path | None = None) -> Path:
-    """A local folder for a model directory: a local path as it is; a URI on object storage
-    (s3://, gs://; ``AWS_ENDPOINT_URL`` honoured) copied once into the download cache, atomically.
-    The one download cache of mlit: serving (the model server, vLLM's LoRA bases) and
-    `Store.local_model_dir` come through here; training loads its base from a directory or the
-    hub (`mlit.store.model_refs.source`)."""
-    if "://" not in uri:
-        return Path(uri).expanduser()
-    from pyarrow import fs
-
-    dest = Path(cache or download_root()) / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if not (dest / ".complete").exists():
-        source_fs, base = _resolve(uri)
-
-        def fetch(tmp: Path) -> None:
-            tmp.mkdir(parents=True)
-            fs.copy_files(
-                base,
-                str(tmp),
-                source_filesystem=source_fs,
-                destination_filesystem=fs.LocalFileSystem(),
-            )
-            (tmp / ".complete").write_text(uri)
-
-        atomic_dir(fetch, dest)
-    return dest
 
 
 def default_root() -> str:
@@ -85,6 +49,8 @@ class Verification:
     records: int
     damaged: tuple[str, ...]
     unrepaired: tuple[str, ...] = ()  # with ``repair``: entries that could not be deleted, and why
+    leftovers: tuple[str, ...] = ()  # temporary files of interrupted writes: no damage
+    duplicates: int = 0  # records filed twice (a compaction killed while deleting): no damage
 
 
 @dataclass(frozen=True)
@@ -93,11 +59,11 @@ class Store:
 
     @property
     def _fs(self):
-        return _resolve(self.root)[0]
+        return filesystem(self.root)[0]
 
     @property
     def _base(self) -> str:
-        return _resolve(self.root)[1]
+        return filesystem(self.root)[1]
 
     @property
     def is_local(self) -> bool:
@@ -128,9 +94,9 @@ class Store:
         """`records` as a Polars frame of ``key`` and the ``schema`` fields, decoded in bulk."""
         return segments.read_frame(self, kind, keys, schema)
 
-    def writer(self, kind: str, flush_s: float = segments.FLUSH_S) -> segments.Writer:
-        """A `segments.Writer`: ``put`` never waits on the store; a thread writes segments."""
-        return segments.Writer(self, kind, flush_s)
+    def writer(self, kind: str, flush_s: float = record_writer.FLUSH_S) -> record_writer.Writer:
+        """A `record_writer.Writer`: ``put`` never waits on the store; a thread writes segments."""
+        return record_writer.Writer(self, kind, flush_s)
 
     def get(self, kind: str, key: str) -> dict | None:
         """One record, or None. A phase asks `records` once for all its keys instead."""
@@ -182,24 +148,35 @@ class Store:
         info = self._fs.get_file_info(self._path("models", key, COMPLETE))
         return info.type == fs.FileType.File
 
-    def model_problem(self, key: str, full: bool = False) -> str | None:
-        """What is wrong with a stored model against its marker (file sizes; contents too with
-        ``full``), or None. Models on object storage are checked by size, or downloaded and
-        hashed with ``full``."""
-        from pyarrow import fs
-
+    def model_problem(self, key: str, full: bool = False, fresh: bool = False) -> str | None:
+        """What is wrong with a stored model against its marker, or None: file sizes, and with
+        ``full`` contents too, checked where the bytes are. A local or mounted store hashes each
+        file (from the digest cache where the file is unchanged; ``fresh``: read again). Object
+        storage answers for each file's ETag, recorded at publication (`mlit.store.listing`): no
+        byte is downloaded. Only a model published before mlit recorded ETags is downloaded and
+        hashed, once: its marker then records them."""
         if self.is_local:
-            return verify_dir(self._path("models", key), full)
-        if full:
-            return verify_dir(self.local_model_dir(key), True)
-        files = (self.model_info(key) or {}).get("files") or {}
-        for rel, want in files.items():
-            info = self._fs.get_file_info(self._path("models", key, rel))
-            if info.type != fs.FileType.File:
-                return f"{rel} is missing"
-            if info.size != want["size"]:
-                return f"{rel} is {info.size} bytes, {want['size']} expected (truncated?)"
+            return verify_dir(self._path("models", key), full, cached=not fresh)
+        info = self.model_info(key) or {}
+        files = info.get("files") or {}
+        listed = listing.listing(self.model_uri(key))
+        problem = listing.problem(files, listed)
+        if problem or not full or not files or listing.vouched(files, listed):
+            return problem
+        if any(etag is None for _, etag in listed.values()):  # a store that lists no ETags
+            return verify_dir(downloads.local_copy(self.model_uri(key)), True)
+        try:  # published without ETags: the bytes decide, once
+            downloads.local_copy(self.model_uri(key))
+        except downloads.DownloadError as err:
+            return str(err).split(": ", 1)[-1]
+        self._record_etags(key, info, listed)
         return None
+
+    def _record_etags(self, key: str, info: dict, listed: listing.Listing) -> None:
+        """Write the listed ETags into a stored model's marker (one PUT: atomic)."""
+        files = {rel: {**want, "etag": listed[rel][1]} for rel, want in info["files"].items()}
+        marker = json.dumps({**info, "files": files}, ensure_ascii=False).encode()
+        self._write_atomic(self._path("models", key, COMPLETE), marker)
 
     def valid_model(self, key: str) -> bool:
         """Present and whole (by size): what the training phase asks before it skips a model.
@@ -212,6 +189,7 @@ class Store:
         return problem is None
 
     def delete_model(self, key: str) -> None:
+        _CHECKED.pop((self.root, key), None)
         self._fs.delete_dir(self._path("models", key))
 
     def model_info(self, key: str) -> dict | None:
@@ -239,6 +217,7 @@ class Store:
             return target
         info = {**info, "files": manifest(local_dir)}
         marker = json.dumps(info, ensure_ascii=False).encode()
+        _CHECKED.pop((self.root, key), None)
         if self.is_local:
             import shutil
 
@@ -259,6 +238,7 @@ class Store:
                     source_filesystem=fs.LocalFileSystem(),
                     destination_filesystem=self._fs,
                 )
+                marker = self._with_etags(key, info)
                 with self._fs.open_output_stream(f"{target}/{COMPLETE}") as fh:
                     fh.write(marker)
             except BaseException:
@@ -266,6 +246,16 @@ class Store:
                     self._fs.delete_dir(target)
                 raise
         return target
+
+    def _with_etags(self, key: str, info: dict) -> bytes:
+        """The marker of a model just uploaded: each file's ETag as the store lists it (sizes
+        checked: an upload cut short is an error, never a published model)."""
+        listed = listing.listing(self.model_uri(key))
+        problem = listing.problem(info["files"], listed)
+        if problem:
+            raise OSError(f"uploading model {key} to {self.root}: {problem}")
+        files = {rel: {**want, "etag": listed[rel][1]} for rel, want in info["files"].items()}
+        return json.dumps({**info, "files": files}, ensure_ascii=False).encode()
 
     # ---- checking the whole store ---------------------------------------------------------
 
@@ -275,24 +265,32 @@ class Store:
 
     def check_models(self, keys, workers: int = 8) -> dict[str, str]:
         """key -> problem for the stored models among ``keys`` whose files do not match their
-        manifest (sha256 of every file), checked concurrently: what the training phase asks once
-        per run before it skips a model. Damage is reported with the model's path."""
+        manifest, checked where the bytes are (`model_problem`), concurrently: what the training
+        phase asks before it skips a model. Each model is checked once per process: the eight
+        experiments of `sweeps/paper.py` share one check of each model. Damage is reported with
+        the model's path."""
         from concurrent.futures import ThreadPoolExecutor
 
-        present = [k for k in keys if self.has_model(k)]
+        present = [k for k in keys if (self.root, k) not in _CHECKED and self.has_model(k)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             checked = pool.map(lambda k: self.model_problem(k, True), present)
             problems = dict(zip(present, checked, strict=True))
         for key, problem in problems.items():
+            _CHECKED[(self.root, key)] = problem
             if problem:
                 report_damage(self.model_uri(key), problem)
-        return {k: p for k, p in problems.items() if p}
+        return {k: p for k in keys if (p := _CHECKED.get((self.root, k)))}
 
     def verify(self, repair: bool = False) -> Verification:
-        """Every model (sha256 of each file against its marker; folders without a marker and
-        half-copied ones too) and record (sha256 of its content, and the key it was made for)
-        checked; with ``repair``, each damaged entry deleted, so the next run redoes it. What
-        cannot be deleted (a read-only store) is reported in ``unrepaired``, with the reason."""
+        """Every model (each file against its marker, where the bytes are: every file read again
+        on a local store, ETags on object storage; folders without a marker and half-copied ones
+        too), this node's downloads of them (each file hashed again), and every record (sha256 of
+        its content, and the key it was made for) checked; with ``repair``, each damaged entry
+        deleted, so the next run redoes it. What cannot be deleted (a read-only store) is
+        reported in ``unrepaired``, with the reason. Leftovers of interrupted writes are no
+        damage (nothing was lost): listed apart, and deleted with ``repair``."""
+        import shutil
+
         damaged, unrepaired = [], []
 
         def found(entry: str, delete) -> None:
@@ -311,12 +309,25 @@ class Store:
             elif not self.has_model(name):
                 problem = f"a model folder without its {COMPLETE} marker (an unfinished copy)"
             else:
-                problem = self.model_problem(name, full=True)
+                problem = self.model_problem(name, full=True, fresh=True)
             if problem:
                 found(f"model {path}: {problem}", lambda p=path: self._fs.delete_dir(p))
-        count = sum(segments.verify(self, kind, found) for kind in self.record_kinds())
+        if not self.is_local:
+            for copy, problem in downloads.damaged(self.model_uri("")):
+                found(f"download {copy}: {problem}", lambda c=copy: shutil.rmtree(c))
+        count = twice = 0
+        for kind in self.record_kinds():
+            good, dup = upkeep.verify(self, kind, found)
+            count, twice = count + good, twice + dup
+            if repair and dup:
+                upkeep.dedupe(self, kind)
+        leftovers = [p for kind in self.record_kinds() for p in upkeep.leftovers(self, kind)]
+        if repair:
+            for path in leftovers:
+                upkeep.delete(self, path)
         models = sum(not n.endswith(".tmp") for n in folders)
-        return Verification(models, count, tuple(damaged), tuple(unrepaired))
+        found_ = (tuple(damaged), tuple(unrepaired), tuple(leftovers))
+        return Verification(models, count, *found_, duplicates=twice)
 
     def local_model_dir(self, key: str, cache: str | Path | None = None) -> Path:
         """A local directory holding the model: the store folder itself, or a downloaded copy."""
@@ -324,37 +335,8 @@ class Store:
             raise KeyError(f"model {key} is not in the store {self.root}")
         if self.is_local:
             return Path(self._path("models", key))
-        return local_copy(self.model_uri(key), cache)
+        return downloads.local_copy(self.model_uri(key), cache)
 
 
-def filesystem(uri: str):
-    """(pyarrow filesystem, path) for a folder or URI: the one abstraction behind the store and
-    behind Tune's ``storage_path`` (passed as ``storage_filesystem``)."""
-    return _resolve(uri)
-
-
-def _resolve(root: str):
-    """(pyarrow filesystem, base path) for a folder or URI; cached per root string."""
-    if root not in _FS_CACHE:
-        from pyarrow import fs
-
-        if "://" in root:
-            filesystem, base = fs.FileSystem.from_uri(root)
-            if isinstance(filesystem, fs.S3FileSystem) and os.environ.get("AWS_ENDPOINT_URL"):
-                # Honour a custom endpoint (MinIO, a test server) the way the AWS CLI does.
-                endpoint = os.environ["AWS_ENDPOINT_URL"]
-                filesystem = fs.S3FileSystem(
-                    endpoint_override=endpoint,
-                    scheme="https" if endpoint.startswith("https") else "http",
-                    region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-                    allow_bucket_creation=True,
-                )
-        else:
-            filesystem = fs.LocalFileSystem()
-            base = str(Path(root).expanduser().resolve())
-            Path(base).mkdir(parents=True, exist_ok=True)
-        _FS_CACHE[root] = (filesystem, base)
-    return _FS_CACHE[root]
-
-
-_FS_CACHE: dict[str, tuple] = {}
+# (store root, model key) -> the problem found by `Store.check_models` in this process, or None.
+_CHECKED: dict[tuple[str, str], str | None] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 from mlit.plumbing import console
@@ -20,6 +21,7 @@ COMPLETE = "_COMPLETE.json"  # a model's completion marker, written last
 RECORD_SHA = "_sha256"  # each record carries the sha256 of its own content
 RECORD_KEY = "_key"  # ... and the key it was filed under, which hashes the inputs it came from
 _reported: set[str] = set()  # damage is reported once per path and process
+_DIGESTS = threading.Lock()  # the digest cache's file, read and written by one thread at a time
 
 
 def digest(value: dict) -> str:
@@ -43,25 +45,36 @@ def file_digest(path: Path) -> str:
 
 
 def cached_digest(path: Path) -> str:
-    """``file_digest`` remembered per (path, size, mtime): a base model's multi-GB shards are read
-    once, not at every plan. The cache lives beside the store's default root."""
+    """``file_digest`` remembered per (path, size, mtime in ns, inode), what proves a file
+    unchanged: a base model's or a stored model's multi-GB files are read once, not at every
+    plan and every run. The cache lives beside the store's default root."""
     import os
 
     st = path.stat()
     cache_file = Path(os.environ.get("MLIT_DIGEST_CACHE", Path.home() / ".cache/mlit/digests.json"))
-    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    where = str(path.resolve())
+    stamp = f"{where}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
     if st.st_size < 1 << 20:  # small files: reading is cheaper than the cache
         return file_digest(path)
-    try:
-        cache = json.loads(cache_file.read_text("utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    if stamp not in cache:
-        cache[stamp] = file_digest(path)
-        # A read-only or full home: hash again next time.
-        with contextlib.suppress(OSError):
+    with _DIGESTS:
+        known = _digest_cache(cache_file).get(stamp)
+    if known:
+        return known
+    digest = file_digest(path)  # outside the lock: threads hash their files side by side
+    with _DIGESTS:
+        # The file changed (or is new): its older stamps go, so the cache does not grow.
+        cache = {k: v for k, v in _digest_cache(cache_file).items() if k.rsplit(":", 3)[0] != where}
+        cache[stamp] = digest
+        with contextlib.suppress(OSError):  # a read-only or full home: hash again next time
             atomic_write(cache_file, json.dumps(cache))
-    return cache[stamp]
+    return digest
+
+
+def _digest_cache(cache_file: Path) -> dict[str, str]:
+    try:
+        return json.loads(cache_file.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def manifest(folder: Path) -> dict[str, dict]:
@@ -74,9 +87,11 @@ def manifest(folder: Path) -> dict[str, dict]:
     }
 
 
-def verify_dir(folder: str | Path, full: bool = True) -> str | None:
-    """What is wrong with a local model folder against its completion marker, or None. A folder
-    whose marker lists no files (written before mlit recorded them) cannot be checked: None."""
+def verify_dir(folder: str | Path, full: bool = True, cached: bool = False) -> str | None:
+    """What is wrong with a local model folder against its completion marker, or None: sizes,
+    and with ``full`` the sha256 of each file (``cached``: from the digest cache where the file is
+    unchanged since it was hashed). A folder whose marker lists no files (written before mlit
+    recorded them) cannot be checked: None."""
     folder = Path(folder)
     marker = folder / COMPLETE
     if not marker.exists():
@@ -91,7 +106,8 @@ def verify_dir(folder: str | Path, full: bool = True) -> str | None:
             return f"{rel} is missing"
         if path.stat().st_size != want["size"]:
             return f"{rel} is {path.stat().st_size} bytes, {want['size']} expected (truncated?)"
-        if full and file_digest(path) != want["sha256"]:
+        digest = cached_digest if cached else file_digest
+        if full and digest(path) != want["sha256"]:
             return f"{rel} does not match its sha256 (edited or damaged)"
     return None
 

@@ -22,22 +22,14 @@ the same record twice, never a conflict.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from mlit.plumbing import console
 from mlit.store.checksums import RECORD_KEY, RECORD_SHA, check_record, report_damage
 
-FLUSH_S = 2.0  # a writer's buffer goes to the store at least this often
-MAX_BUFFER = 20_000  # ... or when this many records wait
-COMPACT_AT = 64  # this many small segments of a kind are merged into one (writer close, compact)
-SMALL_BYTES = 8 << 20  # a segment under this size is small
-COMPACT_RECORDS = 200_000  # records per merged segment
 DECODE_ROWS = 10_000  # records decoded at a time (`read_frame`)
 READERS = 16  # concurrent reads: object storage answers many requests at once
 
@@ -72,7 +64,7 @@ def _segment_bytes(rows: Iterable[tuple[str, str]]) -> bytes:
     return buffer.getvalue()
 
 
-def _folder(store, kind: str) -> str:
+def folder(store, kind: str) -> str:
     return store._path("segments", kind)
 
 
@@ -80,7 +72,7 @@ def write_segment(store, kind: str, rows: dict[str, str]) -> str:
     """Write encoded records (key -> doc) as one segment, atomically; returns its name."""
     payload = _segment_bytes(list(rows.items()))
     name = f"{hashlib.sha256(payload).hexdigest()[:32]}.parquet"
-    store._write_atomic(f"{_folder(store, kind)}/{name}", payload)
+    store._write_atomic(f"{folder(store, kind)}/{name}", payload)
     return name
 
 
@@ -88,24 +80,12 @@ def segments(store, kind: str) -> dict[str, int]:
     """name -> size of every segment of ``kind`` (one listing)."""
     from pyarrow import fs
 
-    selector = fs.FileSelector(_folder(store, kind), allow_not_found=True)
+    selector = fs.FileSelector(folder(store, kind), allow_not_found=True)
     return {
         info.base_name: info.size
         for info in store._fs.get_file_info(selector)
         if info.type == fs.FileType.File and info.base_name.endswith(".parquet")
     }
-
-
-def leftovers(store, kind: str) -> list[str]:
-    """Temporary files of segment writes a crash interrupted (local stores)."""
-    from pyarrow import fs
-
-    selector = fs.FileSelector(_folder(store, kind), allow_not_found=True)
-    return [
-        info.path
-        for info in store._fs.get_file_info(selector)
-        if info.type == fs.FileType.File and info.base_name.endswith(".tmp")
-    ]
 
 
 def read_segment(store, kind: str, name: str, wanted=None):
@@ -115,7 +95,7 @@ def read_segment(store, kind: str, name: str, wanted=None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    raw = _read(store, f"{_folder(store, kind)}/{name}")
+    raw = _read(store, f"{folder(store, kind)}/{name}")
     if raw is None:
         return None
     sound = hashlib.sha256(raw).hexdigest()[:32] == name.removesuffix(".parquet")
@@ -177,41 +157,7 @@ def legacy_raw(store, kind: str, key: str) -> str | None:
     return raw.decode("utf-8")
 
 
-def verify(store, kind: str, found) -> int:
-    """Check every record of ``kind`` (`Store.verify`): each damaged entry goes to
-    ``found(entry, repair)``; returns the number of good records. Repairing a damaged segment
-    writes its good records into a new one, then deletes it."""
-    count = 0
-    for key in _legacy_keys(store, kind):
-        count += 1
-        path = legacy_path(store, kind, key)
-        with store._fs.open_input_stream(path) as fh:
-            problem = check_record(fh.read(), key)[0]
-        if problem:
-            found(f"{kind} {key}: {problem}", lambda p=path: store._fs.delete_file(p))
-    for name in segments(store, kind):
-        result = read_segment(store, kind, name)
-        if result is None:
-            continue  # merged away meanwhile
-        good, problem = result
-        count += good.num_rows
-        if problem:
-            path = f"{_folder(store, kind)}/{name}"
-
-            def rewrite(good=good, path=path) -> None:
-                if good.num_rows:
-                    write_segment(store, kind, _pairs(good))
-                store._fs.delete_file(path)
-
-            found(f"{kind} segment {path}: {problem}", rewrite)
-    for path in leftovers(store, kind):
-        found(
-            f"{kind} {path}: a segment write a crash interrupted", lambda p=path: _delete(store, p)
-        )
-    return count
-
-
-def _legacy_keys(store, kind: str) -> list[str]:
+def legacy_keys(store, kind: str) -> list[str]:
     from pyarrow import fs
 
     selector = fs.FileSelector(store._path("records", kind), recursive=True, allow_not_found=True)
@@ -222,12 +168,12 @@ def _legacy_keys(store, kind: str) -> list[str]:
     ]
 
 
-def _legacy(pool, store, kind: str, keys: list[str]) -> dict[str, str]:
+def read_legacy(pool, store, kind: str, keys: list[str]) -> dict[str, str]:
     raws = pool.map(lambda k: legacy_raw(store, kind, k), keys)
     return {k: raw for k, raw in zip(keys, raws, strict=True) if raw is not None}
 
 
-def _each(pool, store, kind, names, wanted):
+def read_each(pool, store, kind, names, wanted):
     return zip(names, pool.map(lambda n: read_segment(store, kind, n, wanted), names), strict=True)
 
 
@@ -240,22 +186,22 @@ def read_table(store, kind: str, keys: Iterable[str] | None = None):
     wanted = None if keys is None else set(keys)
     parts = []
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        legacy = [k for k in _legacy_keys(store, kind) if wanted is None or k in wanted]
-        old = _legacy(pool, store, kind, legacy)
+        legacy = [k for k in legacy_keys(store, kind) if wanted is None or k in wanted]
+        old = read_legacy(pool, store, kind, legacy)
         if old:
             parts.append(pa.table({"key": list(old), "doc": list(old.values())}))
         seen: set[str] = set()
         while True:  # a segment merged away while being read: its records are in a new one
             names = sorted(set(segments(store, kind)) - seen)
             gone = False
-            for name, result in _each(pool, store, kind, names, wanted):
+            for name, result in read_each(pool, store, kind, names, wanted):
                 seen.add(name)
                 if result is None:
                     gone = True
                     continue
                 table, problem = result
                 if problem:
-                    report_damage(f"{_folder(store, kind)}/{name}", problem)
+                    report_damage(f"{folder(store, kind)}/{name}", problem)
                 parts.append(table)
             if not gone:
                 break
@@ -269,10 +215,10 @@ def read_table(store, kind: str, keys: Iterable[str] | None = None):
 
 def read_raw(store, kind: str, keys: Iterable[str] | None = None) -> dict[str, str]:
     """key -> stored document (see `read_table`)."""
-    return _pairs(read_table(store, kind, keys))
+    return pairs_of(read_table(store, kind, keys))
 
 
-def _pairs(table) -> dict[str, str]:
+def pairs_of(table) -> dict[str, str]:
     return dict(zip(table.column("key").to_pylist(), table.column("doc").to_pylist(), strict=True))
 
 
@@ -295,106 +241,3 @@ def read_frame(store, kind: str, keys, schema: dict):
     ]
     empty = pl.DataFrame(schema={"key": pl.String, "_v": pl.Struct(schema)})
     return pl.concat([empty, *parts]).unnest("_v")
-
-
-def compact(store, kind: str, at: int = COMPACT_AT, legacy: bool = False) -> int:
-    """Merge the small segments of ``kind`` (and, with ``legacy``, the one-file records of older
-    stores) into large ones when there are ``at`` or more; returns how many were merged. New
-    segments are written before old entries are deleted: a reader meanwhile misses nothing."""
-    small = sorted(n for n, size in segments(store, kind).items() if size < SMALL_BYTES)
-    old = _legacy_keys(store, kind) if legacy else []
-    if len(small) + len(old) < max(at, 2):
-        return 0
-    merged: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        merged.update(_legacy(pool, store, kind, old))
-        for _, result in _each(pool, store, kind, small, None):
-            if result is None:
-                return 0  # another process is compacting these: leave it to them
-            merged.update(_pairs(result[0]))
-        items = sorted(merged.items())
-        for start in range(0, len(items), COMPACT_RECORDS):
-            write_segment(store, kind, dict(items[start : start + COMPACT_RECORDS]))
-        paths = [f"{_folder(store, kind)}/{n}" for n in small]
-        paths += [legacy_path(store, kind, k) for k in old]
-        list(pool.map(lambda p: _delete(store, p), paths))
-    return len(paths)
-
-
-def _delete(store, path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        store._fs.delete_file(path)
-
-
-class Writer:
-    """Files records as a phase produces them, without making it wait: `put` only appends to a
-    buffer (unless twice `MAX_BUFFER` records wait); a thread writes the buffer as one segment
-    every `FLUSH_S` seconds (or at `MAX_BUFFER` records) and at `close`. A write that fails (a full disk, a refused bucket) is
-    raised by the next `put` and by `close`, so the phase stops with it; what was written stays."""
-
-    def __init__(self, store, kind: str, flush_s: float = FLUSH_S, compact_at: int = COMPACT_AT):
-        self.store, self.kind, self.flush_s, self.compact_at = store, kind, flush_s, compact_at
-        self.written = 0
-        self._buffer: dict[str, dict] = {}
-        self._lock = threading.Condition()
-        self._wake = threading.Event()
-        self._closing = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"mlit-{kind}-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, key: str, value: dict) -> None:
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            # Bounded memory: a phase that outruns the store waits here (never in a real phase
-            # at 2,000 records/s; a bulk import does).
-            while len(self._buffer) >= 2 * MAX_BUFFER and self._error is None:
-                self._wake.set()
-                self._lock.wait(0.1)
-            self._buffer[key] = value
-            full = len(self._buffer) >= MAX_BUFFER
-        if full:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(self.flush_s)
-            self._wake.clear()
-            self._write()
-        self._write()
-
-    def _write(self) -> None:
-        with self._lock:
-            batch, self._buffer = self._buffer, {}
-            self._lock.notify_all()
-        if not batch or self._error is not None:
-            return
-        try:
-            write_segment(self.store, self.kind, {k: encode(k, v) for k, v in batch.items()})
-            self.written += len(batch)
-        except BaseException as err:  # kept for the phase: the next put or close raises it
-            self._error = err
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self.compact_at:
-            try:
-                compact(self.store, self.kind, self.compact_at)
-            except OSError as err:  # the records are stored; merging them can wait
-                console.warn(f"[store] merging {self.kind} segments failed ({err}); kept as is")
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            self.close()
-            return
-        # An error or Ctrl-C: what is buffered is still stored, and the first error goes on.
-        with contextlib.suppress(BaseException):
-            self.close()

@@ -18,6 +18,7 @@ folder and its files are `mlit.results.run_folder`'s.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,6 +79,8 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         return RunResult(cfg.run_dir(), 0, 0, 0, None, time.time() - start)
 
     preflight.preflight(plan, store)  # nothing is written and nothing started until this passes
+    if cfg.download_cache_gb is not None:  # read where models are downloaded: here, the replicas
+        os.environ["MLIT_DOWNLOAD_CACHE_GB"] = str(cfg.download_cache_gb)
     run = RunFolder(cfg.run_dir(), new_run_id())
     if cfg.is_demo:
         console.say(DEMO_NOTE)
@@ -94,7 +97,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
 
     with phases.heartbeat("train"):
         record.phase("train", phases.train(plan, store, run))
-    models = plan.model_dirs(store.local_model_dir)
+    models = plan.model_dirs(store.model_uri)  # a URI on object storage: replicas download it
     run.write_models(models)
     t = time.time()
     with phases.heartbeat("judge model"):  # may build the demo judge (minutes, once)

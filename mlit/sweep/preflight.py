@@ -38,7 +38,10 @@ def base_model(spec: str, flag: str = "--base-model") -> None:
         raise PreflightError(str(err)) from err
 
 
-def judge(plan: Plan) -> None:
+def judge(plan: Plan, new_calls: int | None = None) -> None:
+    """The judge's template, key and batch support; a probe of an API judge when the run has a
+    call to make (``new_calls``: those the store does not hold; a rerun with every verdict
+    stored sends nothing, not even the probe)."""
     spec = plan.judge
     if spec.model_dir:
         base_model(spec.model_dir, "--judge-model-dir")
@@ -53,11 +56,20 @@ def judge(plan: Plan) -> None:
         why = batch_api.supported(spec.model, spec.api_base)
         if why:
             raise PreflightError(f"--judge-mode batch: {why}")
-    if not spec.self_hosted and plan.counts().judge_calls:
+    calls = plan.counts().judge_calls if new_calls is None else new_calls
+    if not spec.self_hosted and calls:
         probe(j)
 
 
-def budget(plan: Plan, store: Store) -> None:
+def new_judge_calls(plan: Plan, store: Store) -> int:
+    """The judge calls the store holds no verdict for (those whose answers are stored too; before
+    training they cannot be told, so all of a model not trained yet count)."""
+    from mlit.sweep import preview
+
+    return plan.counts().judge_calls - preview.cached([plan], store)[0][1]
+
+
+def budget(plan: Plan, store: Store, new_calls: int | None = None) -> None:
     """A judge expected to cost more than --max-cost stops before any work. The budget is what
     this run may spend: verdicts already stored cost nothing (counted where the answers they
     judge are stored too; before training they cannot be told, so all are counted)."""
@@ -68,7 +80,7 @@ def budget(plan: Plan, store: Store) -> None:
     if spec.max_cost is None:
         return
     try:
-        calls = plan.counts().judge_calls - preview.cached([plan], store)[0][1]
+        calls = new_judge_calls(plan, store) if new_calls is None else new_calls
         dollars = preview.judge_cost(plan, calls)
     except ValueError as err:
         raise PreflightError(str(err)) from err
@@ -242,6 +254,10 @@ def preflight(plan: Plan, store: Store) -> None:
     shares(plan.config.pretraining_shares)
     port(plan.config.serve_port)
     writable(store)
-    budget(plan, store)  # before the judge's probe: over budget, not even that call is made
-    judge(plan)
+    # One bulk read of the store for both: what the budget counts, and whether the judge is asked.
+    spec = plan.judge
+    asks = plan.counts().judge_calls and (not spec.self_hosted or spec.max_cost is not None)
+    new_calls = new_judge_calls(plan, store) if asks else None
+    budget(plan, store, new_calls)  # before the judge's probe: over budget, not even that call
+    judge(plan, new_calls)
     writable_folder(plan.config.run_dir())

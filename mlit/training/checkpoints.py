@@ -112,7 +112,7 @@ def _barrier() -> None:
 
 
 def _fs(ck: Checkpointing):
-    from mlit.store.artifacts import filesystem
+    from mlit.store.filesystems import filesystem
 
     fs, base = filesystem(ck.store_root)
     return fs, f"{base.rstrip('/')}/checkpoints/{ck.key}"

@@ -27,7 +27,8 @@ from mlit.planning.compute import Compute, ResourceError
 from mlit.planning.model_keys import ModelJob
 from mlit.plumbing import console
 from mlit.store import leases
-from mlit.store.artifacts import Store, filesystem
+from mlit.store.artifacts import Store
+from mlit.store.filesystems import filesystem
 from mlit.training import checkpoints
 
 __all__ = ["Compute", "ResourceError", "train_phase"]

@@ -17,9 +17,7 @@ def test_pairs_cover_three_negatives_in_both_orders():
         assert first[0] == second[0] and first[1] == second[2] and first[2] == second[1]
         assert (first[3], second[3]) == ("1", "2")
     eval_instructions = set(dataset.split(dataset.sample(), "eval")["instruction"])
-    assert not eval_instructions & {
-        p[0] for p in pairs
-    }  # held-out pairs are never trained on
+    assert not eval_instructions & {p[0] for p in pairs}  # held-out pairs are never trained on
 
 
 def test_demo_judge_beats_chance_on_held_out_pairs(tmp_path):

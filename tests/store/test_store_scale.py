@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from mlit.cli.main import app
 from mlit.generation import answer_client
 from mlit.generation.answer_client import Client, SamplingParams, Task
-from mlit.store import segments
+from mlit.store import record_writer, segments, upkeep
 from mlit.store.artifacts import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +154,7 @@ def test_a_reader_racing_a_compaction_finds_every_record(tmp_path, monkeypatch):
             raced.append("merging")
             with monkeypatch.context() as m:
                 m.setattr(segments, "read_segment", real)
-                raced.append(segments.compact(store, "verdicts", at=2))
+                raced.append(upkeep.compact(store, "verdicts", at=2))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(segments, "read_segment", compact_first)
@@ -221,7 +221,7 @@ def test_kill_9_during_generation_on_s3_redoes_only_the_work_in_flight(slow_s3, 
         answered, stored = _answered(port), len(store.keys("generations"))
         assert 0 < stored < 3000
         rate = 400  # answers a second, at most
-        assert answered - stored <= 8 + rate * (segments.FLUSH_S + 0.5), (answered, stored)
+        assert answered - stored <= 8 + rate * (record_writer.FLUSH_S + 0.5), (answered, stored)
         tasks = [Task("m", "k" * 24, f"t{i}", "en", f"Instruction t{i}") for i in range(3000)]
         out = answer_client.generate(
             tasks, Client(url, concurrency=8), store, PARAMS, progress=False

@@ -246,6 +246,24 @@ def test_batch_judging_in_a_sweep_gives_the_online_verdicts_at_half_the_cost(
     assert batch_meta["cost_usd"] == {"generate": 0.0, "judge": judged["cost_usd"]}
 
 
+def test_a_rerun_with_every_verdict_stored_sends_the_judge_nothing_not_even_a_probe(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+):
+    from judge_server import Script, start
+
+    script = Script()
+    server, url = start(script)
+    try:
+        cfg = _api_judge(_config(tiny_base, tiny_judge, shared_store, tmp_path / "run"), url)
+        pipeline.run_sweep(cfg)
+        first = script.calls["good"]
+        assert first == 1 + 64  # the probe and every call
+        pipeline.run_sweep(cfg)
+        assert script.calls["good"] == first  # nothing new: no probe either
+    finally:
+        server.shutdown()
+
+
 def test_max_cost_stops_a_sweep_before_any_judge_call_or_before_passing_it(
     ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
 ):

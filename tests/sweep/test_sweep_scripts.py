@@ -80,14 +80,10 @@ def test_paper_plan_counts_shared_models_once(tmp_path):
 def test_paper_takes_the_bilingual_pairs(tmp_path):
     """--pairs chooses the bilingual experiment's pairs; the other seven run as they are."""
     cmd = [sys.executable, str(ROOT / "sweeps" / "paper.py"), "--dry-run", "--store", str(tmp_path)]
-    out = subprocess.run(
-        [*cmd, "--pairs", "en-fi"], capture_output=True, text=True, cwd=tmp_path
-    )
+    out = subprocess.run([*cmd, "--pairs", "en-fi"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "the whole paper: 49 distinct models to train (124 model slots" in out.stdout
-    bad = subprocess.run(
-        [*cmd, "--pairs", "en-xx"], capture_output=True, text=True, cwd=tmp_path
-    )
+    bad = subprocess.run([*cmd, "--pairs", "en-xx"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "xx" in bad.stderr
 
 

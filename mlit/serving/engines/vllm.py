@@ -102,7 +102,7 @@ class Engines:
         key = self._key(name, lora)
         with self._lock:
             if key not in self._engines:
-                from mlit.store.artifacts import local_copy
+                from mlit.store.downloads import local_copy
 
                 if lora:
                     mine = [x for x in self.loras.values() if x.base == lora.base]
