@@ -189,7 +189,7 @@ class Store:
         return problem is None
 
     def delete_model(self, key: str) -> None:
-        _CHECKED.pop((self.root, key), None)
+        _forget(self.root, key)
         self._fs.delete_dir(self._path("models", key))
 
     def model_info(self, key: str) -> dict | None:
@@ -217,7 +217,7 @@ class Store:
             return target
         info = {**info, "files": manifest(local_dir)}
         marker = json.dumps(info, ensure_ascii=False).encode()
-        _CHECKED.pop((self.root, key), None)
+        _forget(self.root, key)
         if self.is_local:
             import shutil
 
@@ -266,20 +266,21 @@ class Store:
     def check_models(self, keys, workers: int = 8) -> dict[str, str]:
         """key -> problem for the stored models among ``keys`` whose files do not match their
         manifest, checked where the bytes are (`model_problem`), concurrently: what the training
-        phase asks before it skips a model. Each model is checked once per process: the eight
-        experiments of `sweeps/paper.py` share one check of each model. Damage is reported with
-        the model's path."""
+        phase asks before it skips a model. Within `shared_checks` each model is checked once:
+        the eight experiments of one `sweeps/paper.py` run share one check of each model. Damage
+        is reported with the model's path."""
         from concurrent.futures import ThreadPoolExecutor
 
-        present = [k for k in keys if (self.root, k) not in _CHECKED and self.has_model(k)]
+        memo = _SHARED[-1] if _SHARED else {}
+        present = [k for k in keys if (self.root, k) not in memo and self.has_model(k)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             checked = pool.map(lambda k: self.model_problem(k, True), present)
             problems = dict(zip(present, checked, strict=True))
         for key, problem in problems.items():
-            _CHECKED[(self.root, key)] = problem
+            memo[(self.root, key)] = problem
             if problem:
                 report_damage(self.model_uri(key), problem)
-        return {k: p for k in keys if (p := _CHECKED.get((self.root, k)))}
+        return {k: p for k in keys if (p := memo.get((self.root, k)))}
 
     def verify(self, repair: bool = False) -> Verification:
         """Every model (each file against its marker, where the bytes are: every file read again
@@ -338,5 +339,23 @@ class Store:
         return downloads.local_copy(self.model_uri(key), cache)
 
 
-# (store root, model key) -> the problem found by `Store.check_models` in this process, or None.
-_CHECKED: dict[tuple[str, str], str | None] = {}
+@contextlib.contextmanager
+def shared_checks():
+    """Within it, `Store.check_models` checks each model once, whatever the number of calls:
+    one run of the paper's experiments, where models are shared between experiments. Outside, each
+    call checks again (a later run must see what changed since)."""
+    _SHARED.append(_SHARED[-1] if _SHARED else {})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
+
+def _forget(root: str, key: str) -> None:
+    """A model published or deleted is checked again, even within `shared_checks`."""
+    for memo in _SHARED:
+        memo.pop((root, key), None)
+
+
+# The memos of the `shared_checks` in force: (store root, model key) -> the problem found, or None.
+_SHARED: list[dict[tuple[str, str], str | None]] = []

@@ -33,7 +33,7 @@ from mlit.providers import pricing
 from mlit.results import report_page
 from mlit.results.analysis import build, shares_for
 from mlit.results.run_folder import RunFolder, new_run_id
-from mlit.store.artifacts import Store, default_root
+from mlit.store.artifacts import Store, default_root, shared_checks
 from mlit.sweep import phases, preflight, preview, protocol_report
 
 
@@ -152,10 +152,12 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
 
 
 def run_paper(cfg: SweepConfig) -> list[RunResult]:
-    """Every experiment in turn, one run folder each, one store: shared models train once."""
+    """Every experiment in turn, one run folder each, one store: shared models train once, and
+    are checked once (`shared_checks`)."""
     configs = paper_configs(cfg)
     if not cfg.dry_run:  # each config checked its requirements when it was made, above
-        return [run_sweep(c) for c in configs]
+        with shared_checks():
+            return [run_sweep(c) for c in configs]
     store = Store(cfg.store or default_root())
     plans = [plan_sweep(c) for c in configs]
     for plan, stored in zip(plans, preview.cached(plans, store), strict=True):
