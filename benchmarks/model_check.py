@@ -50,10 +50,15 @@ def _model(folder: Path, mb: int) -> Path:
 
 
 def _weight_bytes(log: Path, since: int) -> tuple[int, int]:
-    """(GET requests of weight files, lines) in moto's log since line ``since``."""
+    """(weight files read, lines) in moto's log since line ``since``: each file counted once,
+    however many ranged GETs read it."""
     lines = log.read_text(errors="replace").splitlines()
-    gets = [x for x in lines[since:] if re.search(r'"GET [^"]*model\.safetensors', x)]
-    return len(gets), len(lines)
+    paths = {
+        m.group(1)
+        for x in lines[since:]
+        if (m := re.search(r'"GET ([^ "?]*model\.safetensors)', x))
+    }
+    return len(paths), len(lines)
 
 
 def run(sizes: list[tuple[int, int]], latency_ms: float) -> list[dict]:
