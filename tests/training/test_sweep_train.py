@@ -209,7 +209,11 @@ run_script(CONFIG)
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGTERM takes the path of SIGINT (`mlit.plumbing.interrupts` makes them one interrupt): it runs
+# with the slow tests (`make test-all`), keeping `make test` under 15 minutes.
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)
 def test_an_interrupt_during_training_is_an_interrupt(tiny_base, tmp_path, signum):
     """Ctrl-C (SIGINT) or SIGTERM while trials train: rc 130, "interrupted", Ray down, no model
     marked failed."""
