@@ -1,6 +1,7 @@
 """ray_cluster.yaml and every variant in its comments pass Ray's own schema check."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -49,3 +50,16 @@ def test_invalid_variants_are_rejected():
 
 def test_the_variants_are_all_found():
     assert set(cluster_variants()) == {"gcp", "local", "kuberay"}
+
+
+def test_a_job_ships_every_module_of_the_package_and_no_run_folder():
+    """`ray job submit --working-dir .` leaves out what .rayignore names, with Ray's own matcher:
+    an unanchored `results/` once left `mlit/results/` out of every job."""
+    from ray._private.runtime_env.packaging import _get_ignore_file
+
+    root = Path(__file__).resolve().parents[2]
+    ignored = _get_ignore_file(root, ".rayignore")
+    shipped = [p for p in (root / "mlit").rglob("*.py") if not ignored(p)]
+    assert len(shipped) == len(list((root / "mlit").rglob("*.py")))
+    for left_out in ("results/language_count/run.json", "tests/conftest.py", "benchmarks/host.py"):
+        assert ignored(root / left_out), left_out
