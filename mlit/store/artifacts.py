@@ -163,13 +163,12 @@ class Store:
         problem = listing.problem(files, listed)
         if problem or not full or not files or listing.vouched(files, listed):
             return problem
-        if any(etag is None for _, etag in listed.values()):  # a store that lists no ETags
-            return verify_dir(downloads.local_copy(self.model_uri(key)), True)
-        try:  # published without ETags: the bytes decide, once
+        try:  # no ETags to vouch for the files: the bytes decide (hashed as they are downloaded)
             downloads.local_copy(self.model_uri(key))
         except downloads.DownloadError as err:
             return str(err).split(": ", 1)[-1]
-        self._record_etags(key, info, listed)
+        if all(etag is not None for _, etag in listed.values()):  # published by an earlier mlit
+            self._record_etags(key, info, listed)  # ...checked once: its marker now has them
         return None
 
     def _record_etags(self, key: str, info: dict, listed: listing.Listing) -> None:

@@ -203,3 +203,23 @@ def test_each_model_is_checked_once_per_paper_run_however_many_experiments_share
     checked.clear()
     store.check_models(["shared"])  # a later run checks again: it must see what changed since
     assert checked == ["shared"]
+
+
+def test_a_model_published_before_etags_is_hashed_once_then_vouched_for_by_the_store(s3, tmp_path):
+    bucket, log = s3
+    store = Store(f"{bucket}/legacy")
+    store.publish_model(_model(tmp_path / "old"), "old", {"mixture": "old"})
+    info = store.model_info("old")  # as an earlier mlit wrote it: sizes and sha256s only
+    files = {
+        rel: {k: v for k, v in want.items() if k != "etag"} for rel, want in info["files"].items()
+    }
+    store._write_atomic(
+        store._path("models", "old", artifacts.COMPLETE),
+        json.dumps({**info, "files": files}).encode(),
+    )
+    since = _log_lines(log)
+    assert store.check_models(["old"]) == {}
+    assert len(_weight_gets(log, since)) == 1  # downloaded and hashed, once
+    assert all(w.get("etag") for w in store.model_info("old")["files"].values())
+    since = _log_lines(log)
+    assert store.check_models(["old"]) == {} and _weight_gets(log, since) == []

@@ -99,6 +99,10 @@ trials.train_phase(jobs, Store(sys.argv[3]), trials.Compute(workers=1, max_concu
 """
 
 
+# 100 s: with the slow tests (`make test-all`), keeping `make test` under 15 minutes; a trial's
+# resume from its checkpoint stays in the default suite (tests/training/test_checkpoints.py) and
+# in `make test-cluster` (a node lost under a sweep).
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_retraining(ray_session, tiny_base, sample, tmp_path):
     root = str(tmp_path / "store")
     address = ray_session.get_runtime_context().gcs_address
