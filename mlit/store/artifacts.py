@@ -173,9 +173,7 @@ class Store:
 
     def _record_etags(self, key: str, info: dict, listed: listing.Listing) -> None:
         """Write the listed ETags into a stored model's marker (one PUT: atomic)."""
-        files = {rel: {**want, "etag": listed[rel][1]} for rel, want in info["files"].items()}
-        marker = json.dumps({**info, "files": files}, ensure_ascii=False).encode()
-        self._write_atomic(self._path("models", key, COMPLETE), marker)
+        self._write_atomic(self._path("models", key, COMPLETE), _marker(info, listed))
 
     def valid_model(self, key: str) -> bool:
         """Present and whole (by size): what the training phase asks before it skips a model.
@@ -253,8 +251,7 @@ class Store:
         problem = listing.problem(info["files"], listed)
         if problem:
             raise OSError(f"uploading model {key} to {self.root}: {problem}")
-        files = {rel: {**want, "etag": listed[rel][1]} for rel, want in info["files"].items()}
-        return json.dumps({**info, "files": files}, ensure_ascii=False).encode()
+        return _marker(info, listed)
 
     # ---- checking the whole store ---------------------------------------------------------
 
@@ -336,6 +333,12 @@ class Store:
         if self.is_local:
             return Path(self._path("models", key))
         return downloads.local_copy(self.model_uri(key), cache)
+
+
+def _marker(info: dict, listed: listing.Listing) -> bytes:
+    """A model's completion marker with each file's ETag as the store lists it."""
+    files = {rel: {**want, "etag": listed[rel][1]} for rel, want in info["files"].items()}
+    return json.dumps({**info, "files": files}, ensure_ascii=False).encode()
 
 
 @contextlib.contextmanager
