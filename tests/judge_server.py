@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
 from collections import Counter
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -38,12 +40,39 @@ class Script:
         self.limited_until = 0.0  # a 429 storm: every other call refused until this time
         self.limited_calls = 0
         self.prompt_tokens: int | None = None  # the usage each reply reports (None: its words)
+        # Faults of real providers (issue 50):
+        self.no_usage = False  # replies leave "usage" out
+        self.quota_until = 0.0  # every call refused (429) until this wall-clock time
+        self.quota_for = 0.0  # or: every call refused for this long from the first call
+        self.quota_header = "seconds"
+        self.day_quota_after: int | None = (
+            None  # after this many calls: a day's quota spent  # its Retry-After: "seconds" or "date" (an HTTP date)
+        )
+        self.refused = 0  # calls refused for the quota
+        self.conflicting_duplicates = False  # each output line preceded by a wrong answer
+        self.unknown_ids = 0  # this many lines for requests never asked, in each output file
+        self.cancel_batches = 0  # this many batches end "cancelled", half their requests answered
+        self.fail_batches = 0  # this many batches end "failed", nothing answered
+
+    def retry_after_header(self) -> str:
+        if self.quota_header == "date":  # whole seconds: the end of the quota, rounded up
+            return formatdate(math.ceil(self.quota_until), usegmt=True)
+        return str(math.ceil(self.quota_until - time.time()))
 
     def reply(self, model: str, prompt: str) -> tuple[int, dict]:
         with self.lock:
             self.calls[model] += 1
             n = self.calls[model]
             self.times.append(time.monotonic())
+        with self.lock:
+            if self.quota_for and not self.quota_until:  # the quota runs from the first call
+                self.quota_until = time.time() + self.quota_for
+            if self.day_quota_after is not None and sum(self.calls.values()) > self.day_quota_after:
+                self.quota_until = max(self.quota_until, time.time() + 86400)
+        if time.time() < self.quota_until:
+            with self.lock:
+                self.refused += 1
+            return 429, {"error": {"message": "quota exceeded", "type": "rate_limit"}}
         if time.monotonic() < self.limited_until and n % 2 == 0:
             with self.lock:
                 self.limited_calls += 1
@@ -99,7 +128,10 @@ class Script:
             text = source if echo else translate(prompt, model)
         else:
             text = digit
-        return 200, {
+        finish = "stop"
+        if model == "translate-cut":  # the provider's token limit: half the text, "length"
+            text, finish = text[: len(text) // 2], "length"
+        body = {
             "id": "x",
             "object": "chat.completion",
             "created": 0,
@@ -109,7 +141,7 @@ class Script:
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
                     "logprobs": logprobs,
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": {
@@ -118,6 +150,9 @@ class Script:
                 "total_tokens": (self.prompt_tokens or len(prompt.split())) + 1,
             },
         }
+        if self.no_usage:
+            del body["usage"]
+        return 200, body
 
 
 # Words of each language, so that a pretend translation is identified as that language and is
@@ -181,7 +216,17 @@ WORDS = {
     "Serbian": ["ово", "је", "лепа", "кућа", "и", "мачка", "брзо", "трчи", "кући", "данас"],
     "Serbian-Latin": ["ovo", "je", "lepa", "kuća", "i", "mačka", "brzo", "trči", "kući", "danas"],
     "Croatian": ["ovo", "je", "lijepa", "kuća", "i", "mačka", "brzo", "trči", "kući", "danas"],
+    # What a provider that confuses close languages sends back (issue 50).
+    "Portuguese": ["não", "uma", "em", "você", "casa", "muito", "é", "com", "são", "bonita"],
+    "Estonian": ["see", "on", "õue", "ja", "kass", "täna", "väga", "kui", "ka", "jookseb"],
 }
+# Wrappers chat models put around a translation (issue 50): taken off, the content kept.
+WRAPPERS = (
+    "Sure! Here's the translation:\n\n{}",
+    "Aquí tienes la traducción:\n{}",
+    "“{}”",
+    "```\n{}\n```",
+)
 
 
 def translate(prompt: str, model: str = "translate") -> str:
@@ -196,7 +241,15 @@ def translate(prompt: str, model: str = "translate") -> str:
     lang = target.group(1) if target else "?"
     if lang == "Serbian" and (model == "translate-latin" or "Cyrillic script" not in prompt):
         lang = "Serbian-Latin"
+    lang = {("translate-pt", "Spanish"): "Portuguese", ("translate-et", "Finnish"): "Estonian"}.get(
+        (model, lang), lang
+    )
     words = WORDS.get(lang)
+    if model == "translate-preamble":
+        wrap = WRAPPERS[int(hashlib.md5(text.encode()).hexdigest(), 16) % len(WRAPPERS)]
+        return wrap.format(translate(prompt).strip())
+    if model == "translate-swap":  # the URL and the code trade places
+        return translate(prompt).replace("⟦0⟧", "⟦x⟧").replace("⟦1⟧", "⟦0⟧").replace("⟦x⟧", "⟦1⟧")
     if words is None:
         return re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper(), text)
 
@@ -223,11 +276,16 @@ def _run_batch(script: Script, batch: dict) -> None:
         number = len([b for b in script.batches.values() if b.get("ran")])
         batch["ran"] = True
     expire = number < script.expire_batches
+    cancel = number < script.cancel_batches
+    if number < script.fail_batches:  # a batch the provider could not run: nothing answered
+        batch["status"] = "failed"
+        batch["errors"] = {"object": "list", "data": [{"code": "x", "message": "invalid input"}]}
+        return
     out, errors = [], []
     for i, raw in enumerate(lines):
         request = json.loads(raw)
-        if expire and i % 2 == 1:
-            continue  # an expired batch never reached these
+        if (expire or cancel) and i % 2 == 1:
+            continue  # an expired or cancelled batch never reached these
         body = request["body"]
         prompt = body["messages"][-1]["content"]
         if any(marker in prompt for marker in script.fail_in_batch):
@@ -247,13 +305,22 @@ def _run_batch(script: Script, batch: dict) -> None:
             script.calls[body["model"]] -= 1
         item = {"status_code": status, "body": payload}
         row = {"id": f"r{i}", "custom_id": request["custom_id"], "response": item, "error": None}
+        if script.conflicting_duplicates and status == 200:  # a wrong answer first, then the right
+            wrong = json.loads(json.dumps(row))
+            message = wrong["response"]["body"]["choices"][0]["message"]
+            message["content"] = {"1": "2", "2": "1"}.get(message["content"], "WRONG")
+            out.append(wrong)
         (out if status == 200 else errors).append(row)
+    for i in range(script.unknown_ids):
+        body = {"choices": [{"message": {"content": "1"}, "finish_reason": "stop"}]}
+        response = {"status_code": 200, "body": body}
+        out.append({"id": f"u{i}", "custom_id": f"unknown-{i}", "response": response})
     for name, rows in (("output_file_id", out), ("error_file_id", errors)):
         if rows:
             file_id = f"file-{len(script.files)}"
             script.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
             batch[name] = file_id
-    batch["status"] = "expired" if expire else "completed"
+    batch["status"] = "expired" if expire else "cancelled" if cancel else "completed"
     batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errors)}
 
 
@@ -337,7 +404,9 @@ def start(script: Script) -> tuple[ThreadingHTTPServer, str]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            if status == 429 and script.retry_after is not None:
+            if status == 429 and time.time() < script.quota_until:
+                self.send_header("Retry-After", script.retry_after_header())
+            elif status == 429 and script.retry_after is not None:
                 self.send_header("Retry-After", str(script.retry_after))
             self.end_headers()
             self.wfile.write(data)

@@ -113,11 +113,17 @@ def _budget(values: dict, t, prices, est: dict):
 
 def _report_cost(outcome) -> None:
     click.echo(f"cost: ${outcome.cost_usd:,.4f}")
+    if outcome.usage_estimated:
+        click.echo(
+            f"{outcome.usage_estimated} replies came without usage: each was charged at mlit's "
+            "upper estimate of its tokens"
+        )
     if outcome.stopped:
+        then = (
+            "rerun with a larger --max-cost to go on" if outcome.budget_stop else "rerun to go on"
+        )
         console.fail(
-            f"translation stopped: {outcome.stopped}; what was translated is stored: rerun with "
-            "a larger --max-cost to go on",
-            1,
+            f"translation stopped: {outcome.stopped}; what was translated is stored: {then}", 1
         )
 
 

@@ -11,7 +11,8 @@ The stages, in order:
    passed, and a failed text is asked again on the next run;
 3. write one dataset in the format every sweep's ``--data`` takes, and a data card beside it
    (``OUT.card.json``): sources and their revisions, counts per language and split, the
-   translator and its prompt's hash, each check's pass rate, the failures.
+   translator and its prompt's hash, each check's pass rate over every reply the dataset's texts
+   got (in this run or an earlier one), the wrappers taken off, the failures.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ def card(
     by_lang: dict[str, dict[str, int]] = {}
     for r in per.sort("lang", "split").iter_rows(named=True):
         by_lang.setdefault(r["lang"], {})[r["split"]] = r["examples"]
-    checked = outcome.calls  # texts translated in this run (stored ones passed before)
-    failed = outcome.failures.group_by("check").len().rows()
-    failed_by = dict(failed)
+    # The whole dataset written: texts from the store passed the same checks (their results are
+    # stored with them) and the replies refused in any run are filed, so a rerun's card shows
+    # what its dataset holds, not only what the rerun asked for.
+    refused = outcome.failed_ever
+    replies = outcome.texts_written + sum(refused.values())
     return {
         "sources": {name: revision(src) for name, src in asdict(sources).items()},
         "selection": counts,
@@ -115,13 +118,18 @@ def card(
         "translator": t.identity(),
         "prompt": translation.PROMPT,
         "checks": {
-            "texts_requested": checked,
+            "version": translation_checks.VERSION,
+            "texts_written": outcome.texts_written,
             "texts_from_the_store": outcome.cached,
-            "failed": failed_by,
+            "texts_requested": outcome.calls,
+            "not_written": dict(outcome.failures.group_by("check").len().rows()),
+            "replies_refused": refused,
             "pass_rate": {
-                c: round(1 - failed_by.get(c, 0) / checked, 4) if checked else None
-                for c in ("call", *translation_checks.CHECKS)
+                c: round(1 - refused.get(c, 0) / replies, 4) if replies else None
+                for c in translation_checks.CHECKS
             },
+            "unwrapped": outcome.unwrapped,
+            "usage_estimated": outcome.usage_estimated,
         },
         "failures": outcome.failures.to_dicts(),
     }

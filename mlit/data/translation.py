@@ -21,15 +21,15 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
-from mlit.data import dataset, translation_checks
+from mlit.data import dataset, translation_cache, translation_checks
 from mlit.method import languages
 from mlit.providers import llm, pricing, rate_limits
-from mlit.store.artifacts import Store, content_key
+from mlit.store.artifacts import Store
 
 PROMPT = (
     "Translate the following text from English into {language}. Keep the markdown formatting, "
@@ -68,9 +68,16 @@ def protect(text: str) -> tuple[str, list[str]]:
 
 
 def restore(text: str, spans: list[str]) -> str:
+    """The translation with its code and URLs put back. Each placeholder must come back once and
+    in the source's order: a URL and a code span that traded places would put the code where
+    the link was."""
     found = [int(n) for n in PLACEHOLDER.findall(text)]
-    if sorted(found) != list(range(len(spans))):
-        raise ValueError(f"placeholders changed in translation: expected {len(spans)}, got {found}")
+    if found != list(range(len(spans))):
+        expected = "".join(f"⟦{i}⟧" for i in range(len(spans))) or "none"
+        got = "".join(f"⟦{i}⟧" for i in found) or "none"
+        raise ValueError(
+            f"placeholders changed in translation: expected {expected} in order, got {got}"
+        )
     return PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
 
 
@@ -79,7 +86,7 @@ def translation_key(t: Translator, text: str, lang: str) -> str:
     # an answer to the plain name is not reused for the one that names the script.
     named = languages.prompt_name(lang)
     target = lang if named == languages.get(lang).name else f"{lang}:{named}"
-    return content_key("translation", t.identity(), text, target)
+    return translation_cache.key(t.identity(), text, target)
 
 
 def prompt_for(text: str, lang: str) -> str:
@@ -108,27 +115,42 @@ async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict
     if result is None:
         async with run.sem:
             estimate = run.budget.estimate(prompt, reply_tokens(t, masked))
-            if not run.budget.hold(estimate):
-                error = f"not sent: {run.budget.stopped}"
-                return {"status": "error", "check": "budget", "error": error, "cached": False}
-            if t.limiter is not None:
-                await t.limiter.acquire(rate_limits.tokens(prompt, t.max_tokens))
-            result = await llm.complete(t.endpoint, prompt, t.max_tokens)
-            result["cost_usd"] = run.budget.settle(estimate, result)
+            if run.stop or not run.budget.hold(estimate):
+                error = f"not sent: {run.stop or run.budget.stopped}"
+                return {"status": "error", "check": "stopped", "error": error, "cached": False}
+            limiter = t.limiter or rate_limits.Limiter()
+            async with limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
+                result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+            result["cost_usd"] = run.budget.settle(estimate, result, prompt, t.max_tokens)
+            if result.get("wait_s") is not None and run.stop is None:
+                run.stop = result["error"]  # a quota spent: nothing more is sent this run
     if result["status"] != "ok":
         return {"status": "error", "check": "call", "error": result["error"], "cached": False}
-    reply = (result["text"] or "").strip()
-    failed = translation_checks.check(masked, reply, lang)
-    if failed is None:
-        try:
-            out = restore(reply, spans)
-        except ValueError as err:
-            failed = translation_checks.Failed("placeholders", str(err))
+    out, unwrapped, failed = verify(masked, spans, result, lang, t.max_tokens)
     if failed is not None:  # never written, never cached: asked again on the next run
+        run.failures.put(*translation_cache.failure(key, lang, failed.check, str(failed), out))
         return {"status": "error", "check": failed.check, "error": str(failed), "cached": False}
-    record = {"text": out, "cost_usd": result["cost_usd"]}
+    usage_estimated = bool(result.get("usage_estimated"))
+    record = translation_cache.record(out, result["cost_usd"], unwrapped, usage_estimated)
     run.writer.put(key, record)
     return {**record, "status": "ok", "cached": False}
+
+
+def verify(masked: str, spans: list[str], result: dict, lang: str, max_tokens: int):
+    """(the translation with code and URLs put back, the wrappers taken off, the first check it
+    failed or None) of one reply (`mlit.data.translation_checks`)."""
+    reply = result["text"] or ""
+    if result.get("finish_reason") == "length":
+        why = f"the provider cut the reply off at its token limit ({max_tokens}; finish_reason length)"
+        return reply, [], translation_checks.Failed("cut_off", why)
+    reply, unwrapped = translation_checks.unwrap(masked, reply)
+    failed = translation_checks.check(masked, reply, lang)
+    if failed is not None:
+        return reply, unwrapped, failed
+    try:
+        return restore(reply, spans), unwrapped, None
+    except ValueError as err:
+        return reply, unwrapped, translation_checks.Failed("placeholders", str(err))
 
 
 @dataclass
@@ -139,7 +161,9 @@ class _Run:
     writer: object
     budget: pricing.Budget
     fresh: dict  # key -> reply, from batches
+    failures: object  # the writer of replies that failed a check (`translation_cache.FAILURES`)
     sem: asyncio.Semaphore | None = None
+    stop: str | None = None  # why nothing more is sent (a provider's long wait, a cancelled batch)
 
 
 @dataclass(frozen=True)
@@ -149,7 +173,12 @@ class Outcome:
     calls: int  # translations requested from the endpoint this run
     cached: int
     cost_usd: float = 0.0
-    stopped: str | None = None  # why calls were not sent (the budget), or None
+    stopped: str | None = None  # why calls were not sent (the budget, the provider), or None
+    budget_stop: bool = False  # stopped by --max-cost (a larger one goes on)
+    texts_written: int = 0  # translated texts in the dataset, from the store or this run
+    unwrapped: dict = field(default_factory=dict)  # wrapper -> texts it was taken off
+    usage_estimated: int = 0  # texts whose reply had no usage (charged at the estimate)
+    failed_ever: dict = field(default_factory=dict)  # check -> replies it refused, any run
 
 
 def _jobs(source: pl.DataFrame, langs: Sequence[str]) -> list[tuple[dict, str, str]]:
@@ -181,18 +210,22 @@ async def _run(
     bar.close()
     texts: dict[tuple[str, str], dict] = {}
     failures = []
-    calls = cached = 0
-    for row, lang, field, r in results:
+    calls = cached = estimated = 0
+    unwrapped: dict[str, int] = {}
+    for row, lang, field_, r in results:
         calls += not r["cached"]
         cached += r["cached"]
         if r["status"] == "ok":
-            texts.setdefault((row["example_id"], lang), {})[field] = r["text"]
+            texts.setdefault((row["example_id"], lang), {})[field_] = r["text"]
+            for wrap in (r.get("checks") or {}).get("unwrapped", []):
+                unwrapped[wrap] = unwrapped.get(wrap, 0) + 1
+            estimated += bool(r.get("usage_estimated"))
         else:
             failures.append(
                 {
                     "example_id": row["example_id"],
                     "lang": lang,
-                    "field": field,
+                    "field": field_,
                     "check": r["check"],
                     "error": r["error"],
                 }
@@ -224,7 +257,12 @@ async def _run(
         },
     )
     spent = round(run.budget.spent, 6)
-    return Outcome(frame, fail_frame, calls, cached, spent, run.budget.stopped)
+    written = sum(len(v) for k, v in texts.items() if k not in failed)
+    stopped = run.stop or run.budget.stopped
+    budget_stop = run.stop is None and run.budget.stopped is not None
+    return Outcome(
+        frame, fail_frame, calls, cached, spent, stopped, budget_stop, written, unwrapped, estimated
+    )
 
 
 def translate(
@@ -245,35 +283,42 @@ def translate(
         raise dataset.DataError("the source has no English rows to translate")
     stored = _stored(english, langs, t, store)
     budget = budget or pricing.Budget(None, None)
-    with store.writer("translations") as writer:
-        run = _Run(stored, writer, budget, {})
+    with (
+        store.writer(translation_cache.KIND) as writer,
+        store.writer(translation_cache.FAILURES) as failures,
+    ):
+        run = _Run(stored, writer, budget, {}, failures)
         if batch is not None:
             run.fresh = _batch(english, langs, t, store, run, batch, progress)
-        return asyncio.run(_run(english, langs, t, run, progress))
+        outcome = asyncio.run(_run(english, langs, t, run, progress))
+    keys = {translation_key(t, row[f], lang) for row, lang, f in _jobs(english, langs)}
+    return replace(outcome, failed_ever=translation_cache.failures_of(store, keys))
 
 
 def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progress) -> dict:
     """The texts not stored, through the Batch API: key -> reply; checked and written by the
     online path's `_translate_one`, as a reply it got itself."""
-    from mlit.providers import batch_api
+    from mlit.providers import batch_api, batch_files
 
     calls = {}
-    for row, lang, field in _jobs(english, langs):
-        key, masked, _spans, prompt = _request(t, row[field], lang)
+    for row, lang, f in _jobs(english, langs):
+        key, masked, _spans, prompt = _request(t, row[f], lang)
         if key not in run.stored and key not in calls:
-            calls[key] = batch_api.Call(key, prompt, t.max_tokens, None, reply_tokens(t, masked))
+            calls[key] = batch_files.Call(key, prompt, t.max_tokens, None, reply_tokens(t, masked))
     if not calls:
         return {}
+    report = batch_api.Report()
     got = batch_api.run(
-        calls.values(), t.endpoint, store, run.budget, lambda _k, r: r, opts, progress
+        calls.values(), t.endpoint, store, run.budget, lambda _k, r: r, opts, progress, report
     )
+    run.stop = report.stopped  # a cancelled batch: what it answered is written, nothing is sent
     return {k: v for k, v in got.items() if v["status"] == "ok"}
 
 
 def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
     """key -> stored translation of every text to translate: one bulk read of the store."""
     keys = [translation_key(t, row[field], lang) for row, lang, field in _jobs(english, langs)]
-    return store.records("translations", keys)
+    return store.records(translation_cache.KIND, keys)
 
 
 def dry_run(
@@ -289,10 +334,10 @@ def dry_run(
     english = source.filter(pl.col("lang") == "en")
     calls = chars = 0
     stored = _stored(english, langs, t, store)
-    for row, lang, field in _jobs(english, langs):
-        if translation_key(t, row[field], lang) not in stored:
+    for row, lang, f in _jobs(english, langs):
+        if translation_key(t, row[f], lang) not in stored:
             calls += 1
-            chars += len(row[field])
+            chars += len(row[f])
     prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt
     completion_tokens = math.ceil(chars / 4 * 1.3)  # most languages take more tokens than English
     return {

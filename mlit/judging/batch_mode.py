@@ -3,12 +3,13 @@
 The calls not in the store are handed to `mlit.providers.batch_api` (half price, resumable by batch id, under
 the budget); each answer is parsed by the judge's own parser and stored as it is read, exactly as
 an online verdict is. What a batch leaves without a verdict (a failed or expired request after
-its rounds, an unparseable reply) goes back to the online path, which asks again.
+its rounds, an unparseable reply) goes back to the online path, which asks again; after a batch
+cancelled at the provider nothing is asked (`mlit.providers.llm.ProviderStop`).
 """
 
 from __future__ import annotations
 
-from mlit.providers import batch_api
+from mlit.providers import batch_api, batch_files, llm
 
 
 def verdicts(
@@ -25,18 +26,21 @@ def verdicts(
         for key, (a, b) in zip(ks, orders, strict=True):
             if key not in stored and key not in calls:
                 prompt = judge.prompt(p.instruction, a, b)
-                calls[key] = batch_api.Call(key, prompt, judge.max_tokens, judge.top_logprobs)
+                calls[key] = batch_files.Call(key, prompt, judge.max_tokens, judge.top_logprobs)
     if not calls:
         return {}
 
     def accept(key: str, record: dict) -> dict:
-        verdict = {**verdict_of(judge, record), "cost_usd": budget.cost_of(record)}
+        verdict = verdict_of(judge, record)  # its cost_usd: counted by batch_api.run
         if verdict["status"] == "ok" and verdict["choice"] is not None:
             writer.put(key, verdict)  # only verdicts are results
         return verdict
 
+    report = report if report is not None else batch_api.Report()
     got = batch_api.run(
         calls.values(), judge.endpoint(), store, budget, accept, batch, progress, report
     )
+    if report.stopped:  # a cancelled batch: its verdicts are stored, nothing more is asked
+        raise llm.ProviderStop(f"judging stopped: {report.stopped}")
     # Unparseable replies and unanswered calls go online, where they are asked again.
     return {k: v for k, v in got.items() if v["status"] == "ok" and v.get("choice") is not None}

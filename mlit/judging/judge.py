@@ -28,6 +28,7 @@ from mlit.generation.answer_client import workers
 from mlit.judging import judgments
 from mlit.judging.parsers import PARSERS
 from mlit.plumbing import console
+from mlit.providers import llm
 from mlit.providers.pricing import Budget, BudgetError
 from mlit.providers.retries import PATIENCE_S
 from mlit.store import segments
@@ -127,8 +128,6 @@ class Judge:
         )
 
     def endpoint(self):
-        from mlit.providers import llm
-
         return llm.Endpoint(
             self.model,
             self.api_base,
@@ -213,8 +212,6 @@ async def call_judge(judge: Judge, prompt: str, throttled=None) -> dict:
 
     Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
     """
-    from mlit.providers import llm
-
     result = await llm.complete(
         judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs, throttled
     )
@@ -265,10 +262,10 @@ def asked(keys, stored) -> int:
 async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh) -> list[dict]:
     from tqdm import tqdm
 
-    from mlit.providers import llm, rate_limits
+    from mlit.providers import rate_limits
 
     gate = llm.Gate(judge.concurrency)
-    limiter = rate_limits.Limiter(judge.rpm, judge.tpm) if judge.rpm or judge.tpm else None
+    limiter = rate_limits.Limiter(judge.rpm, judge.tpm)
     calls = 2 * sum(judged(p) for p in pairs)
     bar = tqdm(
         total=calls,
@@ -286,10 +283,9 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
                     estimate = budget.estimate(prompt, judge.max_tokens)
                     if not budget.hold(estimate):
                         return _not_sent(budget.stopped)
-                    if limiter is not None:
-                        await limiter.acquire(rate_limits.tokens(prompt, judge.max_tokens))
-                    result = await call_judge(judge, prompt, gate.throttle)
-                    result["cost_usd"] = budget.settle(estimate, result)
+                    async with limiter.call(rate_limits.tokens(prompt, judge.max_tokens)):
+                        result = await call_judge(judge, prompt, gate.throttle)
+                    result["cost_usd"] = budget.settle(estimate, result, prompt, judge.max_tokens)
                     gate.answered(result)
                     if result["status"] != "ok" or result["choice"] is not None:
                         break
@@ -365,19 +361,8 @@ def judge_pairs(
         if batch is not None:
             from mlit.judging import batch_mode
 
-            fresh = batch_mode.verdicts(
-                pairs,
-                keys,
-                judge,
-                stored,
-                writer,
-                store,
-                budget,
-                batch,
-                report,
-                progress,
-                verdict_of,
-            )
+            args = (pairs, keys, judge, stored, writer, store, budget, batch, report, progress)
+            fresh = batch_mode.verdicts(*args, verdict_of)
         rows, gate = asyncio.run(
             _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh)
         )
@@ -386,6 +371,10 @@ def judge_pairs(
     )
     if save is not None:
         save(frame)
+    if gate.wait_s is not None:  # a quota spent: a rerun after the wait goes on
+        raise llm.ProviderStop(
+            f"judging stopped after {gate.sent} calls: {gate.stopped}. Verdicts so far are stored"
+        )
     if gate.stopped:  # what was answered is stored; nothing after the refusal was sent
         raise JudgeError(
             f"the judge {judge.model} refused a call ({gate.stopped.removeprefix('judge: ')}); "

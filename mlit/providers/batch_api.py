@@ -1,10 +1,9 @@
 """Calls through a provider's Batch API: half the price, resumable by batch id, under a budget.
 
 The judge (`--judge-mode batch`) and the translator (`mlit translate --mode batch`) hand over
-their calls; this module writes them as Batch API lines (JSONL), splits them at the provider's
-limits (requests and bytes per input file), uploads and submits them through the
-OpenAI-compatible ``files`` and ``batches`` endpoints, polls with backoff and hands every result
-back through `mlit.providers.llm.reply_record`, the parser of online replies.
+their calls; this module writes them as Batch API lines (`mlit.providers.batch_files`), uploads
+and submits them through the OpenAI-compatible ``files`` and ``batches`` endpoints, polls with
+backoff and hands every answer back (each request answered once: `batch_files.answers`).
 
 Nothing is submitted or paid twice. Before a batch is created its *intent* (the keys it covers,
 an id carried as the batch's metadata) is filed in the store; once the provider accepts it, its
@@ -15,23 +14,27 @@ have been created just before the interruption), and only calls no batch covers 
 Requests that fail inside a batch, or that an expired batch did not reach, are asked again in a
 new batch, up to ``rounds`` times; what is still unanswered after that goes back to the caller,
 which asks it online (so a provider that keeps failing a request cannot hold the run forever).
+A batch cancelled at the provider is the user stopping the spending: nothing more is submitted
+or asked, the phase stops, and only a rerun submits its calls again.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mlit.plumbing import console
-from mlit.providers import llm
+from mlit.providers import batch_files, llm
+from mlit.providers.batch_files import Call
 from mlit.providers.pricing import Budget
 from mlit.store.artifacts import Store
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-INTENTS, SUBMITTED = "batch_intents", "batch_ids"  # the store's record kinds
+# The store's record kinds: a batch's intent (before it is created), its id, and the batches
+# seen cancelled (by the user, at the provider), whose calls a rerun submits anew.
+INTENTS, SUBMITTED, CANCELLED = "batch_intents", "batch_ids", "batch_cancelled"
 
 
 class BatchError(RuntimeError):
@@ -52,18 +55,6 @@ class BatchOptions:
             raise ValueError("a batch needs at least one request and 1 KB")
 
 
-@dataclass(frozen=True)
-class Call:
-    key: str  # the result's key in the store: also the request's custom_id
-    prompt: str
-    max_tokens: int
-    top_logprobs: int | None = None
-    expected_reply: int | None = None  # reply tokens the budget holds for it (None: max_tokens)
-
-    def estimate(self, budget: Budget) -> float:
-        return budget.estimate(self.prompt, self.expected_reply or self.max_tokens) * budget.scale
-
-
 @dataclass
 class Report:
     """What the batches of a phase did, for run.json."""
@@ -74,6 +65,12 @@ class Report:
     requests: int = 0
     failed_requests: int = 0
     expired: int = 0
+    failed: int = 0  # batches that ended "failed"
+    cancelled: int = 0  # batches cancelled at the provider (by the user): the phase stops
+    unknown_ids: int = 0  # output lines for requests never asked: ignored
+    duplicates: int = 0  # requests answered twice alike: one answer kept
+    conflicting: int = 0  # requests answered twice differently: failed, asked again
+    stopped: str | None = None  # why the phase must stop (a cancelled batch), or None
 
     def as_dict(self) -> dict:
         if self.mode != "batch":
@@ -85,6 +82,11 @@ class Report:
             "batch_requests": self.requests,
             "batch_failed_requests": self.failed_requests,
             "batches_expired": self.expired,
+            "batches_failed": self.failed,
+            "batches_cancelled": self.cancelled,
+            "batch_unknown_ids": self.unknown_ids,
+            "batch_duplicate_answers": self.duplicates,
+            "batch_conflicting_answers": self.conflicting,
         }
 
 
@@ -162,50 +164,6 @@ class Client:
         return None
 
 
-def line(call: Call, model: str) -> bytes:
-    body = llm.chat_body(model, call.prompt, call.max_tokens, call.top_logprobs)
-    request = {"custom_id": call.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
-    return (json.dumps(request, ensure_ascii=False) + "\n").encode()
-
-
-def split(
-    lines: Iterable[tuple[Call, bytes]], opts: BatchOptions
-) -> Iterator[list[tuple[Call, bytes]]]:
-    """Consecutive chunks within the provider's requests and bytes per batch."""
-    chunk: list[tuple[Call, bytes]] = []
-    size = 0
-    for item in lines:
-        if chunk and (len(chunk) >= opts.max_requests or size + len(item[1]) > opts.max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += len(item[1])
-    if chunk:
-        yield chunk
-
-
-def results(text: str, where: str) -> Iterator[tuple[str, dict]]:
-    """(custom_id, record) for each line of an output or error file."""
-    for raw in text.splitlines():
-        if not raw.strip():
-            continue
-        item = json.loads(raw)
-        response = item.get("response") or {}
-        status = response.get("status_code")
-        if item.get("error") or status != 200:
-            error = item.get("error") or (response.get("body") or {}).get("error") or {}
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            yield (
-                item["custom_id"],
-                {
-                    "status": "error",
-                    "error": f"batch request failed at {where} (status {status}): {message}",
-                },
-            )
-            continue
-        yield item["custom_id"], llm.reply_record(response["body"], where)
-
-
 @dataclass
 class _InFlight:
     intent: str
@@ -213,6 +171,7 @@ class _InFlight:
     keys: list[str]
     reserved: float
     round: int
+    ended: str | None = None  # the status it ended with
 
 
 def run(
@@ -229,7 +188,9 @@ def run(
     (parses, checks, stores it) and returns the key's outcome. Returns key -> outcome for every
     call answered, and key -> error record for those still unanswered after ``opts.rounds``
     rounds (the caller asks those online). Stops submitting where ``budget`` would be passed
-    (``budget.stopped`` says so); batches already in flight are still read."""
+    (``budget.stopped`` says so); batches already in flight are still read. A batch cancelled
+    at the provider stops it all: ``report.stopped`` says so, and the caller asks nothing online.
+    """
     from tqdm import tqdm
 
     report = report if report is not None else Report()
@@ -249,26 +210,43 @@ def run(
     for round_ in range(opts.rounds + 1):
         covered = {k for b in inflight for k in b.keys}
         todo = [c for k, c in pending.items() if k not in outcome and k not in covered]
-        if todo and not budget.stopped:
+        if todo and not budget.stopped and not report.stopped:
             inflight += _submit(todo, model, endpoint, store, client, budget, opts, round_, report)
         if not inflight:
             break
-        for batch, answers in _wait(client, inflight, opts, report):
+        for batch, lines in _wait(client, inflight, opts, report, store):
+            read = batch_files.answers(lines, set(batch.keys), batch.batch_id)
+            report.unknown_ids += read.unknown
+            report.duplicates += read.duplicates
+            report.conflicting += read.conflicting
+            if read.unknown or read.conflicting:
+                console.say(
+                    f"[batch] {batch.batch_id}: {read.unknown} answer(s) for requests never "
+                    f"asked (ignored), {read.conflicting} request(s) answered twice with "
+                    "different content (asked again)"
+                )
             got, cost = 0, 0.0
-            for key, record in answers:
-                if key not in pending or key in outcome:
+            for key, records in read.records.items():
+                if key in outcome:
                     continue
-                cost += budget.cost_of(record)
+                call = pending[key]
+                # Every line is charged: a provider bills what it answered, twice if twice.
+                cost += sum(budget.cost_of(r, call.prompt, call.max_tokens) for r in records)
+                record = read.answers[key]
                 if record["status"] == "ok":
                     outcome[key] = accept(key, record)
                     got += 1
                 else:
                     last_error[key] = record
                     report.failed_requests += 1
+            if batch.ended == "failed":
+                report.failed_requests += len(set(batch.keys) - set(read.records))
             budget.settle_fixed(batch.reserved, cost)  # what was held for it: now spent
             bar.update(got)
             bar.set_postfix_str(budget.progress())
         inflight = []
+        if report.stopped:
+            break
     bar.close()
     for key in pending:
         if key not in outcome:
@@ -280,16 +258,24 @@ def run(
 
 
 def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]:
-    """The batches an earlier run submitted for calls still pending, picked up, not resubmitted."""
+    """The batches an earlier run submitted for calls still pending, picked up, not resubmitted.
+    A batch an earlier run saw cancelled is not: rerunning is asking for its calls again."""
     where = endpoint.api_base or endpoint.model
     intents = store.records(INTENTS)
     ids = store.records(SUBMITTED)
+    cancelled = store.records(CANCELLED)
     inflight = []
     for intent, rec in sorted(intents.items(), key=lambda kv: kv[1].get("created", 0)):
         if rec.get("endpoint") != where:
             continue
         keys = [k for k in rec["keys"] if k in pending]
         if not keys or any(k in b.keys for b in inflight for k in keys[:1]):
+            continue
+        if intent in cancelled:
+            console.say(
+                f"[batch] {cancelled[intent]['batch_id']} was cancelled at the provider: its "
+                f"{len(keys)} unanswered calls are submitted anew"
+            )
             continue
         batch_id = (ids.get(intent) or {}).get("batch_id")
         if batch_id is None:
@@ -309,7 +295,8 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
 def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) -> list[_InFlight]:
     where = endpoint.api_base or endpoint.model
     out = []
-    for chunk in split(((c, line(c, model)) for c in todo), opts):  # lines made per chunk
+    lines = ((c, batch_files.line(c, model)) for c in todo)  # made per chunk
+    for chunk in batch_files.split(lines, opts.max_requests, opts.max_bytes):
         costs = [c.estimate(budget) for c, _ in chunk]
         # What fits under the budget goes; the rest waits for a rerun with a larger one.
         room, fit, total = budget.room(), 0, 0.0
@@ -341,8 +328,10 @@ def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) 
     return out
 
 
-def _wait(client: Client, inflight: list[_InFlight], opts: BatchOptions, report: Report):
-    """Yield (batch, answers) for each batch as it ends, polling with backoff."""
+def _wait(client: Client, inflight: list[_InFlight], opts: BatchOptions, report: Report, store):
+    """Yield (batch, its output and error lines) for each batch as it ends, polling with
+    backoff. A cancelled batch is read, recorded in the store, and ends the waiting: the user
+    stopped spending (the batches still in flight are picked up by the next run)."""
     waiting = list(inflight)
     wait = opts.poll_s
     while waiting:
@@ -357,23 +346,39 @@ def _wait(client: Client, inflight: list[_InFlight], opts: BatchOptions, report:
             if info.status not in TERMINAL:
                 still.append(batch)
                 continue
+            batch.ended = info.status
             if info.status == "expired":
                 report.expired += 1
                 console.say(
                     f"[batch] {batch.batch_id} expired: its unanswered calls are asked again"
                 )
-            answers: list[tuple[str, dict]] = []
+            lines: list[tuple[str, dict]] = []
             for file_id in (info.output_file_id, info.error_file_id):
                 try:
                     if file_id:
-                        answers += list(results(client.content(file_id), client.where))
+                        lines += list(batch_files.results(client.content(file_id), client.where))
                 except BatchError as err:  # e.g. a provider that deleted an old batch's files
                     console.say(f"[batch] {err}: its calls are asked again")
-            if info.status == "failed" and not answers:
+            if info.status == "failed":
+                report.failed += 1
                 errors = getattr(getattr(info, "errors", None), "data", None) or []
                 message = "; ".join(str(getattr(e, "message", e)) for e in errors[:3])
-                console.say(f"[batch] {batch.batch_id} failed: {message or 'no reason given'}")
-            yield batch, answers
+                console.say(
+                    f"[batch] {batch.batch_id} failed: {message or 'no reason given'}; its "
+                    "unanswered calls are asked again"
+                )
+            if info.status == "cancelled":
+                report.cancelled += 1
+                store.put(CANCELLED, batch.intent, {"batch_id": batch.batch_id, "at": time.time()})
+                report.stopped = (
+                    f"batch {batch.batch_id} was cancelled at the provider {client.where} "
+                    f"(by you?): stopped, nothing more is submitted. The {len(lines)} answers it "
+                    "holds are kept; rerun to submit its other calls again"
+                )
+                console.say(f"[batch] {report.stopped}")
+                yield batch, lines
+                return
+            yield batch, lines
         waiting = still
         if waiting:
             time.sleep(wait)

@@ -33,6 +33,7 @@ class Endpoint:
     retries: int = 4
     backoff_s: float = 0.5
     patience_s: float = retries_rule.PATIENCE_S  # retry passing failures at least this long
+    longest_wait_s: float = retries_rule.LONGEST_WAIT_S  # a longer Retry-After stops the phase
 
     def api_key(self) -> str | None:
         if not self.api_key_env:
@@ -97,6 +98,22 @@ def describe(err: Exception, where: str, timeout_s: float = 60.0) -> str:
     ):
         return f"unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
     return f"call failed at {where}: {type(err).__name__}: {str(err)[:300]}"
+
+
+class ProviderStop(RuntimeError):
+    """The provider stopped a phase for now: a ``Retry-After`` longer than a phase waits (a
+    quota spent), or a batch the user cancelled. What was answered is stored; a rerun goes on."""
+
+
+def long_wait(where: str, seconds: float) -> str:
+    """The one line that says a provider asks for a longer wait than a phase waits out."""
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + seconds))
+    return (
+        f"the provider at {where} asks to wait {retries_rule.describe_wait(seconds)} before the "
+        f"next call (Retry-After; a daily quota spent?), longer than mlit waits "
+        f"({retries_rule.describe_wait(retries_rule.LONGEST_WAIT_S)}): rerun after {until}, "
+        "or with another key, provider or a higher quota"
+    )
 
 
 def _get(obj, name: str):
@@ -215,6 +232,11 @@ async def complete(
             limited = rate_limited(err)
             if limited and throttled is not None:
                 throttled()
+            asked = retries_rule.retry_after(err)
+            if retries_rule.too_long(asked, endpoint.longest_wait_s):
+                # A daily quota spent: waiting call by call would go on for hours in silence.
+                # The caller stops its phase at once, keeps what is answered and says when.
+                return {"status": "error", "error": long_wait(where, asked), "wait_s": asked}
             wait = retries_rule.pause(
                 attempt,
                 time.monotonic() - first,
@@ -225,7 +247,7 @@ async def complete(
                 max(endpoint.patience_s, retries_rule.RATE_LIMIT_PATIENCE_S)
                 if limited
                 else endpoint.patience_s,
-                retries_rule.retry_after(err),
+                asked,
             )
             if wait is None:
                 break
@@ -242,8 +264,8 @@ class Gate:
     the caller's concurrency: an endpoint that turns out to refuse every call (a revoked key) is
     asked a handful of times, not ``concurrency`` times. A rate-limit answer (429) halves the
     window (at most once per `THROTTLE_EVERY_S`), so a storm is met by sending less, and answers
-    grow it back. After a fatal answer (401, 403, 404) nothing more is sent: `stop` records why,
-    and every waiting call gives up."""
+    grow it back. After a fatal answer (401, 403, 404) or a ``Retry-After`` longer than a phase
+    waits, nothing more is sent: `stopped` records why, and every waiting call gives up."""
 
     THROTTLE_EVERY_S = 1.0
 
@@ -253,6 +275,7 @@ class Gate:
         self.throttles = 0
         self.smallest = self.window
         self.stopped: str | None = None
+        self.wait_s: float | None = None  # stopped by a Retry-After longer than a phase waits
         self._cond = asyncio.Condition()
         self._last_throttle = float("-inf")
 
@@ -278,7 +301,9 @@ class Gate:
             self._cond.notify_all()
 
     def answered(self, result: dict) -> None:
-        if result.get("fatal_status") and not self.stopped:
+        if result.get("wait_s") is not None and not self.stopped:
+            self.stopped, self.wait_s = result["error"], result["wait_s"]
+        elif result.get("fatal_status") and not self.stopped:
             self.stopped = result["error"]
         elif result["status"] == "ok":
             self.window = min(self.limit, self.window + 1)

@@ -31,11 +31,13 @@ class BudgetError(RuntimeError):
 
 
 class BudgetStop(BudgetError):
-    """A phase stopped before passing the budget; ``summary`` is what it did until then."""
+    """A phase stopped cleanly, before passing the budget (``why``: "budget") or because the
+    provider asked it to (a long Retry-After, a cancelled batch: "provider"); ``summary`` is
+    what it did until then. The run resumes where it stopped."""
 
-    def __init__(self, message: str, summary: dict):
+    def __init__(self, message: str, summary: dict, why: str = "budget"):
         super().__init__(message)
-        self.summary = summary
+        self.summary, self.why = summary, why
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Budget:
         self.fixed = 0.0  # held by batches in flight, at their estimate
         self.estimated = 0.0  # the estimates of single calls in flight, before `scale`
         self.stopped: str | None = None
+        self.unmetered = 0  # replies without usage, charged at the estimate (`cost_of`)
         # Estimates are estimates: once a call is seen to cost more than its estimate, every
         # call in flight and to come is held at that ratio, so they cannot together pass it.
         self.scale = 1.0
@@ -157,10 +160,10 @@ class Budget:
             f"${amount:.4f}"
         )
 
-    def settle(self, estimate: float, result: dict) -> float:
-        """A call held with `hold` is back: its estimate is released and its cost (from usage;
-        a failed call that reports no usage costs nothing) spent. Returns the cost."""
-        cost = self.cost_of(result)
+    def settle(self, estimate: float, result: dict, prompt: str, max_tokens: int) -> float:
+        """A call held with `hold` is back: its estimate is released and its cost (`cost_of`)
+        spent. Returns the cost."""
+        cost = self.cost_of(result, prompt, max_tokens)
         with self._lock:
             self.estimated -= estimate
             self.spent += cost
@@ -174,12 +177,25 @@ class Budget:
             self.fixed -= amount
             self.spent += cost
 
-    def cost_of(self, result: dict) -> float:
+    def cost_of(self, result: dict, prompt: str, max_tokens: int) -> float:
+        """What one call (``prompt``, at most ``max_tokens`` back) cost: its usage at the
+        prices. A reply without usage (some proxies and providers leave it out, or report 0
+        tokens for a text) is charged at mlit's upper estimate of the text sent and received,
+        never at 0: the budget holds either way. It is marked ``usage_estimated`` and counted
+        in `unmetered`. A failed call that reports no usage costs nothing."""
         if self.prices is None:  # unpriced: what litellm reports (0 for self-hosted models)
             return float(result.get("cost_usd") or 0.0)
-        return self.prices.cost(
-            result.get("prompt_tokens"), result.get("completion_tokens"), self.batch
-        )
+        sent, got = result.get("prompt_tokens"), result.get("completion_tokens")
+        text = None  # a reply's text (a judge's verdict keeps it as "raw")
+        if result.get("status") == "ok":
+            text = result["text"] if "text" in result else result.get("raw")
+        if text is not None and (not sent or (not got and text)):
+            sent = sent or prompt_tokens(prompt)
+            got = got or min(max_tokens, prompt_tokens(text))
+            result["usage_estimated"] = True
+            with self._lock:
+                self.unmetered += 1
+        return self.prices.cost(sent, got, self.batch)
 
     def progress(self) -> str:
         limit = f" of {dollars(self.limit)}" if self.limit is not None else ""

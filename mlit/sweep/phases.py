@@ -5,9 +5,7 @@ that goes into run.json. Scores come after, from the run folder (`mlit.results.a
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,8 +18,9 @@ from mlit.judging.judgments import error_summary
 from mlit.method import hyperparameters
 from mlit.planning.plan import Plan
 from mlit.plumbing import console
+from mlit.plumbing.heartbeat import every
 from mlit.plumbing.ports import free_port
-from mlit.providers import batch_api, pricing
+from mlit.providers import batch_api, llm, pricing
 from mlit.results.run_folder import RunFolder
 from mlit.store.artifacts import Store
 from mlit.training.trials import train_phase
@@ -33,39 +32,6 @@ class TrainingFailed(RuntimeError):
 
 class SweepFailed(RuntimeError):
     """The run finished, but too much of its generation or judging failed to call it a success."""
-
-
-@contextmanager
-def heartbeat(label: str):
-    """When output is not a terminal (a cluster job's log), one line every 30 s on stderr while a
-    phase runs, so the log shows the job is alive; progress bars only draw on a terminal."""
-    if console.is_terminal():
-        yield
-        return
-    interval = float(os.environ.get("MLIT_HEARTBEAT_S", "30"))
-    start = time.time()
-    with _every(
-        interval, lambda: console.warn(f"[{label}] still running ({time.time() - start:.0f} s)")
-    ):
-        yield
-
-
-@contextmanager
-def _every(seconds: float, tick):
-    """Call ``tick()`` every ``seconds`` on a background thread while the block runs."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(seconds):
-            tick()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def failures(phases: dict, max_error_rate: float) -> list[str]:
@@ -153,7 +119,7 @@ def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
         resumptions()
 
     try:
-        with _every(poll_s, update):
+        with every(poll_s, update):
             yield
     finally:
         update()
@@ -365,11 +331,17 @@ def judge_answers(
             batch=plan.judge.batch_options(),
             report=report,
         )
-    except pricing.BudgetError as err:  # stopped before passing it: what was judged is kept
-        raise pricing.BudgetStop(
-            str(err),
-            phase.done(cost_usd=round(budget.spent, 6), stopped=budget.stopped, **report.as_dict()),
-        ) from err
+    except (pricing.BudgetError, llm.ProviderStop) as err:  # what was judged is kept
+        why = "budget" if isinstance(err, pricing.BudgetError) else "provider"
+        _say_unmetered(budget)
+        summary = phase.done(
+            cost_usd=round(budget.spent, 6),
+            stopped=budget.stopped or str(err),
+            calls_without_usage=budget.unmetered,
+            **report.as_dict(),
+        )
+        raise pricing.BudgetStop(str(err), summary, why) from err
+    _say_unmetered(budget)
     asked = [(~judgments[f"cached_{i}"].fill_null(True)) for i in (1, 2)]
     failed = [
         asked[i - 1] & judgments[f"parse_{i}"].is_in(["error", "unparseable"]) for i in (1, 2)
@@ -394,5 +366,14 @@ def judge_answers(
         errors=errors.height,
         first_error=errors["error"][0] if errors.height else None,
         cost_usd=round(budget.spent, 6),
+        calls_without_usage=budget.unmetered,
         **report.as_dict(),
     )
+
+
+def _say_unmetered(budget: pricing.Budget) -> None:
+    if budget.unmetered:
+        console.say(
+            f"[judge] {budget.unmetered} replies came without usage: each was charged at mlit's "
+            "upper estimate of the tokens sent and received, so the budget still holds"
+        )

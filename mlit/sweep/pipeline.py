@@ -29,6 +29,7 @@ from mlit.method import experiments
 from mlit.planning.config import DEMO_NOTE, SweepConfig
 from mlit.planning.plan import PLACEHOLDER_BASE, Plan, prepare
 from mlit.plumbing import console
+from mlit.plumbing.heartbeat import heartbeat
 from mlit.providers import pricing
 from mlit.results import report_page
 from mlit.results.analysis import build, shares_for
@@ -71,7 +72,7 @@ def plan_sweep(cfg: SweepConfig) -> Plan:
 def run_sweep(cfg: SweepConfig) -> RunResult:
     start = time.time()
     store = Store(cfg.store or default_root())
-    with phases.heartbeat("plan"):  # may build the demo base model (minutes, once)
+    with heartbeat("plan"):  # may build the demo base model (minutes, once)
         plan = plan_sweep(cfg)
     plan_s = round(time.time() - start, 1)
     if cfg.dry_run:
@@ -95,19 +96,19 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     if plan.experiment.table_kind == "bilingual":
         record.set(bilingual_pairs=["+".join(r.languages) for r in plan.experiment.recipes])
 
-    with phases.heartbeat("train"):
+    with heartbeat("train"):
         record.phase("train", phases.train(plan, store, run))
     models = plan.model_dirs(store.model_uri)  # a URI on object storage: replicas download it
     run.write_models(models)
     t = time.time()
-    with phases.heartbeat("judge model"):  # may build the demo judge (minutes, once)
+    with heartbeat("judge model"):  # may build the demo judge (minutes, once)
         judge_weights = phases.judge_dir(plan)
     record.phase("judge_model", {"seconds": round(time.time() - t, 1)})
     with phases.Serving(plan, phases.served_models(plan, models, judge_weights)) as serve:
-        with phases.heartbeat("generate"):
+        with heartbeat("generate"):
             gens, summary = phases.generate_answers(plan, store, run, serve)
             record.phase("generate", summary)
-        with phases.heartbeat("judge"):
+        with heartbeat("judge"):
             try:
                 judgments, summary = phases.judge_answers(
                     plan, store, run, serve, gens, judge_weights
@@ -115,7 +116,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
             except pricing.BudgetStop as stop:  # a clean stop: rc 1, nothing lost, resumable
                 record.phase("judge", stop.summary)
                 record.set(cost_usd={"generate": 0.0, "judge": stop.summary["cost_usd"]})
-                record.finish("stopped: budget")
+                record.finish(f"stopped: {stop.why}")
                 raise phases.SweepFailed(f"{stop}\nrun folder {run.path}") from stop
             record.phase("judge", summary)
             record.set(cost_usd={"generate": 0.0, "judge": summary["cost_usd"]})

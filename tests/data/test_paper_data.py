@@ -61,7 +61,8 @@ def test_data_paper_selects_translates_checks_and_reruns_only_what_failed(endpoi
         assert share is None or share > 0.5, text  # Serbian in Cyrillic ("42." has no letters)
     card = json.loads(out.with_name(out.name + ".card.json").read_text())
     assert card["selection"]["oasst"] == 3 and card["examples"]["sr"] == {"eval": 4, "train": 5}
-    assert card["checks"]["failed"] == {"untranslated": 4}
+    assert card["checks"]["not_written"] == {"untranslated": 4}
+    assert card["checks"]["replies_refused"] == {"untranslated": 4}
     assert card["sources"]["lima"]["sha256"] and card["translator"]["prompt"]
 
     calls = sum(script.calls.values())
@@ -70,6 +71,12 @@ def test_data_paper_selects_translates_checks_and_reruns_only_what_failed(endpoi
     assert second.exit_code == 0, second.output
     assert sum(script.calls.values()) - calls == 4  # only what failed
     assert dataset.open_source(str(out)).filter(pl.col("lang") != "en").height == 20
+    # The rerun's card describes the whole dataset: 36 texts from the store, 4 asked again, and
+    # the 4 replies refused by the first run still counted.
+    checks = json.loads(out.with_name(out.name + ".card.json").read_text())["checks"]
+    assert checks["texts_written"] == 40 and checks["texts_from_the_store"] == 36
+    assert checks["not_written"] == {} and checks["replies_refused"] == {"untranslated": 4}
+    assert checks["pass_rate"]["untranslated"] == round(1 - 4 / 44, 4)
 
     plan = subprocess.run(
         [sys.executable, str(ROOT / "sweeps" / "monolingual.py"), "--data", str(out),
@@ -94,22 +101,6 @@ def test_bad_options_fail_before_any_source_is_read(tmp_path):
         app, _args("http://127.0.0.1:9", tmp_path / "o.parquet", tmp_path, "--rpm", "0")
     )
     assert out.exit_code == 2 and "--rpm must be positive" in out.output
-
-
-def test_a_token_bucket_holds_calls_to_the_providers_limits():
-    import asyncio
-    import time
-
-    from mlit.providers import rate_limits
-
-    async def run() -> float:
-        limiter = rate_limits.Limiter(rpm=6000, tpm=6000)  # 100 tokens a second
-        await limiter.acquire(6000)  # a minute's allowance: at once
-        start = time.monotonic()
-        await limiter.acquire(100)  # then one more second's worth
-        return time.monotonic() - start
-
-    assert 0.8 < asyncio.run(run()) < 2.0
 
 
 def test_retry_after_is_honoured(endpoint):

@@ -14,7 +14,7 @@ from helpers import judge_pairs
 
 from mlit.judging import judge
 from mlit.judging.judge import Judge
-from mlit.providers import batch_api, pricing
+from mlit.providers import batch_api, batch_files, pricing
 from mlit.store.artifacts import Store
 
 FAST = batch_api.BatchOptions(poll_s=0.1, max_poll_s=0.5)
@@ -43,9 +43,9 @@ def test_batch_verdicts_equal_online_ones_and_make_no_online_call(endpoint, tmp_
 
 
 def test_batches_split_at_the_byte_limit():
-    calls = [batch_api.Call(f"k{i}", "x" * 600, 2) for i in range(10)]
-    lines = [(c, batch_api.line(c, "m")) for c in calls]
-    chunks = list(batch_api.split(lines, batch_api.BatchOptions(max_bytes=2048)))
+    calls = [batch_files.Call(f"k{i}", "x" * 600, 2) for i in range(10)]
+    lines = [(c, batch_files.line(c, "m")) for c in calls]
+    chunks = list(batch_files.split(lines, 50_000, 2048))
     assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
     assert all(sum(len(b) for _, b in c) <= 2048 for c in chunks)
 

@@ -296,6 +296,33 @@ def test_max_cost_stops_a_sweep_before_any_judge_call_or_before_passing_it(
     assert (out / "judgments.parquet").exists()
 
 
+def test_a_days_retry_after_mid_run_stops_the_judge_phase_at_once_with_rc_1(
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
+):
+    """A daily quota spent mid-run (429, Retry-After: 86400): the phase ends within a minute
+    with one line saying when to rerun, rc 1, what was judged kept; the rerun goes on."""
+    from mlit.cli import flags
+
+    script, url = endpoint
+    script.day_quota_after = 21  # the probe and 20 judge calls, then a day's wait
+    out = tmp_path / "run"
+    cfg = _api_judge(_config(tiny_base, tiny_judge, shared_store, out), url)
+    with pytest.raises(SystemExit) as done:
+        flags.command(cfg, pipeline.run_sweep).main([], standalone_mode=True)
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("asks to wait 24 h") == 1 and "rerun after" in err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "stopped: provider"
+    judged = meta["phases"]["judge"]
+    assert judged["seconds"] < 60 and "asks to wait 24 h" in judged["stopped"]
+    assert script.refused <= 32  # the calls in flight (--judge-concurrency 32), once each
+    script.day_quota_after, script.quota_until = None, 0
+    pipeline.run_sweep(cfg)  # the rerun asks only what the first did not get
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
+    assert script.calls["good"] == 1 + 64 + script.refused + 1  # and one more probe
+
+
 def test_a_judge_refusing_its_key_mid_run_stops_at_once_with_rc_2(
     ray_session, tiny_base, tiny_judge, shared_store, tmp_path, endpoint, capsys
 ):
