@@ -117,7 +117,8 @@ async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict
             estimate = run.budget.estimate(prompt, reply_tokens(t, masked))
             if run.stop or not run.budget.hold(estimate):
                 error = f"not sent: {run.stop or run.budget.stopped}"
-                return {"status": "error", "check": "stopped", "error": error, "cached": False}
+                check = "provider" if run.stop else "budget"
+                return {"status": "error", "check": check, "error": error, "cached": False}
             limiter = t.limiter or rate_limits.Limiter()
             async with limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
                 result = await llm.complete(t.endpoint, prompt, t.max_tokens)

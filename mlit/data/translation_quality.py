@@ -41,7 +41,11 @@ def quality_report(parallel: pl.DataFrame, source_lang: str = "en") -> pl.DataFr
                     {**where, "check": "untranslated", "detail": "identical to the source"}
                 )
                 continue
-            leftover = [s for s in translation_checks.LEFTOVERS if s.lower() in text.lower()]
+            leftover = [
+                s
+                for s in translation_checks.LEFTOVERS
+                if s.lower() in text.lower() and s.lower() not in source.lower()
+            ]
             if leftover or PLACEHOLDER.search(text):
                 flags.append(
                     {

@@ -167,3 +167,20 @@ def test_a_days_retry_after_stops_translation_at_once_rc_1(endpoint, tmp_path):
     script.quota_until = 0
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
+
+
+def test_a_cancelled_translation_batch_stops_with_what_it_answered_written(endpoint, tmp_path):
+    from mlit.providers import batch_api
+
+    script, url = endpoint
+    script.cancel_batches = 1  # half of the batch answered, then cancelled by the user
+    store = Store(str(tmp_path))
+    opts = batch_api.BatchOptions(poll_s=0.1, max_poll_s=0.5)
+    t = _translator(url)
+    out = translation.translate(SOURCE, ["fi"], t, store, progress=False, batch=opts)
+    assert out.stopped and "cancelled at the provider" in out.stopped and not out.budget_stop
+    assert sum(script.calls.values()) == 0 and len(script.batches) == 1  # nothing online
+    assert len(store.keys("translations")) == 9  # the half it answered, checked and written
+    assert set(out.failures["check"]) == {"provider"}
+    again = translation.translate(SOURCE, ["fi"], t, store, progress=False, batch=opts)
+    assert again.failures.height == 0 and len(script.batches) == 2  # the rest, submitted anew

@@ -12,6 +12,7 @@ import pytest
 from mlit.judging import judge, judgments
 from mlit.judging.judge import Judge, Pair
 from mlit.planning.config import SweepConfig
+from mlit.plumbing.heartbeat import heartbeat
 from mlit.results import analysis
 from mlit.results.run_folder import RunFolder, RunFolderError
 from mlit.store.artifacts import Store
@@ -237,7 +238,7 @@ def test_report_on_a_damaged_run_folder_names_the_file(tmp_path):
 
 def test_progress_lines_when_output_is_not_a_terminal(monkeypatch, capsys):
     monkeypatch.setenv("MLIT_HEARTBEAT_S", "0.1")
-    with phases.heartbeat("generate"):
+    with heartbeat("generate"):
         time.sleep(0.35)
     assert capsys.readouterr().err.count("[generate] still running") >= 2
 
