@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlit-installed
 
-.PHONY: setup demo test test-all test-cluster vllm-env test-vllm lint format clean
+.PHONY: setup demo test test-all test-apps test-cluster vllm-env test-vllm lint format clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test-all: setup
 # `ray up` -> `ray job submit` -> `ray down` on this machine over loopback SSH, and a sweep on a
 # three-node cluster that loses a training node and a serving node. The first runs `ray stop`,
 # so never beside another Ray (CI runs them after the suite).
+test-apps: setup
+	$(PY) -m pytest -m apps tests/serving/test_two_apps.py
+
 test-cluster: setup
 	$(PY) -m pytest -m cluster tests/cluster/test_cluster_local.py tests/cluster/test_node_loss.py
 

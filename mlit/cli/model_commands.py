@@ -42,7 +42,12 @@ def demo_model_cmd(out_dir: Path | None, pretrain_steps: int | None) -> None:
 @click.option("--model", multiple=True, help="NAME=PATH to serve (repeatable); PATH may be 'demo'.")
 @click.option("--store", "store_root", help="Also serve every model in this store.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
-@click.option("--port", default=8000, show_default=True, help="HTTP port.")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="HTTP port (default: 8000 when it is free, else a free one; the URL is printed).",
+)
 @click.option(
     "--api-key-env", help="Environment variable holding the API key; requests without it get 401."
 )
@@ -106,7 +111,7 @@ def serve_cmd(
     model: tuple[str, ...],
     store_root: str | None,
     host: str,
-    port: int,
+    port: int | None,
     api_key_env: str | None,
     max_models_per_replica: int,
     max_batch_size: int,
@@ -126,9 +131,11 @@ def serve_cmd(
     if download_cache_gb is not None:  # the replicas' environment carries it (serving.app)
         os.environ["MLIT_DOWNLOAD_CACHE_GB"] = str(download_cache_gb)
 
+    from mlit.plumbing.ports import http_port
     from mlit.serving import app as serving
 
     try:
+        port = http_port(port, host)  # a port another app holds is named now, before Ray starts
         models = serving.collect_models(run_dir, store_root, list(model))
         key = None
         if api_key_env:
@@ -154,6 +161,8 @@ def serve_cmd(
         )  # no vLLM anywhere: say so before Ray starts
     except ValueError as err:
         console.fail(str(err))
+    except OSError as err:
+        console.fail(f"the environment: {err.strerror or err}; pick another --port or leave it out")
     url = serving.start(cfg)
     click.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
     for name in sorted(models):

@@ -60,17 +60,58 @@ def exit_for(error: BaseException) -> NoReturn:
     if isinstance(error, KeyboardInterrupt):
         warn("interrupted: finished work is in the store; rerun to continue")
         sys.exit(interrupts.EXIT_CODE)
+    environment = environment_error(error)
+    if environment is not None:  # the machine, not mlit: named as such, in one line
+        _keep_traceback(error)
+        fail(f"the environment: {environment}", 2)
     if isinstance(error, (ValueError, OSError, RuntimeError)):
-        # The log keeps the traceback, for whoever needs it; not when the disk itself failed
-        # (the log lies on it): the error path writes nothing to a failing disk.
-        if _log is not None and not _disk_failure(error):
-            with contextlib.suppress(OSError), open(_log, "a") as log:
-                traceback.print_exception(error, file=log)
+        _keep_traceback(error)
         if isinstance(error, OSError) and error.errno is not None:
             fail(f"I/O error: {describe_os_error(error)}", 2)
         fail(str(error) or type(error).__name__, 2)
     traceback.print_exception(error, file=_err or sys.stderr)
     fail(f"a bug in mlit ({type(error).__name__}); please report it with the traceback above", 1)
+
+
+def _keep_traceback(error: BaseException) -> None:
+    # The log keeps the traceback, for whoever needs it; not when the disk itself failed (the
+    # log lies on it): the error path writes nothing to a failing disk.
+    if _log is not None and not _disk_failure(error):
+        with contextlib.suppress(OSError), open(_log, "a") as log:
+            traceback.print_exception(error, file=log)
+
+
+# Failures of the machine mlit runs on, by what Ray and Python raise (names and messages: this
+# module imports no Ray): (a test, what the user reads).
+_ENVIRONMENT = (
+    (
+        lambda e: "timed out during startup" in str(e) or "Failed to connect to GCS" in str(e),
+        "Ray could not start on this machine ({}): it may be overloaded or short of memory; "
+        "retry when it is less busy, or start Ray yourself (`ray start --head`)",
+    ),
+    (
+        lambda e: (
+            isinstance(e, MemoryError)
+            or type(e).__name__ in ("OutOfMemoryError", "ObjectStoreFullError")
+        ),
+        "out of memory ({}): free memory, or run with fewer workers or smaller batches",
+    ),
+    (
+        lambda e: isinstance(e, OSError) and e.errno == 98,  # EADDRINUSE
+        "a port is taken ({}): another program (or another mlit) listens on it; pick another "
+        "port, or leave --port out to get a free one",
+    ),
+)
+
+
+def environment_error(error: BaseException) -> str | None:
+    """One line naming a failure of the environment (Ray cannot start, out of memory, a port
+    taken), or None: a bug of mlit's or an error of the user's input is told otherwise."""
+    for test, line in _ENVIRONMENT:
+        if test(error):
+            detail = " ".join(str(error).split())[:200] or type(error).__name__
+            return line.format(detail)
+    return None
 
 
 def describe_os_error(err: OSError) -> str:

@@ -16,3 +16,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound on ``host`` now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def http_port(asked: int | None, host: str = "127.0.0.1", default: int = 8000) -> int:
+    """The port an app listens on: the one asked for (an error naming it when it is taken), else
+    ``default`` when it is free, else a free one: two apps on one machine never share one."""
+    if asked is not None:
+        if not is_free(asked, host):
+            raise OSError(98, f"--port {asked} on {host} is in use")
+        return asked
+    return default if is_free(default, host) else free_port(host)

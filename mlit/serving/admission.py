@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -97,3 +98,10 @@ class Admission:
             code="overloaded",
             headers={"Retry-After": str(self.retry_after())},
         )
+
+
+def group(items: list[dict]) -> list[dict]:
+    """The sequences of one request, marked as one: the scheduler hands free batch rows to
+    requests in turn, so a request of 16 sequences does not hold the batch from the others."""
+    tag = uuid.uuid4().hex
+    return [dict(item, group=tag) for item in items]

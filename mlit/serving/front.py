@@ -4,8 +4,9 @@ OpenAI's error shape. HTTP reaches the gateway through HAProxy (`mlit.plumbing.i
 **`Front`, the gateway's outermost ASGI layer**, in the gateway's own event loop, before routing,
 authentication and validation:
 
-- ``GET /healthz`` is answered at once: the process serves HTTP, and Serve's controller restarts a
-  gateway or model-server replica that fails its health checks;
+- ``GET /healthz`` (and ``/health``, the route vLLM, TGI and load clients ask) is answered at
+  once: 200 while the replica can answer, 503 with Retry-After once its engine is gone (Serve's
+  controller replaces a replica that fails its health checks, within ~3 s);
 - ``GET /v1/models`` is answered from the gateway's last 200 to the same ``Authorization`` header,
   for ``MODELS_TTL_S``: listing models never waits behind a burst of generation requests (0.87 s
   at worst in a 1,000-request burst when each listing went through the whole app), and a header
@@ -33,6 +34,8 @@ import os
 import time
 
 HEALTH = json.dumps({"status": "ok"}).encode()
+# Liveness: /healthz, and /health as vLLM, TGI, SGLang and load clients (guidellm) ask for it.
+HEALTH_PATHS = ("/healthz", "/health")
 # A request body must arrive within this; MLIT_BODY_TIMEOUT_S in the environment Ray starts with
 # sets another (read by each gateway replica as it starts).
 BODY_TIMEOUT_S = float(os.environ.get("MLIT_BODY_TIMEOUT_S", "30"))
@@ -48,6 +51,7 @@ class Front:
     gateway as it starts (one gateway per process)."""
 
     capacity: int | None = None  # generation requests the gateway takes in all
+    health_check = None  # the gateway's `check_health`: raises once its engine is gone
 
     def __init__(self, app):
         self.app = app
@@ -57,8 +61,8 @@ class Front:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
-            return await _answer(send, 200, HEALTH)
+        if scope["path"] in HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+            return await self._health(send)
         receive = _disconnect_on_cancel(receive)
         if scope["path"] == "/v1/models" and scope["method"] == "GET":
             return await self._models(scope, receive, send)
@@ -102,6 +106,17 @@ class Front:
             await self.app(scope, receive, sending)
         finally:
             leave()
+
+    async def _health(self, send):
+        """200 while this replica can answer; 503 with Retry-After once its engine is gone
+        (Serve replaces the replica within seconds: its health check fails too)."""
+        try:
+            if Front.health_check is not None:
+                Front.health_check()
+        except Exception as err:
+            body = json.dumps({"status": "unavailable", "reason": str(err)}).encode()
+            return await _answer(send, 503, body, [(b"retry-after", b"5")])
+        return await _answer(send, 200, HEALTH)
 
     async def _models(self, scope, receive, send):
         who = _credentials(scope)

@@ -21,14 +21,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.exceptions import TaskCancelledError
+from ray.exceptions import RayActorError, TaskCancelledError
 from ray.serve.exceptions import RequestCancelledError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mlit.generation import decoding
-from mlit.serving import front, shards
+from mlit.serving import admission, front, shards
 from mlit.serving.admission import Admission, Limits
 from mlit.serving.protocol import (
     APIError,
@@ -99,17 +99,13 @@ async def _unexpected(request: Request, err: Exception):
     if isinstance(err, _GONE):
         logger.info("client went away (%s %s, %s)", request.method, request.url.path, ref)
         return JSONResponse(error_body("client closed the request", "client_closed"), 499)
+    if isinstance(err, RayActorError):  # a model-server replica died: Serve replaces it
+        message = f"the model server is being restarted: retry in 5 s (request {ref})"
+        return JSONResponse(error_body(message, "server_error"), 503, {"Retry-After": "5"})
     logger.error("unexpected error (request %s)", ref, exc_info=err)
     return JSONResponse(
         error_body(f"internal server error (request {ref})", "server_error"), status_code=500
     )
-
-
-def _group(items: list[dict]) -> list[dict]:
-    """The sequences of one request, marked as one: the scheduler hands free batch rows to
-    requests in turn, so a request of 16 sequences does not hold the batch from the others."""
-    group = uuid.uuid4().hex
-    return [dict(item, group=group) for item in items]
 
 
 # No assets from a network: a plain page that lists the routes of the schema it fetches.
@@ -117,7 +113,7 @@ _DOCS_PAGE = """<!doctype html><meta charset="utf-8"><title>mlit API</title>
 <h1>mlit: OpenAI-compatible API</h1><p>The schema is at <code>/openapi.json</code> (send the same
 <code>Authorization: Bearer</code> header). Routes: <code>POST /v1/chat/completions</code>,
 <code>POST /v1/completions</code>, <code>GET /v1/models</code>, <code>GET /v1/stats</code>,
-<code>GET /healthz</code> (no key).</p>"""
+<code>GET /healthz</code> or <code>/health</code> (no key).</p>"""
 
 
 _SCHEMAS: dict[str, dict] = {}  # request body schemas, for /openapi.json
@@ -155,7 +151,7 @@ class Gateway:
         self.max_body = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.admission = Admission(limits)
-        front.Front.capacity = limits.total
+        front.Front.capacity, front.Front.health_check = limits.total, self.check_health
         self.requests: Counter[str] = Counter()
         # Serve sets up a handle's routing on its first call, on this event loop: in the first
         # burst that held /healthz for 0.8 s behind it (0.1-0.3 s once warm). Started here, as
@@ -170,7 +166,8 @@ class Gateway:
             logger.info("gateway warm-up failed; the first requests pay the handles' set-up")
 
     def check_health(self) -> None:
-        """Serve's periodic health check: a model server run here whose engine is gone fails it."""
+        """Serve's periodic health check: a model server run here whose engine is gone fails it
+        (and `front.Front` answers /healthz and /health with 503 meanwhile)."""
         for server in self.servers:
             server.check_health()
 
@@ -231,14 +228,14 @@ class Gateway:
     async def _run(self, name: str, item: dict) -> decoding.Completion:
         result = await self.servers[self.shard[name]].complete(name, item)
         if "error" in result:
-            raise APIError(result["error"]["status"], result["error"]["message"])
+            raise APIError.of(result["error"])
         return completion_from(result["ok"])
 
     async def _run_all(self, name: str, items: list[dict]) -> list[decoding.Completion]:
         """Several choices (n > 1, or several prompts): each is one request of the batch, and
         together they take their fair share of it (`_group`)."""
         self.admission.check_size(len(items), items[0]["sampling"]["max_new_tokens"])
-        items = _group(items)
+        items = admission.group(items)
         since = self.admission.enter(name, len(items))
         try:
             return list(await asyncio.gather(*(self._run(name, item) for item in items)))
@@ -260,7 +257,7 @@ class Gateway:
             events = self.servers[self.shard[name]].stream(name, item)
             first = await events.__anext__()  # a request the server refuses is a 4xx, no stream
             if "error" in first:
-                raise APIError(first["error"]["status"], first["error"]["message"])
+                raise APIError.of(first["error"])
         except BaseException:
             await leave()
             raise
@@ -271,9 +268,7 @@ class Gateway:
         )
 
     @api.get("/healthz")
-    async def healthz(self):
-        """Answered by `mlit.serving.front.Front` before routing (the same body); here for the
-        schema."""
+    async def healthz(self):  # answered by `front.Front` before routing; here for the schema
         return {"status": "ok"}
 
     @api.get("/openapi.json", include_in_schema=False)

@@ -115,7 +115,19 @@ class ModelServer:
         async for event in self._events(dict(item, stream=True), model_id):
             yield event
 
+    def gone(self) -> str | None:
+        """Why this replica cannot answer any more (its engine exited), or None."""
+        try:
+            self.engine.check_health()
+        except Exception as err:
+            return str(err)
+        return None
+
     async def _events(self, item: dict, model_id: str):
+        gone = self.gone()
+        if gone:  # Serve replaces this replica within seconds (its health check fails)
+            yield unavailable(gone)
+            return
         failed = self._unloadable.get(model_id)
         if failed and time.monotonic() - failed[0] < RELOAD_AFTER_S:
             yield _error(424, failed[1])
@@ -140,7 +152,8 @@ class ModelServer:
             async for event in self._answer(loaded, job, stream):
                 yield event
         except engines.GenerationError as err:
-            yield _error(500, f"{err} (see the server log)")
+            gone = self.gone()
+            yield unavailable(gone) if gone else _error(500, f"{err} (see the server log)")
         except Exception:
             yield _internal_error("internal error while generating")
 
@@ -212,6 +225,16 @@ def _delta(text: str, logprobs) -> dict:
 
 def _error(status: int, message: str) -> dict:
     return {"error": {"status": status, "message": message}}
+
+
+RETRY_AFTER_S = 5  # how soon a client asks again while a replica whose engine died is replaced
+
+
+def unavailable(why: str) -> dict:
+    """A 503 with ``Retry-After``: the engine is gone and Serve is replacing the replica, so the
+    same request succeeds a few seconds later (a 500 would say it never will)."""
+    message = f"{why}; the server is being restarted: retry in {RETRY_AFTER_S} s"
+    return {"error": {"status": 503, "message": message, "retry_after": RETRY_AFTER_S}}
 
 
 def _internal_error(what: str, status: int = 500) -> dict:

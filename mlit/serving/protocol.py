@@ -62,6 +62,13 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers
 
+    @classmethod
+    def of(cls, error: dict) -> APIError:
+        """A model server's error event as the client gets it (a 503 with its Retry-After)."""
+        wait = error.get("retry_after")
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        return cls(error["status"], error["message"], headers=headers)
+
     def body(self) -> dict:
         kinds = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
         kind = kinds.get(
