@@ -53,3 +53,42 @@ def test_the_log_is_split_into_one_file_per_source(tmp_path):
     }
     assert "Writing model shards" in (logs / "train.log").read_text()
     assert "View detailed" in (logs / "driver.log").read_text()
+
+
+def test_failures_of_the_environment_are_named_in_one_line_never_as_a_bug(capsys):
+    import pytest
+
+    from mlit.plumbing import console
+
+    overloaded = Exception(
+        "The current node timed out during startup. This could happen because some of the Ray "
+        "processes failed to startup."
+    )
+    for error, said in (
+        (overloaded, "Ray could not start on this machine"),
+        (MemoryError(), "out of memory"),
+        (OSError(98, "Address already in use"), "a port is taken"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            console.exit_for(error)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.startswith(f"error: the environment: {said}"), err
+        assert "bug" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_taken_port_stops_mlit_serve_before_ray_starts():
+    import socket
+
+    from click.testing import CliRunner
+
+    from mlit.cli.main import app
+    from mlit.plumbing import ports
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        out = CliRunner().invoke(app, ["serve", "--model", "x=/nonexistent", "--port", str(taken)])
+        assert out.exit_code == 2 and f"--port {taken} on 127.0.0.1 is in use" in out.output
+        assert ports.http_port(None, default=taken) != taken  # left out: a free one instead
+    assert ports.http_port(None, default=taken) == taken  # 8000's place: taken when free
