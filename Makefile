@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlit-installed
 
-.PHONY: setup demo test test-all test-apps test-cluster vllm-env test-vllm lint format clean
+.PHONY: setup demo test test-all test-apps test-cluster vllm-env guidellm-env test-vllm lint format clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,15 @@ $(VLLM_STAMP): constraints-vllm.txt
 		-c constraints-vllm.txt
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
+
+# guidellm, a standard load client, in its own environment (benchmarks/serve_guidellm.py).
+GUIDELLM_VENV := .venv-guidellm
+guidellm-env: $(GUIDELLM_VENV)/.installed
+
+$(GUIDELLM_VENV)/.installed: constraints-guidellm.txt
+	$(PYTHON) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/pip install --quiet torch==2.13.0 guidellm -c constraints-guidellm.txt
+	touch $@
 
 # The API contract tests and a three-language sweep, on the vLLM engine.
 test-vllm: setup vllm-env

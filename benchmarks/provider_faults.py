@@ -166,25 +166,10 @@ def translation_faults() -> dict:
 
 
 def sample_false_refusals() -> dict:
-    from importlib import resources
+    from mlit.data import close_languages, translation_checks
 
-    from mlit.data import close_languages, langid, translation_checks
-
-    checked = refused = 0
-    for path in sorted(resources.files("mlit.sample").iterdir()):
-        if not path.name.endswith(".jsonl"):
-            continue
-        lang = path.name.removesuffix(".jsonl")
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            for text in (row["instruction"], row["response"] or ""):
-                if sum(c.isalpha() for c in text) < translation_checks.MIN_LETTERS:
-                    continue
-                checked += 1
-                refused += (
-                    close_languages.other_language(text, lang, langid.detect(text)[0]) is not None
-                )
-    return {"texts": checked, "refused_as_a_close_language": refused}
+    checked, refused = close_languages.sample_refusals(translation_checks.MIN_LETTERS)
+    return {"texts": checked, "refused_as_a_close_language": len(refused)}
 
 
 def main() -> None:

@@ -124,3 +124,27 @@ def other_language(text: str, lang: str, guess: str | None) -> str | None:
         return None  # nothing to weigh it by: the identifier alone decides nothing here
     best = max(weighed, key=lambda r: (marks(text, r), r == guess))
     return best if marks(text, best) >= marks(text, lang) + CLEAR else None
+
+
+def sample_refusals(min_letters: int = 20) -> tuple[int, list[tuple[str, str]]]:
+    """(texts checked, (language, text) refused) of this check on the bundled sample's sound
+    translations (`mlit.sample`): what the check costs in false refusals, measured."""
+    import json
+    from importlib import resources
+
+    from mlit.data import langid
+
+    checked, refused = 0, []
+    for path in sorted(resources.files("mlit.sample").iterdir()):
+        if not path.name.endswith(".jsonl"):
+            continue
+        lang = path.name.removesuffix(".jsonl")
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            for text in (row["instruction"], row["response"] or ""):
+                if sum(c.isalpha() for c in text) < min_letters:
+                    continue
+                checked += 1
+                if other_language(text, lang, langid.detect(text)[0]) is not None:
+                    refused.append((lang, text))
+    return checked, refused
