@@ -31,7 +31,7 @@ test-all: setup
 # three-node cluster that loses a training node and a serving node. The first runs `ray stop`,
 # so never beside another Ray (CI runs them after the suite).
 test-apps: setup
-	$(PY) -m pytest -m apps tests/serving/test_two_apps.py
+	$(PY) -m pytest -rP -m apps tests/serving/test_two_apps.py
 
 test-cluster: setup
 	$(PY) -m pytest -m cluster tests/cluster/test_cluster_local.py tests/cluster/test_node_loss.py
