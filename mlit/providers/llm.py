@@ -44,6 +44,15 @@ class Endpoint:
         return key
 
 
+def library():
+    """litellm, imported once. A caller that times a call imports it first: on a loaded machine
+    the import alone took 43 s, and a probe's deadline is for the endpoint, not the import."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
 def retryable(err: Exception) -> bool:
     import litellm
 
@@ -196,9 +205,7 @@ async def complete(
 ) -> dict:
     """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error.
     ``throttled`` is told of every rate-limit answer (429), so the caller can send less."""
-    import litellm
-
-    litellm.suppress_debug_info = True
+    litellm = library()
     where = endpoint.api_base or endpoint.model
     try:
         key = endpoint.api_key()
