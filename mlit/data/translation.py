@@ -28,7 +28,7 @@ import polars as pl
 
 from mlit.data import dataset, translation_cache, translation_checks
 from mlit.method import languages
-from mlit.providers import llm, pricing, rate_limits
+from mlit.providers import llm, openai_http, pricing, rate_limits
 from mlit.store.artifacts import Store
 
 PROMPT = (
@@ -121,7 +121,7 @@ async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict
                 return {"status": "error", "check": check, "error": error, "cached": False}
             limiter = t.limiter or rate_limits.Limiter()
             async with limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
-                result = await llm.complete(t.endpoint, prompt, t.max_tokens)
+                result = await llm.complete(t.endpoint, prompt, t.max_tokens, client=run.client)
             result["cost_usd"] = run.budget.settle(estimate, result, prompt, t.max_tokens)
             if result.get("wait_s") is not None and run.stop is None:
                 run.stop = result["error"]  # a quota spent: nothing more is sent this run
@@ -165,6 +165,7 @@ class _Run:
     failures: object  # the writer of replies that failed a check (`translation_cache.FAILURES`)
     sem: asyncio.Semaphore | None = None
     stop: str | None = None  # why nothing more is sent (a provider's long wait, a cancelled batch)
+    client: object = None  # the run's `openai_http.Session`
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ async def _run(
         bar.set_postfix_str(run.budget.progress(), refresh=False)
         return row, lang, field, result
 
-    results = await asyncio.gather(*(one(*j) for j in jobs))
+    async with openai_http.Session() as run.client:  # one session for every call of the run
+        results = await asyncio.gather(*(one(*j) for j in jobs))
     bar.close()
     texts: dict[tuple[str, str], dict] = {}
     failures = []

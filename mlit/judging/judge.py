@@ -28,7 +28,7 @@ from mlit.generation.answer_client import workers
 from mlit.judging import judgments
 from mlit.judging.parsers import PARSERS
 from mlit.plumbing import console
-from mlit.providers import llm
+from mlit.providers import llm, openai_http
 from mlit.providers.pricing import Budget, BudgetError
 from mlit.providers.retries import PATIENCE_S
 from mlit.store import segments
@@ -207,13 +207,13 @@ def pair_keys(pairs: Sequence[Pair], judge: Judge) -> list[tuple[str, str] | Non
 # Calls
 
 
-async def call_judge(judge: Judge, prompt: str, throttled=None) -> dict:
+async def call_judge(judge: Judge, prompt: str, throttled=None, client=None) -> dict:
     """One judge call (greedy, a few tokens, top log-probabilities) through `mlit.providers.llm`, parsed.
 
     Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
     """
     result = await llm.complete(
-        judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs, throttled
+        judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs, throttled, client
     )
     return verdict_of(judge, result)
 
@@ -284,7 +284,7 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
                     if not budget.hold(estimate):
                         return _not_sent(budget.stopped)
                     async with limiter.call(rate_limits.tokens(prompt, judge.max_tokens)):
-                        result = await call_judge(judge, prompt, gate.throttle)
+                        result = await call_judge(judge, prompt, gate.throttle, client)
                     result["cost_usd"] = budget.settle(estimate, result, prompt, judge.max_tokens)
                     gate.answered(result)
                     if result["status"] != "ok" or result["choice"] is not None:
@@ -329,7 +329,8 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
     async def one(p: Pair, k1: str, k2: str) -> None:
         rows.append(await ask(p, k1, k2))
 
-    await workers(judge.concurrency, asking, one)
+    async with openai_http.Session() as client:  # one session for every call of the phase
+        await workers(judge.concurrency, asking, one)
     bar.close()
     return rows, gate
 

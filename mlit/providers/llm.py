@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlit.providers import openai_http
 from mlit.providers import retries as retries_rule
 
 # Clusters may be offline: use the cost map bundled with litellm, never fetch it.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 GOOD_FINISH = ("stop", "length", "eos", None)
+DIRECT = True  # OpenAI-compatible endpoints asked directly when the caller has a session
 JUDGE_TEMPERATURE = 0  # the paper's greedy judge (App. C); `complete` decodes with it
 
 
@@ -54,6 +56,9 @@ def library():
 
 
 def retryable(err: Exception) -> bool:
+    if _direct_error(err):
+        status = getattr(err, "status_code", None)
+        return status is None or status == 429 or status >= 500
     import litellm
 
     kinds = (
@@ -71,7 +76,16 @@ def retryable(err: Exception) -> bool:
     return isinstance(status, int) and (status == 429 or status >= 500)
 
 
+def _direct_error(err: Exception) -> bool:
+    """An error of the direct path (`openai_http`): its status, a timeout, a lost connection."""
+    return isinstance(err, openai_http.HTTPError | asyncio.TimeoutError | TimeoutError) or (
+        openai_http.is_connection_error(err)
+    )
+
+
 def rate_limited(err: Exception) -> bool:
+    if _direct_error(err):
+        return getattr(err, "status_code", None) == 429
     import litellm
 
     return isinstance(err, litellm.RateLimitError) or getattr(err, "status_code", None) == 429
@@ -83,6 +97,9 @@ FATAL_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not found"}
 def fatal_status(err: Exception) -> int | None:
     """The HTTP status of an answer that no retry and no other request can fix (a revoked key,
     a model that does not exist), or None. A caller stops at once on these."""
+    if _direct_error(err):
+        status = getattr(err, "status_code", None)
+        return status if status in FATAL_STATUS else None
     import litellm
 
     status = getattr(err, "status_code", None)
@@ -94,6 +111,15 @@ def fatal_status(err: Exception) -> int | None:
 
 
 def describe(err: Exception, where: str, timeout_s: float = 60.0) -> str:
+    if _direct_error(err):
+        status = getattr(err, "status_code", None)
+        if status in (401, 403):
+            return f"the endpoint {where} rejected the API key (HTTP {status}: {err})"
+        if isinstance(err, asyncio.TimeoutError | TimeoutError):
+            return f"timed out at {where} (no reply within {timeout_s:g} s)"
+        if status is None:
+            return f"unreachable at {where}: {type(err).__name__}: {str(err)[:200]}"
+        return f"call failed at {where}: {str(err)[:300]}"
     import litellm
 
     if isinstance(err, litellm.AuthenticationError):
@@ -202,10 +228,17 @@ async def complete(
     max_tokens: int,
     top_logprobs: int | None = None,
     throttled: Callable[[], None] | None = None,
+    client: openai_http.Session | None = None,
 ) -> dict:
     """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error.
-    ``throttled`` is told of every rate-limit answer (429), so the caller can send less."""
-    litellm = library()
+    ``throttled`` is told of every rate-limit answer (429), so the caller can send less.
+    ``client``: the phase's session; with it, an OpenAI-compatible endpoint is asked directly
+    (`mlit.providers.openai_http`), any other through litellm."""
+    base = openai_http.base_of(endpoint.model, endpoint.api_base) if client and DIRECT else None
+    direct = f"{base}/chat/completions" if base else None
+    name = openai_http.provider_name(endpoint.model)
+    body = chat_body(name, prompt, max_tokens, top_logprobs) if direct else None
+    litellm = library() if direct is None else None
     where = endpoint.api_base or endpoint.model
     try:
         key = endpoint.api_key()
@@ -216,6 +249,9 @@ async def complete(
     for attempt in itertools.count():
         start = time.monotonic()
         try:
+            if direct is not None:  # OpenAI-compatible: posted through the phase's session
+                resp = await client.post(direct, body, key, endpoint.timeout_s)
+                return reply_record(resp, where, start)
             resp = await asyncio.wait_for(
                 litellm.acompletion(
                     model=endpoint.model,
@@ -239,7 +275,7 @@ async def complete(
             limited = rate_limited(err)
             if limited and throttled is not None:
                 throttled()
-            asked = retries_rule.retry_after(err)
+            asked = getattr(err, "retry_after_s", None) or retries_rule.retry_after(err)
             if retries_rule.too_long(asked, endpoint.longest_wait_s):
                 # A daily quota spent: waiting call by call would go on for hours in silence.
                 # The caller stops its phase at once, keeps what is answered and says when.
