@@ -4,6 +4,7 @@ aiohttp client on the same endpoint, in one run.
 
     python benchmarks/judge_client.py          # writes benchmarks/results/judge_client.json
     python benchmarks/judge_client.py --pairs 512
+    python benchmarks/judge_client.py --memory 500000   # 1M calls online: peak memory (~8 min)
 
 The endpoint is tests/judge_server.py in a process of its own (its work is not the client's).
 Each path judges the same pairs (both orders: the demo's 3,072 calls by default) with
@@ -83,12 +84,65 @@ def _judge(url: str, pairs: int, direct: bool) -> dict:
     }
 
 
+def _memory(url: str, pairs: int) -> dict:
+    """One online judge phase of ``2 * pairs`` calls through the direct path: its peak resident
+    memory (the pairs, their answers and every verdict included) and its rate."""
+    from mlit.judging import judge
+    from mlit.providers import llm
+    from mlit.store.artifacts import Store
+
+    llm.library()
+    work = [
+        judge.Pair(
+            f"model-{i % 50}", "mono-en", "en", f"e{i}",
+            f"Question {i}: how would you explain topic {i % 617} to a student?",
+            f"good answer {i} " + "with some detail " * 8,
+            f"other answer {i} " + "with other detail " * 8, f"c{i}", f"b{i}",
+        )
+        for i in range(pairs)
+    ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    start = time.perf_counter()
+    frame = judge.judge_pairs(
+        work,
+        judge.Judge("openai/good", api_base=url, concurrency=32),
+        Store(tempfile.mkdtemp(prefix="mlit-judge-client-")),
+        progress=False,
+    )
+    wall = time.perf_counter() - start
+    return {
+        "calls": 2 * pairs,
+        "seconds": round(wall, 1),
+        "calls_per_s": round(2 * pairs / wall, 1),
+        "peak_rss_mb_before_judging": before,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "errors": int((frame["verdict"] == "error").sum()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=1536, help="pairs (calls: twice this)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="PAIRS",
+        help="only one online phase of 2 x PAIRS calls, its peak memory (500000: 1M calls, "
+        "~8 min); writes judge_client_memory.json",
+    )
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().strip()
+    if args.memory:
+        try:
+            found = _memory(url, args.memory)
+        finally:
+            server.kill()
+        report = {"machine": host.describe(), "mode": "online, direct path", **found}
+        report["goal: < 2 GB resident"] = found["peak_rss_mb"] < 2048
+        OUT.with_name("judge_client_memory.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        return
     try:
         from mlit.providers import llm
 
