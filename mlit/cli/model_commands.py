@@ -161,8 +161,8 @@ def serve_cmd(
         )  # no vLLM anywhere: say so before Ray starts
     except ValueError as err:
         console.fail(str(err))
-    except OSError as err:
-        console.fail(f"the environment: {err.strerror or err}; pick another --port or leave it out")
+    except OSError as err:  # a taken port: named by the one exit policy, as the environment's
+        console.exit_for(err)
     url = serving.start(cfg)
     click.echo(f"serving {len(models)} model(s) at {url}/v1  (OpenAI-compatible; Ctrl-C stops)")
     for name in sorted(models):

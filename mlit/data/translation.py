@@ -119,8 +119,7 @@ async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict
                 error = f"not sent: {run.stop or run.budget.stopped}"
                 check = "provider" if run.stop else "budget"
                 return {"status": "error", "check": check, "error": error, "cached": False}
-            limiter = t.limiter or rate_limits.Limiter()
-            async with limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
+            async with run.limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
                 result = await llm.complete(t.endpoint, prompt, t.max_tokens, client=run.client)
             result["cost_usd"] = run.budget.settle(estimate, result, prompt, t.max_tokens)
             if result.get("wait_s") is not None and run.stop is None:
@@ -166,6 +165,7 @@ class _Run:
     sem: asyncio.Semaphore | None = None
     stop: str | None = None  # why nothing more is sent (a provider's long wait, a cancelled batch)
     client: object = None  # the run's `openai_http.Session`
+    limiter: rate_limits.Limiter = field(default_factory=rate_limits.Limiter)  # --rpm / --tpm
 
 
 @dataclass(frozen=True)
@@ -284,18 +284,19 @@ def translate(
     english = source.filter(pl.col("lang") == "en")
     if english.height == 0:
         raise dataset.DataError("the source has no English rows to translate")
-    stored = _stored(english, langs, t, store)
+    keys = _keys(english, langs, t)
+    stored = store.records(translation_cache.KIND, keys)  # one bulk read of the store
     budget = budget or pricing.Budget(None, None)
     with (
         store.writer(translation_cache.KIND) as writer,
         store.writer(translation_cache.FAILURES) as failures,
     ):
         run = _Run(stored, writer, budget, {}, failures)
+        run.limiter = t.limiter or run.limiter
         if batch is not None:
             run.fresh = _batch(english, langs, t, store, run, batch, progress)
         outcome = asyncio.run(_run(english, langs, t, run, progress))
-    keys = {translation_key(t, row[f], lang) for row, lang, f in _jobs(english, langs)}
-    return replace(outcome, failed_ever=translation_cache.failures_of(store, keys))
+    return replace(outcome, failed_ever=translation_cache.failures_of(store, set(keys)))
 
 
 def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progress) -> dict:
@@ -318,10 +319,9 @@ def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progres
     return {k: v for k, v in got.items() if v["status"] == "ok"}
 
 
-def _stored(english: pl.DataFrame, langs: Sequence[str], t: Translator, store: Store) -> dict:
-    """key -> stored translation of every text to translate: one bulk read of the store."""
-    keys = [translation_key(t, row[field], lang) for row, lang, field in _jobs(english, langs)]
-    return store.records(translation_cache.KIND, keys)
+def _keys(english: pl.DataFrame, langs: Sequence[str], t: Translator) -> list[str]:
+    """The store key of every text to translate, in `_jobs` order."""
+    return [translation_key(t, row[field], lang) for row, lang, field in _jobs(english, langs)]
 
 
 def dry_run(
@@ -336,9 +336,10 @@ def dry_run(
     langs = [lang for lang in languages.parse(langs) if lang != "en"]
     english = source.filter(pl.col("lang") == "en")
     calls = chars = 0
-    stored = _stored(english, langs, t, store)
-    for row, lang, f in _jobs(english, langs):
-        if translation_key(t, row[f], lang) not in stored:
+    keys = _keys(english, langs, t)
+    stored = store.records(translation_cache.KIND, keys)
+    for (row, _lang, f), key in zip(_jobs(english, langs), keys, strict=True):
+        if key not in stored:
             calls += 1
             chars += len(row[f])
     prompt_tokens = math.ceil(chars / 4) + calls * 45  # ~4 characters a token, plus the prompt

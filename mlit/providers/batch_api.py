@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mlit.plumbing import console
-from mlit.providers import batch_files, llm
+from mlit.providers import batch_files, llm, openai_http
 from mlit.providers.batch_files import Call
 from mlit.providers.pricing import Budget
 from mlit.store.artifacts import Store
@@ -88,16 +88,6 @@ class Report:
             "batch_duplicate_answers": self.duplicates,
             "batch_conflicting_answers": self.conflicting,
         }
-
-
-def provider_model(model: str) -> str:
-    """The name the endpoint knows: litellm's provider prefix removed (openai/gpt-4o -> gpt-4o)."""
-    prefix, _, name = model.partition("/")
-    return (
-        name
-        if name and prefix in ("openai", "hosted_vllm", "azure", "text-completion-openai")
-        else model
-    )
 
 
 def supported(model: str, api_base: str | None) -> str | None:
@@ -195,7 +185,7 @@ def run(
 
     report = report if report is not None else Report()
     client = Client(endpoint)
-    model = provider_model(endpoint.model)
+    model = openai_http.provider_name(endpoint.model)
     pending = {c.key: c for c in calls}
     outcome: dict[str, dict] = {}
     last_error: dict[str, dict] = {}

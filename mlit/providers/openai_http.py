@@ -1,8 +1,8 @@
 """The direct path to OpenAI-compatible endpoints: one aiohttp session per phase, no litellm.
 
 litellm's per-call machinery (its logging callbacks, model lookups and cost calculation) cost the
-judge ~7 ms of CPU a call: 123 calls/s against an instant loopback endpoint that a plain aiohttp
-client drives at 2,030 (`benchmarks/judge_throughput.py`, issue 49). For the endpoints that speak
+judge ~5-7 ms of CPU a call: ~200 calls/s against an instant loopback endpoint that a plain
+aiohttp client drives at ~1,650 (`benchmarks/judge_client.py`, issue 49; directly: 1,231). For the endpoints that speak
 OpenAI's chat completions themselves (``openai/...`` and ``hosted_vllm/...``: OpenAI, a
 self-hosted judge, vLLM, `mlit serve`), `mlit.providers.llm.complete` posts the body itself
 through the session of its phase (`Session`); every other provider goes through litellm as
@@ -40,8 +40,10 @@ def base_of(model: str, api_base: str | None) -> str | None:
 
 
 def provider_name(model: str) -> str:
-    """The name the endpoint knows: litellm's prefix removed (openai/gpt-4o -> gpt-4o)."""
-    return model.partition("/")[2] or model
+    """The name an OpenAI-compatible endpoint knows (in a request body, a Batch API line):
+    litellm's provider prefix removed (openai/gpt-4o -> gpt-4o); any other name as it is."""
+    prefix, _, name = model.partition("/")
+    return name if name and prefix in (*COMPATIBLE, "azure", "text-completion-openai") else model
 
 
 class Session:

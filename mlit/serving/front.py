@@ -33,6 +33,8 @@ import json
 import os
 import time
 
+from mlit.serving.protocol import RESTART_RETRY_S
+
 HEALTH = json.dumps({"status": "ok"}).encode()
 # Liveness: /healthz, and /health as vLLM, TGI, SGLang and load clients (guidellm) ask for it.
 HEALTH_PATHS = ("/healthz", "/health")
@@ -115,7 +117,8 @@ class Front:
                 Front.health_check()
         except Exception as err:
             body = json.dumps({"status": "unavailable", "reason": str(err)}).encode()
-            return await _answer(send, 503, body, [(b"retry-after", b"5")])
+            wait = str(RESTART_RETRY_S).encode()
+            return await _answer(send, 503, body, [(b"retry-after", wait)])
         return await _answer(send, 200, HEALTH)
 
     async def _models(self, scope, receive, send):

@@ -31,6 +31,7 @@ from mlit.generation import decoding
 from mlit.serving import admission, front, shards
 from mlit.serving.admission import Admission, Limits
 from mlit.serving.protocol import (
+    RESTART_RETRY_S,
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
@@ -100,8 +101,12 @@ async def _unexpected(request: Request, err: Exception):
         logger.info("client went away (%s %s, %s)", request.method, request.url.path, ref)
         return JSONResponse(error_body("client closed the request", "client_closed"), 499)
     if isinstance(err, RayActorError):  # a model-server replica died: Serve replaces it
-        message = f"the model server is being restarted: retry in 5 s (request {ref})"
-        return JSONResponse(error_body(message, "server_error"), 503, {"Retry-After": "5"})
+        message = (
+            f"the model server is being restarted: retry in {RESTART_RETRY_S} s (request {ref})"
+        )
+        return JSONResponse(
+            error_body(message, "server_error"), 503, {"Retry-After": f"{RESTART_RETRY_S}"}
+        )
     logger.error("unexpected error (request %s)", ref, exc_info=err)
     return JSONResponse(
         error_body(f"internal server error (request {ref})", "server_error"), status_code=500

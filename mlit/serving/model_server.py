@@ -22,6 +22,7 @@ from mlit.generation import decoding
 from mlit.serving import engines, preparation
 from mlit.serving.engines import registry
 from mlit.serving.model_turns import Turns
+from mlit.serving.protocol import RESTART_RETRY_S
 from mlit.store.checksums import verify_dir
 from mlit.store.downloads import local_copy
 
@@ -227,14 +228,11 @@ def _error(status: int, message: str) -> dict:
     return {"error": {"status": status, "message": message}}
 
 
-RETRY_AFTER_S = 5  # how soon a client asks again while a replica whose engine died is replaced
-
-
 def unavailable(why: str) -> dict:
     """A 503 with ``Retry-After``: the engine is gone and Serve is replacing the replica, so the
     same request succeeds a few seconds later (a 500 would say it never will)."""
-    message = f"{why}; the server is being restarted: retry in {RETRY_AFTER_S} s"
-    return {"error": {"status": 503, "message": message, "retry_after": RETRY_AFTER_S}}
+    message = f"{why}; the server is being restarted: retry in {RESTART_RETRY_S} s"
+    return {"error": {"status": 503, "message": message, "retry_after": RESTART_RETRY_S}}
 
 
 def _internal_error(what: str, status: int = 500) -> dict:

@@ -47,6 +47,11 @@ UNSUPPORTED = {
 }
 
 
+# How soon a client asks again while a replica whose engine died is replaced (Serve checks each
+# replica every second and replaces it after 3 failures: a few seconds).
+RESTART_RETRY_S = 5
+
+
 class APIError(Exception):
     """A client mistake, answered as an OpenAI-style error body with an HTTP status."""
 
