@@ -114,14 +114,15 @@ async def _translate_one(t: Translator, text: str, lang: str, run: _Run) -> dict
     result = run.fresh.get(key)  # answered by a batch this run
     if result is None:
         async with run.sem:
-            estimate = run.budget.estimate(prompt, reply_tokens(t, masked))
+            sent = pricing.prompt_tokens(prompt)
+            estimate = run.budget.estimate(sent, reply_tokens(t, masked))
             if run.stop or not run.budget.hold(estimate):
                 error = f"not sent: {run.stop or run.budget.stopped}"
                 check = "provider" if run.stop else "budget"
                 return {"status": "error", "check": check, "error": error, "cached": False}
             async with run.limiter.call(rate_limits.tokens(prompt, t.max_tokens)):
                 result = await llm.complete(t.endpoint, prompt, t.max_tokens, client=run.client)
-            result["cost_usd"] = run.budget.settle(estimate, result, prompt, t.max_tokens)
+            result["cost_usd"] = run.budget.settle(estimate, result, sent, t.max_tokens)
             if result.get("wait_s") is not None and run.stop is None:
                 run.stop = result["error"]  # a quota spent: nothing more is sent this run
     if result["status"] != "ok":
@@ -304,17 +305,24 @@ def _batch(english, langs, t: Translator, store: Store, run: _Run, opts, progres
     online path's `_translate_one`, as a reply it got itself."""
     from mlit.providers import batch_api, batch_files
 
-    calls = {}
-    for row, lang, f in _jobs(english, langs):
+    calls, jobs = {}, _jobs(english, langs)
+    for i, (row, lang, f) in enumerate(jobs):
         key, masked, _spans, prompt = _request(t, row[f], lang)
         if key not in run.stored and key not in calls:
-            calls[key] = batch_files.Call(key, prompt, t.max_tokens, None, reply_tokens(t, masked))
+            sent, reply = pricing.prompt_tokens(prompt), reply_tokens(t, masked)
+            calls[key] = batch_files.Call(key, i, sent, t.max_tokens, None, reply)
     if not calls:
         return {}
+
+    def prompt_of(call) -> str:
+        row, lang, f = jobs[call.ref]
+        return _request(t, row[f], lang)[3]
+
     report = batch_api.Report()
     got = batch_api.run(
-        calls.values(), t.endpoint, store, run.budget, lambda _k, r: r, opts, progress, report
-    )
+        calls.values(), prompt_of, t.endpoint, store, run.budget, lambda _k, r: r, opts,
+        progress, report,
+    )  # fmt: skip
     run.stop = report.stopped  # a cancelled batch: what it answered is written, nothing is sent
     return {k: v for k, v in got.items() if v["status"] == "ok"}
 

@@ -9,7 +9,7 @@ cancelled at the provider nothing is asked (`mlit.providers.llm.ProviderStop`).
 
 from __future__ import annotations
 
-from mlit.providers import batch_api, batch_files, llm
+from mlit.providers import batch_api, batch_files, llm, pricing
 
 
 def verdicts(
@@ -19,14 +19,14 @@ def verdicts(
     answered with a verdict (stored as they are read); the rest is left to the online path.
     ``verdict_of``: `mlit.judging.judge.verdict_of`, the judge's parser (passed in: judge imports this)."""
     calls = {}
-    for p, ks in zip(pairs, keys, strict=True):
+    for i, (p, ks) in enumerate(zip(pairs, keys, strict=True)):
         if ks is None:
             continue
-        orders = ((p.candidate_answer, p.baseline_answer), (p.baseline_answer, p.candidate_answer))
-        for key, (a, b) in zip(ks, orders, strict=True):
+        for order, key in enumerate(ks):
             if key not in stored and key not in calls:
-                prompt = judge.prompt(p.instruction, a, b)
-                calls[key] = batch_files.Call(key, prompt, judge.max_tokens, judge.top_logprobs)
+                sent = pricing.prompt_tokens(prompt_of(judge, p, order))
+                ref = 2 * i + order
+                calls[key] = batch_files.Call(key, ref, sent, judge.max_tokens, judge.top_logprobs)
     if not calls:
         return {}
 
@@ -38,9 +38,22 @@ def verdicts(
 
     report = report if report is not None else batch_api.Report()
     got = batch_api.run(
-        calls.values(), judge.endpoint(), store, budget, accept, batch, progress, report
+        calls.values(),
+        lambda c: prompt_of(judge, pairs[c.ref // 2], c.ref % 2),
+        judge.endpoint(),
+        store,
+        budget,
+        accept,
+        batch,
+        progress,
+        report,
     )
     if report.stopped:  # a cancelled batch: its verdicts are stored, nothing more is asked
         raise llm.ProviderStop(f"judging stopped: {report.stopped}")
     # Unparseable replies and unanswered calls go online, where they are asked again.
     return {k: v for k, v in got.items() if v["status"] == "ok" and v.get("choice") is not None}
+
+
+def prompt_of(judge, p, order: int) -> str:
+    """The judge's prompt for pair ``p`` in its order (`mlit.judging.judge.Pair.orders`)."""
+    return judge.prompt(p.instruction, *p.orders()[order])

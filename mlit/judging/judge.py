@@ -28,7 +28,7 @@ from mlit.generation.answer_client import workers
 from mlit.judging import judgments
 from mlit.judging.parsers import PARSERS
 from mlit.plumbing import console
-from mlit.providers import llm, openai_http
+from mlit.providers import llm, openai_http, pricing
 from mlit.providers.pricing import Budget, BudgetError
 from mlit.providers.retries import PATIENCE_S
 from mlit.store import segments
@@ -176,6 +176,14 @@ class Pair:
     def is_self(self) -> bool:
         return bool(self.candidate_key) and self.candidate_key == self.baseline_key
 
+    def orders(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """The answers as the judge sees them, (Answer 1, Answer 2), in both orders: the
+        candidate first, then the baseline first (the paper's guard against position bias)."""
+        return (
+            (self.candidate_answer, self.baseline_answer),
+            (self.baseline_answer, self.candidate_answer),
+        )
+
 
 def verdict_key(judge: Judge, instruction: str, answer_1: str, answer_2: str) -> str:
     return content_key("verdict", judge.identity(), instruction, answer_1, answer_2)
@@ -193,13 +201,7 @@ def pair_keys(pairs: Sequence[Pair], judge: Judge) -> list[tuple[str, str] | Non
         return hashlib.sha256(f"{blob}]".encode()).hexdigest()[:24]
 
     return [
-        (
-            key(p.instruction, p.candidate_answer, p.baseline_answer),
-            key(p.instruction, p.baseline_answer, p.candidate_answer),
-        )
-        if judged(p)
-        else None
-        for p in pairs
+        tuple(key(p.instruction, a, b) for a, b in p.orders()) if judged(p) else None for p in pairs
     ]
 
 
@@ -277,15 +279,16 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
 
     async def order(key: str, instruction: str, a: str, b: str) -> dict:
         prompt = judge.prompt(instruction, a, b)
+        sent = pricing.prompt_tokens(prompt)
         try:
             async with gate:
                 for _ in range(judge.reasks + 1):
-                    estimate = budget.estimate(prompt, judge.max_tokens)
+                    estimate = budget.estimate(sent, judge.max_tokens)
                     if not budget.hold(estimate):
                         return _not_sent(budget.stopped)
                     async with limiter.call(rate_limits.tokens(prompt, judge.max_tokens)):
                         result = await call_judge(judge, prompt, gate.throttle, client)
-                    result["cost_usd"] = budget.settle(estimate, result, prompt, judge.max_tokens)
+                    result["cost_usd"] = budget.settle(estimate, result, sent, judge.max_tokens)
                     gate.answered(result)
                     if result["status"] != "ok" or result["choice"] is not None:
                         break
@@ -301,16 +304,18 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
         return {**result, "cached": False}
 
     async def either(key: str, instruction: str, a: str, b: str) -> dict:
-        if key in fresh:  # answered by a batch this run
+        if key in fresh:  # answered by a batch this run: not copied (1M of them)
             bar.update(1)
-            return {**fresh[key], "cached": False}
+            record = fresh[key]  # kept: two pairs may share a key (answers alike)
+            record["cached"] = False
+            return record
         hit = stored.get(key)
         return cached(hit) if hit is not None else await order(key, instruction, a, b)
 
     async def ask(p: Pair, k1: str, k2: str) -> dict:
+        first, second = p.orders()
         r1, r2 = await asyncio.gather(
-            either(k1, p.instruction, p.candidate_answer, p.baseline_answer),
-            either(k2, p.instruction, p.baseline_answer, p.candidate_answer),
+            either(k1, p.instruction, *first), either(k2, p.instruction, *second)
         )
         return judgments.row(judge.model, p, r1, r2)
 
@@ -367,6 +372,7 @@ def judge_pairs(
         rows, gate = asyncio.run(
             _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh)
         )
+        fresh.clear()  # in the rows now: a batch phase's records go before the table is made
     frame = pl.from_dicts(rows, schema=judgments.JUDGMENT_COLUMNS).sort(
         "candidate", "baseline", "eval_lang", "example_id"
     )

@@ -166,6 +166,7 @@ class _InFlight:
 
 def run(
     calls: Iterable[Call],
+    prompt_of: Callable[[Call], str],
     endpoint: llm.Endpoint,
     store: Store,
     budget: Budget,
@@ -174,7 +175,8 @@ def run(
     progress: bool = True,
     report: Report | None = None,
 ) -> dict[str, dict]:
-    """Ask every call through batches; ``accept(key, record)`` takes each answer as it is read
+    """Ask every call through batches (``prompt_of(call)``: its prompt, made when its batch's
+    lines are written); ``accept(key, record)`` takes each answer as it is read
     (parses, checks, stores it) and returns the key's outcome. Returns key -> outcome for every
     call answered, and key -> error record for those still unanswered after ``opts.rounds``
     rounds (the caller asks those online). Stops submitting where ``budget`` would be passed
@@ -201,7 +203,8 @@ def run(
         covered = {k for b in inflight for k in b.keys}
         todo = [c for k, c in pending.items() if k not in outcome and k not in covered]
         if todo and not budget.stopped and not report.stopped:
-            inflight += _submit(todo, model, endpoint, store, client, budget, opts, round_, report)
+            args = (model, endpoint, store, client, budget, opts, round_, report)
+            inflight += _submit(todo, prompt_of, *args)
         if not inflight:
             break
         for batch, lines in _wait(client, inflight, opts, report, store):
@@ -221,7 +224,7 @@ def run(
                     continue
                 call = pending[key]
                 # Every line is charged: a provider bills what it answered, twice if twice.
-                cost += sum(budget.cost_of(r, call.prompt, call.max_tokens) for r in records)
+                cost += sum(budget.cost_of(r, call.sent, call.max_tokens) for r in records)
                 record = read.answers[key]
                 if record["status"] == "ok":
                     outcome[key] = accept(key, record)
@@ -282,10 +285,12 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
     return inflight
 
 
-def _submit(todo, model, endpoint, store, client, budget, opts, round_, report) -> list[_InFlight]:
+def _submit(
+    todo, prompt_of, model, endpoint, store, client, budget, opts, round_, report
+) -> list[_InFlight]:
     where = endpoint.api_base or endpoint.model
     out = []
-    lines = ((c, batch_files.line(c, model)) for c in todo)  # made per chunk
+    lines = ((c, batch_files.line(c, prompt_of(c), model)) for c in todo)  # made per chunk
     for chunk in batch_files.split(lines, opts.max_requests, opts.max_bytes):
         costs = [c.estimate(budget) for c, _ in chunk]
         # What fits under the budget goes; the rest waits for a rerun with a larger one.

@@ -17,21 +17,26 @@ from dataclasses import dataclass
 from mlit.providers import llm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
+    """One call waiting for a batch. It holds no prompt: a phase of 1M calls would keep 1M
+    prompts in memory while its batches are out (3.2 GB). The caller makes each prompt again
+    from ``ref`` when its batch's lines are written (`line`), chunk by chunk."""
+
     key: str  # the result's key in the store: also the request's custom_id
-    prompt: str
+    ref: int  # the caller's handle to make the prompt again (an index into its work)
+    sent: int  # the prompt's estimated tokens (`mlit.providers.pricing.prompt_tokens`)
     max_tokens: int
     top_logprobs: int | None = None
     expected_reply: int | None = None  # reply tokens the budget holds for it (None: max_tokens)
 
     def estimate(self, budget) -> float:
         """The dollars `budget` (a `mlit.providers.pricing.Budget`) holds for this call."""
-        return budget.estimate(self.prompt, self.expected_reply or self.max_tokens) * budget.scale
+        return budget.estimate(self.sent, self.expected_reply or self.max_tokens) * budget.scale
 
 
-def line(call: Call, model: str) -> bytes:
-    body = llm.chat_body(model, call.prompt, call.max_tokens, call.top_logprobs)
+def line(call: Call, prompt: str, model: str) -> bytes:
+    body = llm.chat_body(model, prompt, call.max_tokens, call.top_logprobs)
     request = {"custom_id": call.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
     return (json.dumps(request, ensure_ascii=False) + "\n").encode()
 

@@ -112,10 +112,12 @@ class Budget:
     def reserved(self) -> float:
         return self.fixed + self.estimated * self.scale
 
-    def estimate(self, prompt: str, max_tokens: int) -> float:
+    def estimate(self, sent: int, max_tokens: int) -> float:
+        """The most a call of ``sent`` prompt tokens (`prompt_tokens`) and at most
+        ``max_tokens`` back could cost."""
         if self.prices is None:
             return 0.0
-        return self.prices.cost(prompt_tokens(prompt), max_tokens, self.batch)
+        return self.prices.cost(sent, max_tokens, self.batch)
 
     def hold(self, estimate: float) -> bool:
         """Hold one call's `estimate` (scaled by what calls really cost so far) before it is
@@ -160,10 +162,10 @@ class Budget:
             f"${amount:.4f}"
         )
 
-    def settle(self, estimate: float, result: dict, prompt: str, max_tokens: int) -> float:
+    def settle(self, estimate: float, result: dict, sent: int, max_tokens: int) -> float:
         """A call held with `hold` is back: its estimate is released and its cost (`cost_of`)
         spent. Returns the cost."""
-        cost = self.cost_of(result, prompt, max_tokens)
+        cost = self.cost_of(result, sent, max_tokens)
         with self._lock:
             self.estimated -= estimate
             self.spent += cost
@@ -177,25 +179,25 @@ class Budget:
             self.fixed -= amount
             self.spent += cost
 
-    def cost_of(self, result: dict, prompt: str, max_tokens: int) -> float:
-        """What one call (``prompt``, at most ``max_tokens`` back) cost: its usage at the
-        prices. A reply without usage (some proxies and providers leave it out, or report 0
+    def cost_of(self, result: dict, sent: int, max_tokens: int) -> float:
+        """What one call (a prompt of ``sent`` estimated tokens, `prompt_tokens`; at most
+        ``max_tokens`` back) cost: its usage at the prices. A reply without usage (some proxies and providers leave it out, or report 0
         tokens for a text) is charged at mlit's upper estimate of the text sent and received,
         never at 0: the budget holds either way. It is marked ``usage_estimated`` and counted
         in `unmetered`. A failed call that reports no usage costs nothing."""
         if self.prices is None:  # unpriced: what litellm reports (0 for self-hosted models)
             return float(result.get("cost_usd") or 0.0)
-        sent, got = result.get("prompt_tokens"), result.get("completion_tokens")
+        used, got = result.get("prompt_tokens"), result.get("completion_tokens")
         text = None  # a reply's text (a judge's verdict keeps it as "raw")
         if result.get("status") == "ok":
             text = result["text"] if "text" in result else result.get("raw")
-        if text is not None and (not sent or (not got and text)):
-            sent = sent or prompt_tokens(prompt)
+        if text is not None and (not used or (not got and text)):
+            used = used or sent
             got = got or min(max_tokens, prompt_tokens(text))
             result["usage_estimated"] = True
             with self._lock:
                 self.unmetered += 1
-        return self.prices.cost(sent, got, self.batch)
+        return self.prices.cost(used, got, self.batch)
 
     def progress(self) -> str:
         limit = f" of {dollars(self.limit)}" if self.limit is not None else ""

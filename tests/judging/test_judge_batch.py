@@ -42,9 +42,46 @@ def test_batch_verdicts_equal_online_ones_and_make_no_online_call(endpoint, tmp_
     assert again["cached_1"].all() and len(script.batches) == 3
 
 
+def test_pending_calls_hold_no_prompt_each_batch_makes_its_own(endpoint, tmp_path):
+    """1M calls in batches kept 1M prompts in memory (3.2 GB): a call holds its prompt's
+    token estimate, and the prompts are made chunk by chunk as each batch is written."""
+    script, url = endpoint
+    j = Judge("openai/good", api_base=url)
+    assert "prompt" not in batch_files.Call.__slots__
+    made, submitted = [], []
+    real_submit = batch_api.Client.submit
+
+    def submit(self, lines, intent, window):
+        submitted.append(len(made))  # prompts made when this batch went out
+        return real_submit(self, lines, intent, window)
+
+    def prompt_of(call):
+        made.append(call.key)
+        return j.prompt(f"Question {call.ref}?", "good answer", "other answer")
+
+    calls = [batch_files.Call(f"k{i}", i, 30, 2) for i in range(6)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_api.Client, "submit", submit)
+        got = batch_api.run(
+            calls,
+            prompt_of,
+            j.endpoint(),
+            Store(str(tmp_path)),
+            pricing.Budget(None, None),
+            lambda _k, r: r,
+            batch_api.BatchOptions(max_requests=2, poll_s=0.05),
+            progress=False,
+        )
+    # Each batch's prompts are made just before it goes (and the next one's first, which
+    # `split` reads to know the chunk is full), never all of them first.
+    assert submitted == [3, 5, 6]
+    assert all(r["status"] == "ok" for r in got.values()) and len(got) == 6
+    assert script.batch_calls["good"] == 6
+
+
 def test_batches_split_at_the_byte_limit():
-    calls = [batch_files.Call(f"k{i}", "x" * 600, 2) for i in range(10)]
-    lines = [(c, batch_files.line(c, "m")) for c in calls]
+    calls = [batch_files.Call(f"k{i}", i, 200, 2) for i in range(10)]
+    lines = [(c, batch_files.line(c, "x" * 600, "m")) for c in calls]
     chunks = list(batch_files.split(lines, 50_000, 2048))
     assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
     assert all(sum(len(b) for _, b in c) <= 2048 for c in chunks)
