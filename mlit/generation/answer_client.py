@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -22,6 +22,7 @@ import polars as pl
 
 from mlit.generation.decoding import PAPER_SAMPLING
 from mlit.plumbing import console
+from mlit.providers import openai_http
 from mlit.providers import retries as retries_rule
 from mlit.store.artifacts import Store, content_key
 
@@ -144,8 +145,9 @@ def _message(text: str) -> str:
         return text[:300]
 
 
-async def _call(http, client: Client, task: Task, params: SamplingParams) -> dict:
-    body = {
+def request_body(task: Task, params: SamplingParams) -> dict:
+    """The chat completion request of one answer: the one place its sampling is set."""
+    return {
         "model": task.model,
         "messages": [{"role": "user", "content": task.instruction}],
         "temperature": params.temperature,
@@ -153,6 +155,11 @@ async def _call(http, client: Client, task: Task, params: SamplingParams) -> dic
         "max_tokens": params.max_tokens,
         "seed": request_seed(params, task),
     }
+
+
+async def _call(http, client: Client, task: Task, params: SamplingParams, sent: Counter) -> dict:
+    body = request_body(task, params)
+    sent[openai_http.decoding_of(body)] += 1  # as it was sent (`run.json`'s protocol)
     headers = {"Content-Type": "application/json"}
     if client.api_key:
         headers["Authorization"] = f"Bearer {client.api_key}"
@@ -201,9 +208,11 @@ async def _generate(
     writer,
     progress: bool,
     rows: list[tuple],
+    sent: Counter,
 ) -> None:
     """Ask the served models for every (task, key) of ``todo``; each answer goes to ``writer``
-    (never waiting on the store), each result is appended to ``rows``."""
+    (never waiting on the store), each result is appended to ``rows``; ``sent`` counts the
+    requests by their decoding (`openai_http.decoding_of`)."""
     import aiohttp
     from tqdm import tqdm
 
@@ -225,7 +234,7 @@ async def _generate(
             if task.model in unloadable:  # asking again would fail the same way
                 result = {"status": "error", "error": unloadable[task.model]}
             else:
-                result = await _call(http, client, task, params)
+                result = await _call(http, client, task, params, sent)
             if result.get("http_status") == UNLOADABLE and task.model not in unloadable:
                 unloadable[task.model] = result["error"]
                 console.warn(f"[generate] {result['error']}; its other answers are not asked")
@@ -328,10 +337,12 @@ def generate(
     save: Callable[[pl.DataFrame], object] | None = None,
     progress: bool = True,
     stored: tuple[list[str], pl.DataFrame] | None = None,
+    sent: Counter | None = None,
 ) -> pl.DataFrame:
     """Answer every task: from the store, or asked of the served models. Returns the generations
     table, handed to ``save`` once at the end (also after Ctrl-C or an error: what was answered
-    is in the table and in the store). ``stored`` is `stored_answers` when the caller has it."""
+    is in the table and in the store). ``stored`` is `stored_answers` when the caller has it;
+    ``sent`` counts the requests sent by their decoding (`openai_http.decoding_of`)."""
     keys, hits = stored or stored_answers(tasks, params, store, client.engine)
     planned = task_frame(tasks, keys).with_row_index("_task")
     missing = planned.join(hits, on="generation_key", how="anti")["_task"].to_list()
@@ -346,7 +357,15 @@ def generate(
     try:
         with store.writer("generations") as writer:
             run_loop(
-                _generate(in_lanes(todo, client.lanes), params, client, writer, progress, rows)
+                _generate(
+                    in_lanes(todo, client.lanes),
+                    params,
+                    client,
+                    writer,
+                    progress,
+                    rows,
+                    Counter() if sent is None else sent,
+                )
             )
     finally:
         # A rerun with everything stored copies nothing: no concatenation without new rows.

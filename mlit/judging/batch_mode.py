@@ -9,11 +9,12 @@ cancelled at the provider nothing is asked (`mlit.providers.llm.ProviderStop`).
 
 from __future__ import annotations
 
+from mlit.judging import pairs as pairs_rule
 from mlit.providers import batch_api, batch_files, llm, pricing
 
 
 def verdicts(
-    pairs, keys, judge, stored, writer, store, budget, batch, report, progress, verdict_of
+    pairs, keys, judge, stored, writer, store, budget, batch, report, progress, verdict_of, seen
 ):
     """Every order not stored, asked through the Batch API: key -> verdict record for those
     answered with a verdict (stored as they are read); the rest is left to the online path.
@@ -24,7 +25,7 @@ def verdicts(
             continue
         for order, key in enumerate(ks):
             if key not in stored and key not in calls:
-                sent = pricing.prompt_tokens(prompt_of(judge, p, order))
+                sent = pricing.prompt_tokens(pairs_rule.prompt(judge, p, order))
                 ref = 2 * i + order
                 calls[key] = batch_files.Call(key, ref, sent, judge.max_tokens, judge.top_logprobs)
     if not calls:
@@ -39,7 +40,7 @@ def verdicts(
     report = report if report is not None else batch_api.Report()
     got = batch_api.run(
         calls.values(),
-        lambda c: prompt_of(judge, pairs[c.ref // 2], c.ref % 2),
+        lambda c: _prompt(judge, pairs[c.ref // 2], c.ref % 2, seen),
         judge.endpoint(),
         store,
         budget,
@@ -47,6 +48,7 @@ def verdicts(
         batch,
         progress,
         report,
+        seen.requests,
     )
     if report.stopped:  # a cancelled batch: its verdicts are stored, nothing more is asked
         raise llm.ProviderStop(f"judging stopped: {report.stopped}")
@@ -54,6 +56,8 @@ def verdicts(
     return {k: v for k, v in got.items() if v["status"] == "ok" and v.get("choice") is not None}
 
 
-def prompt_of(judge, p, order: int) -> str:
-    """The judge's prompt for pair ``p`` in its order (`mlit.judging.judge.Pair.orders`)."""
-    return judge.prompt(p.instruction, *p.orders()[order])
+def _prompt(judge, p, order: int, seen) -> str:
+    """A call's prompt, made as its batch is written, and seen as sent (`pairs.Seen`)."""
+    text = pairs_rule.prompt(judge, p, order)
+    seen.prompt(p, order, text)
+    return text

@@ -26,6 +26,8 @@ import polars as pl
 
 from mlit.generation.answer_client import workers
 from mlit.judging import judgments
+from mlit.judging.pairs import Pair, Seen, judged
+from mlit.judging.pairs import prompt as prompt_of
 from mlit.judging.parsers import PARSERS
 from mlit.plumbing import console
 from mlit.providers import llm, openai_http, pricing
@@ -158,33 +160,6 @@ def _read_template(template: str | None) -> str:
     return path.read_text("utf-8")
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One side-by-side comparison of a candidate's answer with a baseline's."""
-
-    candidate: str
-    baseline: str
-    eval_lang: str
-    example_id: str
-    instruction: str
-    candidate_answer: str | None  # None: the generation failed
-    baseline_answer: str | None
-    candidate_key: str = ""
-    baseline_key: str = ""
-
-    @property
-    def is_self(self) -> bool:
-        return bool(self.candidate_key) and self.candidate_key == self.baseline_key
-
-    def orders(self) -> tuple[tuple[str, str], tuple[str, str]]:
-        """The answers as the judge sees them, (Answer 1, Answer 2), in both orders: the
-        candidate first, then the baseline first (the paper's guard against position bias)."""
-        return (
-            (self.candidate_answer, self.baseline_answer),
-            (self.baseline_answer, self.candidate_answer),
-        )
-
-
 def verdict_key(judge: Judge, instruction: str, answer_1: str, answer_2: str) -> str:
     return content_key("verdict", judge.identity(), instruction, answer_1, answer_2)
 
@@ -209,13 +184,19 @@ def pair_keys(pairs: Sequence[Pair], judge: Judge) -> list[tuple[str, str] | Non
 # Calls
 
 
-async def call_judge(judge: Judge, prompt: str, throttled=None, client=None) -> dict:
+async def call_judge(judge: Judge, prompt: str, throttled=None, client=None, seen=None) -> dict:
     """One judge call (greedy, a few tokens, top log-probabilities) through `mlit.providers.llm`, parsed.
 
     Returns a record with ``status`` "ok" (raw text, parsed choice, usage, cost) or "error".
     """
     result = await llm.complete(
-        judge.endpoint(), prompt, judge.max_tokens, judge.top_logprobs, throttled, client
+        judge.endpoint(),
+        prompt,
+        judge.max_tokens,
+        judge.top_logprobs,
+        throttled,
+        client,
+        None if seen is None else seen.requests,
     )
     return verdict_of(judge, result)
 
@@ -244,11 +225,6 @@ def cached(doc: str) -> dict:
     return {**segments.decode(doc), "cached": True}
 
 
-def judged(p: Pair) -> bool:
-    """A pair the judge is asked about: not a self-comparison, and both answers exist."""
-    return not p.is_self and p.candidate_answer is not None and p.baseline_answer is not None
-
-
 def stored_verdicts(pairs: Sequence[Pair], judge: Judge, store: Store):
     """(`pair_keys`, key -> stored verdict as its JSON document, decoded when used) for both
     orders of every judged pair: one bulk read of the store, not one read per call."""
@@ -261,7 +237,7 @@ def asked(keys, stored) -> int:
     return sum(k not in stored for ks in keys if ks for k in ks)
 
 
-async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh) -> list[dict]:
+async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh, seen) -> list:
     from tqdm import tqdm
 
     from mlit.providers import rate_limits
@@ -277,8 +253,9 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
         file=console.bar_stream(),
     )
 
-    async def order(key: str, instruction: str, a: str, b: str) -> dict:
-        prompt = judge.prompt(instruction, a, b)
+    async def order(key: str, p: Pair, index: int) -> dict:
+        prompt = prompt_of(judge, p, index)
+        seen.prompt(p, index, prompt)  # the order as sent, for the protocol report
         sent = pricing.prompt_tokens(prompt)
         try:
             async with gate:
@@ -287,7 +264,7 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
                     if not budget.hold(estimate):
                         return _not_sent(budget.stopped)
                     async with limiter.call(rate_limits.tokens(prompt, judge.max_tokens)):
-                        result = await call_judge(judge, prompt, gate.throttle, client)
+                        result = await call_judge(judge, prompt, gate.throttle, client, seen)
                     result["cost_usd"] = budget.settle(estimate, result, sent, judge.max_tokens)
                     gate.answered(result)
                     if result["status"] != "ok" or result["choice"] is not None:
@@ -303,20 +280,17 @@ async def _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh
             result = {**result, "status": "error", "error": why}
         return {**result, "cached": False}
 
-    async def either(key: str, instruction: str, a: str, b: str) -> dict:
+    async def either(key: str, p: Pair, index: int) -> dict:
         if key in fresh:  # answered by a batch this run: not copied (1M of them)
             bar.update(1)
             record = fresh[key]  # kept: two pairs may share a key (answers alike)
             record["cached"] = False
             return record
         hit = stored.get(key)
-        return cached(hit) if hit is not None else await order(key, instruction, a, b)
+        return cached(hit) if hit is not None else await order(key, p, index)
 
     async def ask(p: Pair, k1: str, k2: str) -> dict:
-        first, second = p.orders()
-        r1, r2 = await asyncio.gather(
-            either(k1, p.instruction, *first), either(k2, p.instruction, *second)
-        )
+        r1, r2 = await asyncio.gather(either(k1, p, 0), either(k2, p, 1))
         return judgments.row(judge.model, p, r1, r2)
 
     # Pairs with both orders stored become rows at once: a rerun of the paper's 618k pairs does
@@ -354,23 +328,26 @@ def judge_pairs(
     budget: Budget | None = None,
     batch=None,  # batch_api.BatchOptions: through the Batch API
     report=None,  # batch_api.Report, filled in batch mode
+    seen: Seen | None = None,
 ) -> pl.DataFrame:
     """Judge every pair in both orders; returns the judgments table (and hands it to ``save``).
     ``batch``: through the Batch API first, the rest online. ``budget``: no call is sent that
     could pass it (`BudgetError` once the rest is saved). A fatal answer (401, 403, 404) stops
-    judging at once: `JudgeError`. ``stored``: `stored_verdicts`, when the caller has it."""
+    judging at once: `JudgeError`. ``stored``: `stored_verdicts`, when the caller has it.
+    ``seen``: filled with what was sent (`mlit.judging.pairs.Seen`)."""
     pairs = list(pairs)
     keys, stored = stored or stored_verdicts(pairs, judge, store)
     budget = budget or Budget(None, None)
+    seen = seen if seen is not None else Seen()
     with store.writer("verdicts") as writer:
         fresh = {}
         if batch is not None:
             from mlit.judging import batch_mode
 
             args = (pairs, keys, judge, stored, writer, store, budget, batch, report, progress)
-            fresh = batch_mode.verdicts(*args, verdict_of)
+            fresh = batch_mode.verdicts(*args, verdict_of, seen)
         rows, gate = asyncio.run(
-            _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh)
+            _judge_all(pairs, keys, judge, stored, writer, progress, budget, fresh, seen)
         )
         fresh.clear()  # in the rows now: a batch phase's records go before the table is made
     frame = pl.from_dicts(rows, schema=judgments.JUDGMENT_COLUMNS).sort(

@@ -156,7 +156,24 @@ class TrainResult:
     effective_batch: int = 0
     resumed_from_step: int = 0  # the checkpoint this attempt went on from (0: from the start)
     attempt: int = 1
+    as_run: dict = field(
+        default_factory=dict
+    )  # what ran, for the protocol report (`trainer_arguments.as_run`)
 
 
 # --------------------------------------------------------------------------------------------
 # Data
+
+
+def schedule_of(points) -> str:
+    """A learning-rate schedule as the paper writes one ("1e-05 constant"), from the rate of
+    each step that ran ([step, lr] pairs); one that changes is described by its shape."""
+    if not points:
+        return "not observed (no step logged)"
+    rates = [lr for _, lr in points]
+    peak = max(rates)
+    if peak - min(rates) <= 1e-9 * max(peak, 1e-30):
+        return f"{peak:g} constant"
+    top = rates.index(peak)
+    rise = f"rising to {peak:g} by step {points[top][0]}" if top else f"{peak:g} at first"
+    return f"{rise}, then down to {rates[-1]:g} at step {points[-1][0]} (not constant)"

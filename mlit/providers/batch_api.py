@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -174,6 +175,7 @@ def run(
     opts: BatchOptions = BatchOptions(),
     progress: bool = True,
     report: Report | None = None,
+    sent: Counter | None = None,
 ) -> dict[str, dict]:
     """Ask every call through batches (``prompt_of(call)``: its prompt, made when its batch's
     lines are written); ``accept(key, record)`` takes each answer as it is read
@@ -182,6 +184,7 @@ def run(
     rounds (the caller asks those online). Stops submitting where ``budget`` would be passed
     (``budget.stopped`` says so); batches already in flight are still read. A batch cancelled
     at the provider stops it all: ``report.stopped`` says so, and the caller asks nothing online.
+    ``sent`` counts the lines written by their decoding (`openai_http.decoding_of`).
     """
     from tqdm import tqdm
 
@@ -204,7 +207,7 @@ def run(
         todo = [c for k, c in pending.items() if k not in outcome and k not in covered]
         if todo and not budget.stopped and not report.stopped:
             args = (model, endpoint, store, client, budget, opts, round_, report)
-            inflight += _submit(todo, prompt_of, *args)
+            inflight += _submit(todo, prompt_of, sent, *args)
         if not inflight:
             break
         for batch, lines in _wait(client, inflight, opts, report, store):
@@ -286,11 +289,11 @@ def _resume(pending, endpoint, store, client, budget, report) -> list[_InFlight]
 
 
 def _submit(
-    todo, prompt_of, model, endpoint, store, client, budget, opts, round_, report
+    todo, prompt_of, sent, model, endpoint, store, client, budget, opts, round_, report
 ) -> list[_InFlight]:
     where = endpoint.api_base or endpoint.model
     out = []
-    lines = ((c, batch_files.line(c, prompt_of(c), model)) for c in todo)  # made per chunk
+    lines = ((c, batch_files.line(c, prompt_of(c), model, sent)) for c in todo)  # made per chunk
     for chunk in batch_files.split(lines, opts.max_requests, opts.max_bytes):
         costs = [c.estimate(budget) for c, _ in chunk]
         # What fits under the budget goes; the rest waits for a rerun with a larger one.

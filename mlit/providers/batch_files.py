@@ -11,10 +11,11 @@ never stored as a verdict or a translation.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from mlit.providers import llm
+from mlit.providers import llm, openai_http
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,11 @@ class Call:
         return budget.estimate(self.sent, self.expected_reply or self.max_tokens) * budget.scale
 
 
-def line(call: Call, prompt: str, model: str) -> bytes:
+def line(call: Call, prompt: str, model: str, sent: Counter | None = None) -> bytes:
+    """One request line; ``sent`` counts it by its body's decoding (`openai_http.decoding_of`)."""
     body = llm.chat_body(model, prompt, call.max_tokens, call.top_logprobs)
+    if sent is not None:
+        sent[openai_http.decoding_of(body)] += 1
     request = {"custom_id": call.key, "method": "POST", "url": "/v1/chat/completions", "body": body}
     return (json.dumps(request, ensure_ascii=False) + "\n").encode()
 

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -229,22 +230,27 @@ async def complete(
     top_logprobs: int | None = None,
     throttled: Callable[[], None] | None = None,
     client: openai_http.Session | None = None,
+    sent: Counter | None = None,
 ) -> dict:
     """Greedy completion of one user message. ``{"status": "ok", "text", ...}`` or an error.
     ``throttled`` is told of every rate-limit answer (429), so the caller can send less.
     ``client``: the phase's session; with it, an OpenAI-compatible endpoint is asked directly
-    (`mlit.providers.openai_http`), any other through litellm."""
+    (`mlit.providers.openai_http`), any other through litellm. ``sent`` counts the call by the
+    decoding of its body (`openai_http.decoding_of`): what the protocol report reads."""
     base = openai_http.base_of(endpoint.model, endpoint.api_base) if client and DIRECT else None
     direct = f"{base}/chat/completions" if base else None
     name = openai_http.provider_name(endpoint.model)
-    body = chat_body(name, prompt, max_tokens, top_logprobs) if direct else None
+    # One body for either path: litellm is handed its decoding fields, not its own copy of them.
+    body = chat_body(name, prompt, max_tokens, top_logprobs)
+    if sent is not None:
+        sent[openai_http.decoding_of(body)] += 1
     litellm = library() if direct is None else None
     where = endpoint.api_base or endpoint.model
     try:
         key = endpoint.api_key()
     except ValueError as err:
         return {"status": "error", "error": str(err)}
-    extra = {"logprobs": True, "top_logprobs": top_logprobs} if top_logprobs else {}
+    decoding = {k: v for k, v in body.items() if k not in ("model", "messages")}
     last, fatal, first = "no attempt", None, time.monotonic()
     for attempt in itertools.count():
         start = time.monotonic()
@@ -258,12 +264,10 @@ async def complete(
                     messages=[{"role": "user", "content": prompt}],
                     api_base=endpoint.api_base,
                     api_key=key,
-                    temperature=JUDGE_TEMPERATURE,
-                    max_tokens=max_tokens,
                     timeout=endpoint.timeout_s,
                     num_retries=0,
                     drop_params=True,
-                    **extra,
+                    **decoding,
                 ),
                 timeout=endpoint.timeout_s,
             )

@@ -94,3 +94,13 @@ def is_connection_error(err: BaseException) -> bool:
     import aiohttp
 
     return isinstance(err, aiohttp.ClientError | ConnectionError | asyncio.IncompleteReadError)
+
+
+# A chat completion body's decoding fields, as the protocol report reads them from what was sent
+# (a field that is absent leaves the server's default).
+DECODING = ("temperature", "top_p", "max_tokens", "logprobs", "top_logprobs")
+
+
+def decoding_of(body: dict) -> str:
+    """A request body's decoding as a key: JSON of the `DECODING` fields it carries."""
+    return json.dumps({k: body[k] for k in DECODING if k in body}, sort_keys=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from mlit.generation import answer_client, chat
 from mlit.judging import host, judge
+from mlit.judging import pairs as pairs_rule
 from mlit.judging.judgments import error_summary
 from mlit.method import hyperparameters
 from mlit.planning.plan import Plan
@@ -254,10 +256,18 @@ def prompt_cut(plan: Plan):
         return None
 
 
+def cut_as_run(plan: Plan, cut) -> str:
+    """How instructions were given to the models, as the protocol report reads it."""
+    if plan.prompt_limit is None or cut is not None:
+        return f"cut at {plan.prompt_limit} tokens" if cut is not None else "not cut"
+    return f"not cut (the tokenizer of {plan.base_model} could not be read)"
+
+
 def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
     """Every answer of the plan: from the store, or asked of the served models."""
     phase = Phase()
-    tasks = plan.generation_tasks(prompt_cut(plan))
+    cut = prompt_cut(plan)
+    tasks = plan.generation_tasks(cut)
     engine = plan.serving.engine
     stored = answer_client.stored_answers(tasks, plan.sampling, store, engine)
     pending = len(tasks) - stored[1].height
@@ -269,8 +279,9 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
         engine=engine,
         lanes=serve.lanes,
     )
+    sent = Counter()
     gens = answer_client.generate(
-        tasks, client, store, plan.sampling, run.saver("generations"), stored=stored
+        tasks, client, store, plan.sampling, run.saver("generations"), stored=stored, sent=sent
     )
     requests = int((~gens["cached"]).sum())
     errors = int((gens["status"] == "error").sum())
@@ -291,6 +302,10 @@ def generate_answers(plan: Plan, store: Store, run: RunFolder, serve: Serving):
         answered=requests - errors,
         errors=errors,
         first_error=first,
+        # What was sent, for the protocol report: the decoding of the request bodies, and how
+        # the instructions were cut.
+        sampling_sent=dict(sent),
+        instructions=cut_as_run(plan, cut),
     )
 
 
@@ -320,6 +335,9 @@ def judge_answers(
         j = replace(j, api_base=f"{serve.url()}/v1")
     budget = pricing.Budget(plan.judge.max_cost, plan.judge.prices(), batch=plan.judge.batch)
     report = batch_api.Report(plan.judge.mode)
+    seen = pairs_rule.Seen()
+    # What the judge that ran was told and sent, for the protocol report (`run.json`).
+    sent = {"template_sha256": pairs_rule.template_sha256(j.template_text()), "seen": seen}
     try:
         judgments = judge.judge_pairs(
             pairs,
@@ -330,6 +348,7 @@ def judge_answers(
             budget=budget,
             batch=plan.judge.batch_options(),
             report=report,
+            seen=seen,
         )
     except (pricing.BudgetError, llm.ProviderStop) as err:  # what was judged is kept
         why = "budget" if isinstance(err, pricing.BudgetError) else "provider"
@@ -339,6 +358,7 @@ def judge_answers(
             stopped=budget.stopped or str(err),
             calls_without_usage=budget.unmetered,
             **report.as_dict(),
+            sent={**sent, "seen": seen.as_dict()},
         )
         raise pricing.BudgetStop(str(err), summary, why) from err
     _say_unmetered(budget)
@@ -368,6 +388,7 @@ def judge_answers(
         cost_usd=round(budget.spent, 6),
         calls_without_usage=budget.unmetered,
         **report.as_dict(),
+        sent={**sent, "seen": seen.as_dict()},
     )
 
 

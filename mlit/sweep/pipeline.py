@@ -35,7 +35,7 @@ from mlit.results import report_page
 from mlit.results.analysis import build, shares_for
 from mlit.results.run_folder import RunFolder, new_run_id
 from mlit.store.artifacts import Store, default_root, shared_checks
-from mlit.sweep import phases, preflight, preview, protocol_report
+from mlit.sweep import phases, preflight, preview, protocol_report, protocol_run
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,10 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     record.set(pretraining_shares=source)
     table = build(run, plan.experiment, cfg, judgments, gens, shares, source)
     record.phase("score", {"seconds": round(time.time() - t, 1)})
+    # The protocol again, from what the run did: the dry run's reading of each item gives way.
+    report = protocol_report.items(plan, protocol_run.observed(plan, run, record.phases))
+    record.set(protocol=protocol_report.as_json(report))
+    console.say(protocol_report.render_differences(report))
     record.phase("total_s", round(time.time() - start, 1))
     failed = phases.failures(record.phases, cfg.max_error_rate)
     record.finish("failed" if failed else "ok")

@@ -1,22 +1,23 @@
-"""The paper's protocol, item by item, beside what a run uses: printed in the plan, kept in run.json.
+"""The paper's protocol, item by item, beside what a run does: printed in the plan, kept in run.json.
 
 Each item names the paper's value (from its §2-§4 and appendices), this run's value, and whether
-they match. A `--preset paper` run on the paper's data matches on every item; the demo, a reduced
-`--languages` run or a changed flag shows where it departs.
+they match. The dry run reads each value from the function that takes effect, on a small sample
+(`protocol_readings`); at its end a run reads them again from what it did (`protocol_run`) and
+rewrites run.json's report. A `--preset paper` run on the paper's data matches on every item; the
+demo, a reduced `--languages` run, a changed flag or a changed function shows where it departs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from mlit.judging import judgments
 from mlit.planning.plan import Plan
 from mlit.results import scores
+from mlit.sweep import protocol_readings
+from mlit.sweep.protocol_readings import Reading, paper_protocol
 
 
 @dataclass(frozen=True)
@@ -33,47 +34,8 @@ class Item:
         return {True: "ok", False: "DIFFERS", None: "check"}[self.matches]
 
 
-@cache
-def paper_protocol() -> dict:
-    """The paper's protocol as data (`mlit/paper/protocol.json`), written from the paper alone."""
-    return json.loads((resources.files("mlit") / "paper" / "protocol.json").read_text("utf-8"))
-
-
-def prompt_sha256(text: str) -> str:
-    """A judge prompt's fingerprint: runs of whitespace count as one space."""
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
-
-
 def _langs(codes) -> str:
     return " ".join(sorted(codes))
-
-
-def _judge_rule(plan: Plan) -> tuple[str, bool]:
-    """What the judge that runs is told, from its template text: Fig. 9 itself, mlit's wording
-    of its rule, or another rule."""
-    from mlit.judging.judge import Judge
-
-    judge = Judge(plan.judge.model or "openai/x", template=plan.judge.prompt or _default(plan))
-    sha, paper = prompt_sha256(judge.template_text()), paper_protocol()
-    if sha == paper["fig9_sha256"]:
-        return "Fig. 9", True
-    if sha == paper["mlit_wording_sha256"]:
-        return "Fig. 9's rule in mlit's words (template paper)", True
-    return f"template {judge.template_name} (another rule)", False
-
-
-def _default(plan: Plan) -> str:
-    return "compact" if plan.judge.self_hosted else "paper"
-
-
-def _judge_decoding(plan: Plan) -> str:
-    from mlit.judging.judge import Judge
-    from mlit.providers import llm
-
-    judge = Judge(plan.judge.model or "openai/x", template=plan.judge.prompt or _default(plan))
-    greedy = "greedy" if llm.JUDGE_TEMPERATURE == 0 else f"T={llm.JUDGE_TEMPERATURE:g}"
-    digit = "one digit" if judge.parser == "digit" and judge.max_tokens <= 2 else judge.parser
-    return f"{greedy}, {digit}"
 
 
 def _verdict_rule() -> str:
@@ -141,31 +103,6 @@ def _dev_answers(tc) -> tuple[str, str]:
     return f"up to {sp.max_new_tokens} tokens", f"{how}; the paper does not say"
 
 
-def _averages(exp) -> str:
-    """The row average of `scores.matrix_table` over a known matrix: 50 on the diagonal and 0
-    elsewhere averages to 50/n with the diagonal, 0 without."""
-    import numpy as np
-    import polars as pl
-
-    rows = [
-        {
-            "model": r.name,
-            "baseline": exp.baseline_for(lang),
-            "eval_lang": lang,
-            "score": 50.0 if lang == r.languages[0] else 0.0,
-        }
-        for r in exp.recipes
-        for lang in exp.eval_languages
-    ]
-    table = pl.DataFrame(rows)
-    known = scores.Scores(table, np.repeat(table["score"].to_numpy()[:, None], 2, axis=1))
-    avg = scores.matrix_table(known, exp)["avg"][0]
-    n = len(exp.eval_languages)
-    if abs(avg - 50 / n) < 1e-9:
-        return "every evaluation language, diagonal included"
-    return "diagonal left out" if abs(avg) < 1e-9 else f"another rule ({avg:.2f} on a known row)"
-
-
 def _dropout(plan: Plan, paper: float) -> tuple[str, bool | None]:
     """The run's dropout and where it goes, from the base model's config (a local folder; a hub
     model's config is not fetched at plan time)."""
@@ -220,52 +157,42 @@ def _scripts(exp) -> str:
     return ", ".join(named) or "script not named"
 
 
-def items(plan: Plan) -> list[Item]:
-    """Each item of the paper's protocol that applies to the experiment, beside what runs."""
-    exp, tc, sp = plan.experiment, plan.train, plan.sampling
-    dev = sum(plan.mixtures[0].dev_counts.values()) if plan.mixtures else 0
-    rule, rule_ok = _judge_rule(plan)
-    dev_answers, dev_decoding = _dev_answers(tc)
+def items(plan: Plan, run: dict[str, Reading] | None = None) -> list[Item]:
+    """Each item of the paper's protocol that applies to the experiment, beside what runs: read
+    by the dry run (`protocol_readings.dry`) and, after a run, from what it did (``run``:
+    `protocol_run.observed`). Where the two disagree the run's value stands and the item says
+    what the dry run read."""
+    exp, tc = plan.experiment, plan.train
     paper_value = {spec["name"]: spec["paper"] for spec in paper_protocol()["items"]}
     dropout, dropout_ok = _dropout(plan, float(paper_value["dropout"]))
+    dev_answers, dev_decoding = _dev_answers(tc)
     sources = _sources(plan)
-    cut = plan.prompt_limit
-    ours = {
-        "languages": _langs(exp.all_languages()),
-        "training examples per mixture": str(plan.mixtures[0].budget),
-        "training sources": sources or "no data read (dry run)",
-        "evaluation instructions per language": str(len(plan.eval_ids)),
-        "training steps": str(tc.max_steps),
-        "learning rate": f"{tc.learning_rate:g} {tc.lr_scheduler}",
-        "batch": str(tc.batch_size),
-        "dropout": dropout,
-        "input / target tokens": f"{tc.max_input_tokens} / {tc.max_target_tokens}",
-        "dev set per mixture": str(dev),
-        "checkpoint rule": _selection_rule(tc),
-        "dev answers": dev_answers,
-        "sampling": f"nucleus p={sp.top_p:g}, T={sp.temperature:g}, up to {sp.max_tokens} tokens",
-        "inference inputs": f"cut at {cut} tokens" if cut else "not cut",
-        "judge rule": rule,
-        "judge decoding": _judge_decoding(plan),
-        "both orders, tie rule": _verdict_rule(),
-        "averages": _averages(exp) if exp.table_kind == "matrix" else "",
-        "baseline": exp.baseline,
-        "P grid (%)": ",".join(
-            str(p)
-            for p in sorted({int(r.meta_dict().get("percent", r.percent)) for r in exp.recipes})
+    readings = {
+        "languages": Reading(_langs(exp.all_languages())),
+        "training sources": Reading(sources, "compare")
+        if sources
+        else Reading("no data read (dry run)", "check", "the data is read when it is given"),
+        "dropout": Reading(dropout, {True: "ok", False: "differs", None: "check"}[dropout_ok]),
+        "input / target tokens": Reading(f"{tc.max_input_tokens} / {tc.max_target_tokens}"),
+        "checkpoint rule": Reading(_selection_rule(tc)),
+        "dev answers": Reading(dev_answers, note=dev_decoding),
+        "both orders, tie rule": Reading(_verdict_rule()),
+        "P grid (%)": Reading(
+            ",".join(
+                str(p)
+                for p in sorted({int(r.meta_dict().get("percent", r.percent)) for r in exp.recipes})
+            )
         ),
-        "language orders": _orders(exp),
-        "translation script": _scripts(exp),
-        "§4.2 shares": (
-            "pretraining documents" if plan.config.pretraining_shares else "proxy: sample text"
-        )
-        + ", English excluded",
+        "language orders": Reading(_orders(exp)),
+        "translation script": Reading(_scripts(exp)),
+        **protocol_readings.dry(plan),
     }
-    # Items whose match is not string equality: the reading says more than the paper's value.
-    verdicts: dict[str, bool | None] = {"judge rule": rule_ok, "dropout": dropout_ok}
-    if sources is None:
-        verdicts["training sources"] = None
-    notes = {"dev answers": dev_decoding}
+    for name, seen in (run or {}).items():
+        before = readings.get(name)
+        if before is not None and before.ours != seen.ours:
+            note = f"the dry run read {before.ours!r}"
+            seen = Reading(seen.ours, seen.verdict, f"{seen.note}; {note}" if seen.note else note)
+        readings[name] = seen
     out = []
     for spec in paper_protocol()["items"]:
         if "applies" in spec and exp.table_kind not in spec["applies"]:
@@ -273,9 +200,13 @@ def items(plan: Plan) -> list[Item]:
         if "languages" in spec and not set(spec["languages"]) & set(exp.all_languages()):
             continue
         name = spec["name"]
-        paper = spec.get("by_experiment", {}).get(exp.name, spec["paper"])
-        same = verdicts[name] if name in verdicts else paper == ours[name]
-        out.append(Item(name, paper, ours[name], same, spec["section"], notes.get(name, "")))
+        paper = spec.get("by_experiment", {}).get(exp.name)
+        paper = paper or spec.get("by_kind", {}).get(exp.table_kind, spec["paper"])
+        reading = readings[name]
+        same = {"ok": True, "differs": False, "check": None}.get(reading.verdict)
+        if reading.verdict == "compare":
+            same = paper == reading.ours
+        out.append(Item(name, paper, reading.ours, same, spec["section"], reading.note))
     return out
 
 
@@ -292,6 +223,13 @@ def render(report: list[Item]) -> str:
         same += f"   [{i.note}]" if i.note else ""
         lines.append(f"  {i.mark:<7} {i.name:<{width}}  {same}")
     return "\n".join(lines)
+
+
+def render_differences(report: list[Item]) -> str:
+    """The report's first line and the items that differ, as the run ends."""
+    head, *rest = render(report).split("\n")
+    shown = [line for line, i in zip(rest, report, strict=True) if i.matches is False]
+    return "\n".join([head.replace("this run", "as run"), *shown])
 
 
 def as_json(report: list[Item]) -> list[dict]:

@@ -31,6 +31,12 @@ def dev_sampling(cfg: TrainConfig) -> decoding.Sampling:
 
 def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> float:
     """Mean ROUGE-L of greedy answers on the dev set, sharded over ranks and averaged."""
+    return dev_score(model, tokenizer, dev, cfg)[0]
+
+
+def dev_score(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> tuple[float, int]:
+    """(mean ROUGE-L, the dev examples it scored, over all ranks): selection's score, and the
+    count the protocol report reads as the dev set that ran."""
     import torch
     import torch.distributed as dist
 
@@ -56,7 +62,7 @@ def dev_rouge_l(model, tokenizer, dev: Sequence[Example], cfg: TrainConfig) -> f
         sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
         dist.all_reduce(sums)
         total, count = float(sums[0]), int(sums[1])
-    return total / max(count, 1)
+    return total / max(count, 1), count
 
 
 @dataclass
@@ -112,7 +118,7 @@ def callback(
                 control.should_save = True  # HF writes it after this step's log (and loss)
             if step % cfg.eval_every and step != cfg.max_steps:
                 return
-            score = dev_rouge_l(model, tokenizer, dev, cfg)
+            score, context["dev_scored"] = dev_score(model, tokenizer, dev, cfg)
             if selection.record(step, score):
                 context["trainer"].save_model(str(best_dir))  # every rank: ZeRO-3 gathers
             if report is not None:

@@ -44,7 +44,7 @@ from mlit.method.hyperparameters import (
 from mlit.plumbing.atomic import atomic_dir
 from mlit.plumbing.ports import free_port
 from mlit.store import model_refs
-from mlit.training import checkpoints, selection
+from mlit.training import checkpoints, selection, trainer_arguments
 from mlit.training.selection import Report, dev_rouge_l
 
 __all__ = ["TrainConfig", "TrainError", "dev_rouge_l", "train_model"]
@@ -122,28 +122,6 @@ def residual_dropout(model, cfg: TrainConfig) -> list[str]:
     return reach if hooked else settings
 
 
-def deepspeed_config(cfg: TrainConfig, on_gpu: bool) -> dict:
-    """DeepSpeed config; "auto" values are filled in by HF from the TrainingArguments."""
-    zero: dict = {"stage": cfg.zero_stage}
-    if cfg.zero_stage == 3:
-        # Consolidate full weights on save so `save_pretrained` output loads anywhere.
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
-    if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
-    if cfg.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
-    return {
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "train_batch_size": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},
-        "zero_optimization": zero,
-        # HF's own AdamW works with every stage on CPU; DeepSpeed's CPU Adam needs a C++ build.
-        "zero_force_ds_cpu_optimizer": False,
-    }
-
-
 def _prepare_distributed_env() -> None:
     """Standalone runs have no launcher: give DeepSpeed a one-process group to join."""
     import torch
@@ -186,36 +164,11 @@ def _skip_shared_memory_allreduce() -> None:
 
 
 def training_arguments(cfg: TrainConfig, work: Path, world: int, on_gpu: bool):
-    """The HF ``TrainingArguments`` of a training run, DeepSpeed config included (also what
-    `benchmarks/gpu.py` times, so its figures are this step's)."""
-    import torch
+    """The HF ``TrainingArguments`` of a training run (also what `benchmarks/gpu.py` times, so
+    its figures are this step's)."""
     from transformers import TrainingArguments
 
-    bf16 = (on_gpu and torch.cuda.is_bf16_supported()) if cfg.bf16 is None else cfg.bf16
-    return TrainingArguments(
-        output_dir=str(work / "trainer"),
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.batch_plan(world)[0],
-        gradient_accumulation_steps=cfg.accumulation(world),
-        bf16=bf16,
-        # Without CUDA, accelerate only sees the gloo group that Ray (or we) set up when told to
-        # run on CPU; DeepSpeed still drives the optimizer through DS_ACCELERATOR=cpu.
-        use_cpu=not on_gpu,
-        deepspeed=deepspeed_config(cfg, on_gpu),
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, min(10, cfg.max_steps // 10)),
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    return TrainingArguments(**trainer_arguments.keywords(cfg, work, world, on_gpu))
 
 
 def train_model(
@@ -301,6 +254,9 @@ def train_model(
         effective_batch=world * cfg.batch_plan(world)[0] * cfg.accumulation(world),
         resumed_from_step=resumed,
         attempt=attempt.number if attempt else 1,
+        as_run=trainer_arguments.as_run(
+            trainer.args, world, trainer.state, train, dev, encoded, context
+        ),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         _export(base_model, best_dir, output_dir, tokenizer, cfg, result, metadata)
@@ -340,6 +296,7 @@ def _export(base_model, best_dir: Path, out: Path, tokenizer, cfg, result, metad
         "resumed_from_step": result.resumed_from_step,
         "effective_batch": result.effective_batch,
         "wall_time_s": result.wall_time_s,
+        "as_run": result.as_run,
         "versions": versions(),
     }
 

@@ -15,6 +15,7 @@ out of memory at the same step twice) is not retried: the worker records why and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -169,6 +170,8 @@ def train_phase(
                 "dropout_settings": ",".join(info.get("dropout_settings") or []) or None,
                 "resumed_from_step": info.get("resumed_from_step", 0),
                 "attempts": info.get("attempts", 1),
+                # What training did as it ran (None: a model stored before mlit recorded it).
+                "as_run": json.dumps(info["as_run"]) if info.get("as_run") else None,
                 "status": (
                     "failed"
                     if job.key in failed
@@ -360,6 +363,7 @@ def _train_one(job: ModelJob, store: Store, ck: checkpoints.Checkpointing) -> No
             "dropout_settings": model_metadata(out).get("dropout_settings", []),
             "resumed_from_step": result.resumed_from_step,
             "attempts": result.attempt,
+            "as_run": result.as_run,  # what the protocol report reads (`trainer_arguments.as_run`)
         }
         store.publish_model(out, job.key, info)
         shutil.rmtree(out, ignore_errors=True)
