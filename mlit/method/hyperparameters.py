@@ -156,9 +156,8 @@ class TrainResult:
     effective_batch: int = 0
     resumed_from_step: int = 0  # the checkpoint this attempt went on from (0: from the start)
     attempt: int = 1
-    as_run: dict = field(
-        default_factory=dict
-    )  # what ran, for the protocol report (`trainer_arguments.as_run`)
+    # What ran, for the protocol report (`mlit.training.trainer_arguments.as_run`).
+    as_run: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,4 +175,6 @@ def schedule_of(points) -> str:
         return f"{peak:g} constant"
     top = rates.index(peak)
     rise = f"rising to {peak:g} by step {points[top][0]}" if top else f"{peak:g} at first"
-    return f"{rise}, then down to {rates[-1]:g} at step {points[-1][0]} (not constant)"
+    if abs(rates[-1] - peak) <= 1e-9 * peak:
+        return f"{rise}, then held (the rate changes)"
+    return f"{rise}, then down to {rates[-1]:g} at step {points[-1][0]} (the rate changes)"

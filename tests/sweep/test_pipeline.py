@@ -83,6 +83,14 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     joined = s.join(again, on=["model", "baseline", "eval_lang"], suffix="_re")
     assert joined.height == s.height == 2
     assert (joined["score"] - joined["score_re"]).abs().max() < 1e-9
+    # run.json's protocol is read from what the run did (issue 54).
+    protocol = {i["name"]: i for i in json.loads((run / "run.json").read_text())["protocol"]}
+    assert "as 3 model(s) trained" in protocol["learning rate"]["note"]
+    assert protocol["learning rate"]["ours"] == "0.002 constant"  # the demo's, as it ran
+    assert protocol["sampling"]["note"] == "read from 48 requests sent"
+    assert protocol["judge decoding"]["note"] == "read from 64 calls sent"
+    assert protocol["averages"]["matches"] is True
+    assert "generations.parquet" in protocol["evaluation instructions per language"]["note"]
 
     start = time.time()
     second = pipeline.run_sweep(cfg)

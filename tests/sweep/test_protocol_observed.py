@@ -122,6 +122,13 @@ def test_the_trainer_as_run_is_read_schedule_and_dev_set_included(
     from mlit.method.hyperparameters import TrainConfig
     from mlit.training import selection
 
+    cfg = TrainConfig.paper(
+        max_steps=6, batch_size=4, per_device_batch_size=4, eval_every=6, dev_max_new_tokens=4
+    )
+    data = [(f"Say {w}.", w) for w in ("yes", "no", "maybe", "never")]
+    as_built = trainer.train_model(str(tiny_base), data * 2, data, cfg, tmp_path / "a").as_run
+    assert as_built["schedule"] == "1e-05 constant" and as_built["batch"] == 4
+    assert (as_built["dev_scored"], as_built["trained_rows"]) == (4, 8)
     monkeypatch.setattr(
         trainer,
         "training_arguments",
@@ -132,14 +139,10 @@ def test_the_trainer_as_run_is_read_schedule_and_dev_set_included(
     )
     scored = selection.dev_score
     monkeypatch.setattr(selection, "dev_score", lambda m, t, dev, cfg: scored(m, t, dev[:2], cfg))
-    cfg = TrainConfig.paper(
-        max_steps=6, batch_size=4, per_device_batch_size=4, eval_every=6, dev_max_new_tokens=4
-    )
-    data = [(f"Say {w}.", w) for w in ("yes", "no", "maybe", "never")]
     result = trainer.train_model(str(tiny_base), data * 2, data, cfg, tmp_path / "m")
     run = result.as_run
     assert run["steps"] == 6 and run["train_rows"] == 8 and run["dev_rows"] == 4
-    assert run["dev_scored"] == 2 and run["schedule"].endswith("(not constant)")
+    assert run["dev_scored"] == 2 and run["schedule"].endswith("(the rate changes)")
     rates = [lr for _, lr in run["learning_rates"]]
     assert rates[0] < rates[1] <= 1e-05 and rates[-1] < rates[1]  # warmed up, then down
     folder = RunFolder(tmp_path / "run", "r1")
