@@ -18,7 +18,7 @@ from mlit.providers import llm
 from mlit.results import scores
 from mlit.results.run_folder import RunFolder
 from mlit.sweep import phases, protocol_readings, protocol_report, protocol_run, protocol_tables
-from mlit.training import trainer, trainer_arguments
+from mlit.training import trainer_arguments
 
 LANGS = ["ar", "cs", "en", "es", "et", "fi", "he", "hi", "it", "ru", "sw", "zh"]
 
@@ -110,53 +110,6 @@ def test_rows_dropped_while_materialising_differ(paper_data, tiny_base, monkeypa
     monkeypatch.setattr(mixtures, "materialize", short_only)
     p = planning.prepare(_config(paper_data, tiny_base))
     assert _differs(p, "training examples per mixture").startswith("2")  # under 4,640
-
-
-def test_the_trainer_as_run_is_read_schedule_and_dev_set_included(
-    paper_plan, tiny_base, tmp_path, monkeypatch
-):
-    """A real training run (in this process) with a linear schedule and warmup forced onto the
-    Trainer's arguments after mlit built them, and its dev set capped inside selection."""
-    from transformers import TrainingArguments
-
-    from mlit.method.hyperparameters import TrainConfig
-    from mlit.training import selection
-
-    cfg = TrainConfig.paper(
-        max_steps=6, batch_size=4, per_device_batch_size=4, eval_every=6, dev_max_new_tokens=4
-    )
-    data = [(f"Say {w}.", w) for w in ("yes", "no", "maybe", "never")]
-    as_built = trainer.train_model(str(tiny_base), data * 2, data, cfg, tmp_path / "a").as_run
-    assert as_built["schedule"] == "1e-05 constant" and as_built["batch"] == 4
-    assert (as_built["dev_scored"], as_built["trained_rows"]) == (4, 8)
-    monkeypatch.setattr(
-        trainer,
-        "training_arguments",
-        lambda cfg, work, world, gpu: TrainingArguments(
-            **{**trainer_arguments.keywords(cfg, work, world, gpu), "lr_scheduler_type": "linear"}
-            | {"warmup_steps": 2}
-        ),
-    )
-    scored = selection.dev_score
-    monkeypatch.setattr(selection, "dev_score", lambda m, t, dev, cfg: scored(m, t, dev[:2], cfg))
-    result = trainer.train_model(str(tiny_base), data * 2, data, cfg, tmp_path / "m")
-    run = result.as_run
-    assert run["steps"] == 6 and run["train_rows"] == 8 and run["dev_rows"] == 4
-    assert run["dev_scored"] == 2 and run["schedule"].endswith("(the rate changes)")
-    rates = [lr for _, lr in run["learning_rates"]]
-    assert rates[0] < rates[1] <= 1e-05 and rates[-1] < rates[1]  # warmed up, then down
-    folder = RunFolder(tmp_path / "run", "r1")
-    folder.write_frame("train", pl.DataFrame({"model_key": ["k"], "as_run": [_json(run)]}))
-    seen = protocol_run.observed(paper_plan, folder, {})
-    rate = _item(paper_plan, "learning rate", seen)
-    assert rate.matches is False and "the dry run read '1e-05 constant'" in rate.note
-    assert _differs(paper_plan, "dev set per mixture", seen) == "2 of 4 dev examples scored"
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 # 2. What the clients send --------------------------------------------------------------------
