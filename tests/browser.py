@@ -35,6 +35,7 @@ class Loaded:
     images: list[dict]  # {alt, ok, width} for each <img>
     title: str
     screenshot: Path
+    text: str = ""  # what the page shows (document.body.innerText)
 
 
 def _devtools_port(proc: subprocess.Popen, deadline: float) -> int:
@@ -108,9 +109,18 @@ def load(page: Path, screenshot: Path, timeout: float = 60) -> Loaded:
                 note(json.loads(ws.recv(timeout=max(1, deadline - time.time()))))
             images = call("Runtime.evaluate", expression=CHECK_IMAGES, returnByValue=True)
             title = call("Runtime.evaluate", expression="document.title", returnByValue=True)
+            text = call(
+                "Runtime.evaluate", expression="document.body.innerText", returnByValue=True
+            )
             shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
-        return Loaded(errors, images["result"]["value"], title["result"]["value"], screenshot)
+        return Loaded(
+            errors,
+            images["result"]["value"],
+            title["result"]["value"],
+            screenshot,
+            text["result"].get("value", ""),
+        )
     finally:
         proc.kill()
         proc.wait()

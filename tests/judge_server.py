@@ -99,6 +99,8 @@ class Script:
         answers = re.split(r"Answer [12]:", prompt)
         first_good = len(answers) > 2 and "good" in answers[1].lower()
         digit = "1" if first_good else "2"
+        if model == "position-biased" and "[biased]" in prompt:
+            digit = "1"  # always the first position, whatever it holds
         logprobs = None
         if model == "chatty":
             text = f"I would pick answer number {digit}"

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from mlit.cli import flags, human_commands, model_commands, store_commands, translation_commands
+from mlit.cli import (
+    flags,
+    human_commands,
+    judge_commands,
+    model_commands,
+    store_commands,
+    translation_commands,
+)
 from mlit.data import dataset
 from mlit.method import experiments, languages, mixtures
 from mlit.planning.config import SweepConfig
@@ -30,6 +37,7 @@ def data_app() -> None:
 
 
 app.add_command(human_commands.human_app, "human")
+app.add_command(judge_commands.judge_app, "judge")
 app.add_command(store_commands.store_app, "store")
 app.add_command(model_commands.demo_model_cmd, "demo-model")
 app.add_command(model_commands.serve_cmd, "serve")

@@ -124,6 +124,17 @@ class SweepConfig:
         "storage; the least recently used go first (default: $MLIT_DOWNLOAD_CACHE_GB or 200).",
     )
     pretraining_shares: str | None = _opt(None, "JSON file {lang: share} for §4.2.")
+    judge_check: str | None = _opt(
+        None,
+        "A `mlit judge check --out` table: each evaluation language's judge agreement with "
+        "humans shown beside its scores, scores where it is within noise of chance marked.",
+    )
+    judge_check_data: str | None = _opt(
+        None,
+        "Human preference pairs (MM-Eval's shape: a .parquet/.jsonl file or a hub dataset) to "
+        "check the run's judge on, in its evaluation languages, before its scores are read "
+        "(the demo checks its judge on the bundled sample).",
+    )
     n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
     max_error_rate: float = _opt(
         0.05, "Largest share of failed answers or judged pairs a run may have and still succeed."

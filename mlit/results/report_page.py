@@ -71,10 +71,11 @@ def _table(
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _csv_table(path: Path) -> str:
+def _csv_table(path: Path, flagged: set[str] = frozenset()) -> str:
     # Strings as written: the CSV already holds the precision the tables are written with.
     frame = pl.read_csv(path, infer_schema=False)
-    return _table([list(r) for r in frame.iter_rows()], frame.columns)
+    header = [f"{c} ⚠" if c in flagged else c for c in frame.columns]
+    return _table([list(r) for r in frame.iter_rows()], header)
 
 
 def _md_note(path: Path) -> str:
@@ -93,7 +94,7 @@ def _figure(path: Path) -> str:
     )
 
 
-def _tables(run: RunFolder, main_stem: str | None) -> str:
+def _tables(run: RunFolder, main_stem: str | None, flagged: set[str] = frozenset()) -> str:
     stems = sorted(p.stem for p in run.tables.glob("*.csv"))
     if main_stem in stems:  # the experiment's own table first
         stems.remove(main_stem)
@@ -103,7 +104,13 @@ def _tables(run: RunFolder, main_stem: str | None) -> str:
         out.append(f"<h3>{_e(stem)}</h3>")
         if stem in CAPTIONS:
             out.append(f"<p class=note>{_e(CAPTIONS[stem])}</p>")
-        out.append(_csv_table(run.tables / f"{stem}.csv"))
+        marked = flagged if stem == main_stem else set()
+        out.append(_csv_table(run.tables / f"{stem}.csv", marked))
+        if marked:
+            out.append(
+                f"<p class=note>⚠ the judge check found this judge within noise of chance in "
+                f"{_e(', '.join(sorted(marked)))}: scores there are not evidence either way.</p>"
+            )
         note = _md_note(run.tables / f"{stem}.md")
         if note:
             out.append(f"<p class=note>{_e(note)}</p>")
@@ -113,12 +120,48 @@ def _tables(run: RunFolder, main_stem: str | None) -> str:
 def _phases(meta: dict) -> str:
     rows = []
     for name, value in meta.get("phases", {}).items():
-        if isinstance(value, dict):
-            detail = ", ".join(f"{k} {v}" for k, v in value.items() if k != "seconds")
+        if isinstance(value, dict):  # records for the protocol report (dicts) are not counts
+            shown = {k: v for k, v in value.items() if k != "seconds" and not isinstance(v, dict)}
+            detail = ", ".join(f"{k} {v}" for k, v in shown.items())
             rows.append([name, value.get("seconds", ""), detail])
         else:
             rows.append([name, value, ""])
     return _table(rows, ["phase", "seconds", "counts"], css="text") if rows else ""
+
+
+def _reliability(run: RunFolder, langs) -> tuple[str, set[str]]:
+    """The judge's agreement with humans per evaluation language (the `mlit judge check` table
+    the sweep was given), beside this run's own order consistency; and the languages where the
+    check found it within noise of chance."""
+    if not run.has_frame("judge_check"):
+        return "", set()
+    check = run.frame("judge_check")
+    if langs:
+        check = check.filter(pl.col("language").is_in(list(langs)))
+    ours = {}
+    if (run.tables / "order_consistency.csv").exists():
+        for r in pl.read_csv(run.tables / "order_consistency.csv").iter_rows(named=True):
+            ours[r["eval_lang"]] = f"{1 - r['disagreement']:.3f}"
+    rows, marks, chance = [], [], set()
+    for r in check.iter_rows(named=True):
+        low, high = r["agreement_ci_low"], r["agreement_ci_high"]
+        interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+        agree = "–" if r["agreement"] is None else f"{r['agreement']:.3f}{interval}"
+        verdict = "within noise of chance" if r["within_chance"] else ""
+        order = r["order_consistency"]
+        rows.append([r["language"], r["pairs"], agree, "–" if order is None else f"{order:.3f}",
+                     ours.get(r["language"], ""), verdict])  # fmt: skip
+        marks.append("differs" if r["within_chance"] else "")
+        if r["within_chance"]:
+            chance.add(r["language"])
+    header = ["language", "pairs checked", "agreement with humans [95% CI]",
+              "order consistency (check)", "order consistency (this run)", ""]  # fmt: skip
+    note = (
+        "<p class=note>From <code>mlit judge check</code> on human preference pairs "
+        "(<code>--judge-check</code>): a win in both orders counts 1, a tie 0.5, a loss 0; "
+        "0.5 is chance.</p>"
+    )
+    return note + _table(rows, header, marks), chance
 
 
 def _protocol(meta: dict) -> str:
@@ -184,9 +227,12 @@ def write(run: RunFolder) -> Path:
             f"<p class=failed>This run's status is {_e(status)}: see the phases below and the "
             "log; finished work is stored and a rerun continues it.</p>"
         )
+    reliability, chance = _reliability(run, exp.eval_languages if stem else ())
     figures = sorted(run.figures.glob("*.png"))
     parts += ["<h2>Figures</h2>", *(_figure(p) for p in figures)]
-    parts += ["<h2>Tables</h2>", _tables(run, stem)]
+    parts += ["<h2>Tables</h2>", _tables(run, stem, chance)]
+    if reliability:
+        parts += ["<h2>The judge's reliability per language</h2>", reliability]
     parts += ["<h2>Phases</h2>", _phases(meta)]
     parts += ["<h2>Protocol: this run beside the paper's</h2>", _protocol(meta)]
     parts += ["<h2>Provenance</h2>", _provenance(meta)]

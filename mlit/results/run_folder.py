@@ -39,7 +39,15 @@ from mlit.plumbing.atomic import atomic_write, write_parquet
 
 RUN_ID = "_run_id"  # in every JSON record of a run folder
 PARQUET_RUN_ID = "mlit_run_id"  # in every Parquet table's key-value metadata
-RECORDS = ("models.json", "shares.json", "train", "generations", "judgments", "scores")
+RECORDS = (
+    "models.json",
+    "shares.json",
+    "train",
+    "generations",
+    "judgments",
+    "scores",
+    "judge_check",
+)
 
 VERSIONED = ("mlit", "torch", "transformers", "deepspeed", "peft", "ray", "polars")
 

@@ -35,7 +35,14 @@ from mlit.results import report_page
 from mlit.results.analysis import build, shares_for
 from mlit.results.run_folder import RunFolder, new_run_id
 from mlit.store.artifacts import Store, default_root, shared_checks
-from mlit.sweep import phases, preflight, preview, protocol_report, protocol_run
+from mlit.sweep import (
+    judge_check,
+    phases,
+    preflight,
+    preview,
+    protocol_report,
+    protocol_run,
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,10 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         protocol=protocol_report.as_json(protocol_report.items(plan)),
         judge_template=plan.judge.build().template_name,
     )
+    if cfg.judge_check:  # the folder describes itself: its page reads this copy
+        from mlit.judging import check
+
+        run.write_frame("judge_check", check.read_result(cfg.judge_check))
     if plan.experiment.table_kind == "bilingual":
         record.set(bilingual_pairs=["+".join(r.languages) for r in plan.experiment.recipes])
 
@@ -120,6 +131,10 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
                 raise phases.SweepFailed(f"{stop}\nrun folder {run.path}") from stop
             record.phase("judge", summary)
             record.set(cost_usd={"generate": 0.0, "judge": summary["cost_usd"]})
+        if judge_check.source(plan):  # the judge's agreement with humans, for the page
+            with heartbeat("judge check"):
+                checked = judge_check.run_check(plan, store, run, serve.url, judge_weights)
+                record.phase("judge_check", checked)
         record.phase("serve_start", {"seconds": serve.start_s})  # inside generate's time
 
     t = time.time()

@@ -189,6 +189,19 @@ def shares(path: str | None) -> None:
         ) from err
 
 
+def judge_check(path: str | None, data: str | None) -> None:
+    """A check result to show, and a preference set to check on (a local one is read now)."""
+    from mlit.judging import check
+
+    try:
+        if path is not None:
+            check.read_result(path)
+        if data is not None and (data == check.SAMPLE or Path(data).exists()):
+            check.load(data)
+    except check.CheckError as err:
+        raise PreflightError(str(err)) from err
+
+
 def prompts_fit(plan: Plan) -> None:
     """Every evaluation prompt, with the sampling's max_tokens, fits the base model's context
     (trained models share it): an instruction that does not would fail on every run. The run
@@ -253,6 +266,7 @@ def preflight(plan: Plan, store: Store) -> None:
     base_model(plan.base_model)
     prompts_fit(plan)
     shares(plan.config.pretraining_shares)
+    judge_check(plan.config.judge_check, plan.config.judge_check_data)
     port(plan.config.serve_port)
     writable(store)
     # One bulk read of the store for both: what the budget counts, and whether the judge is asked.

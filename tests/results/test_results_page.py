@@ -78,3 +78,34 @@ def test_the_browser_check_sees_a_broken_figure_and_a_console_error(tmp_path):
     assert shown.images == [{"alt": "bad", "ok": False, "width": 0}]
     assert any("boom" in e for e in shown.errors)
     assert any("undefined_function" in e or "Uncaught" in e for e in shown.errors)
+
+
+@needs_chromium
+def test_a_sweep_given_a_judge_check_shows_each_languages_agreement(tmp_path):
+    """Issue 51: the judge's agreement with humans beside the scores, and the scores of a
+    language where it is within noise of chance marked."""
+    import polars as pl
+
+    from mlit.judging import check
+
+    exp = experiments.get("language_count")
+    langs = list(exp.eval_languages)
+    table = pl.DataFrame(
+        [
+            {"language": lang, "pairs": 40, "agreement": 0.5 if i == 0 else 0.9,
+             "agreement_ci_low": 0.4 if i == 0 else 0.8, "agreement_ci_high": 0.6 if i == 0 else 0.97,
+             "order_consistency": 0.05 if i == 0 else 0.85, "within_chance": i == 0}
+            for i, lang in enumerate(langs)
+        ]
+    )  # fmt: skip
+    table.write_csv(tmp_path / "check.csv")
+    run = RunFolder.open(_run_folder(tmp_path / "run", "language_count").path)
+    run.write_frame("judge_check", check.read_result(tmp_path / "check.csv"))  # as a sweep does
+    analysis.rebuild(run.path)
+    shown = load(run.path / "report.html", tmp_path / "check.png")
+    assert shown.errors == []
+    assert "The judge's reliability per language" in shown.text
+    assert "agreement with humans [95% CI]" in shown.text
+    assert f"{langs[1]}\t40\t0.900 [0.800, 0.970]\t0.850" in shown.text
+    assert "within noise of chance" in shown.text and f"{langs[0]} ⚠" in shown.text
+    assert f"{langs[1]} ⚠" not in shown.text

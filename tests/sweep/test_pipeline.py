@@ -91,10 +91,18 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     assert protocol["judge decoding"]["note"] == "read from 64 calls sent"
     assert protocol["averages"]["matches"] is True
     assert "generations.parquet" in protocol["evaluation instructions per language"]["note"]
+    # The demo judge checked on the bundled sample in the run's evaluation language (issue 51).
+    check = pl.read_parquet(run / "judge_check.parquet")
+    assert check["language"].to_list() == ["cs"] and check["pairs"][0] == 16
+    checked = json.loads((run / "run.json").read_text())["phases"]["judge_check"]
+    assert checked["calls"] == 32
+    assert "The judge's reliability per language" in (run / "report.html").read_text()
 
     start = time.time()
     second = pipeline.run_sweep(cfg)
     assert (second.trained, second.generation_requests, second.judge_calls) == (0, 0, 0)
+    rerun = json.loads((second.run_dir / "run.json").read_text())["phases"]["judge_check"]
+    assert rerun["calls"] == 0  # the check's verdicts are stored too
     assert time.time() - start < 0.5 * first.seconds
     # `mlit report` rebuilds the tables from the files alone.
     (run / "tables" / "fig5_language_count.csv").unlink()
