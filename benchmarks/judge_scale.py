@@ -9,7 +9,10 @@ its own), against one loopback provider (tests/judge_server.py, its own process 
 not the client's) that answers at once, online or through its Batch API (polled every 0.2 s).
 Reported: calls/s, the client's CPU ms per call, and its peak resident memory with what it held
 before judging (the pairs, the libraries). ``--skip`` leaves out slow cells, e.g. the old
-litellm path online at 100k calls (~30 min at its ~60 calls/s).
+litellm path online at 100k calls (~8 min at its ~200 calls/s).
+
+It replaces `judge_batch.py` (its `results/judge_batch.json` stays: 3,228 MB at 1M batch calls,
+peak memory counted over a rerun in the same process).
 """
 
 from __future__ import annotations
