@@ -22,13 +22,13 @@ PER_LANGUAGE = 50  # pairs per evaluation language: an interval of about ±0.1 o
 
 def source(plan: Plan) -> str | None:
     """The preference set this sweep checks its judge on, if any: ``--judge-check-data``, or
-    the bundled sample for the demo's own self-hosted judge (a default never spends money on a
-    paid judge; nor when a check result is given with ``--judge-check``)."""
+    the bundled sample for the demo judge in a demo (a default never spends money on a paid
+    judge, nor checks a judge the user brought; nor when ``--judge-check`` gives a result)."""
     cfg = plan.config
     if cfg.judge_check_data:
         return cfg.judge_check_data
-    own = cfg.is_demo and plan.judge.self_hosted and not cfg.judge_check
-    return check.SAMPLE if own else None
+    demo_judge = plan.judge.self_hosted and plan.judge.model_dir is None
+    return check.SAMPLE if cfg.is_demo and demo_judge and not cfg.judge_check else None
 
 
 def run_check(plan: Plan, store: Store, run: RunFolder, judge_url, judge_weights) -> dict:

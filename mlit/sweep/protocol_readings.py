@@ -233,27 +233,30 @@ def judge_rule(sha: str, judge) -> Reading:
 
 
 def _inputs(plan: Plan) -> Reading:
-    """Whether evaluation instructions will be cut as training cuts them: the cut made with the
-    base model's tokenizer, where it can be read here (a local model)."""
-    from mlit.generation import chat
+    """Whether evaluation instructions will be cut as training cuts them: the base model's
+    tokenizer read here where it is local (its ``tokenizer.json``, without importing torch: the
+    dry run stays light). The run says whether it cut (`phases.cut_as_run`)."""
     from mlit.store import model_refs
 
     limit = plan.prompt_limit
     if limit is None:
         return Reading("not cut")
+    later = Reading(f"cut at {limit} tokens", "check", "the tokenizer is read when the run starts")
     try:
-        local = model_refs.parse(plan.base_model).kind == "dir"
+        if model_refs.parse(plan.base_model).kind != "dir":
+            return later
+        path = Path(model_refs.source(plan.base_model)) / "tokenizer.json"
     except ValueError:
-        local = False
-    if not local:
-        return Reading(
-            f"cut at {limit} tokens", "check", "the tokenizer is read when the run starts"
-        )
+        return later
+    if not path.exists():
+        return later
     try:
-        cut = chat.instruction_cutter(plan.base_model, limit)
-    except (OSError, ValueError, ImportError) as err:
-        return Reading(f"not cut (the tokenizer cannot be read: {type(err).__name__})", "differs")
-    return Reading(f"cut at {limit} tokens" if cut is not None else "not cut")
+        import tokenizers
+
+        tokenizers.Tokenizer.from_file(str(path))
+    except Exception as err:  # the Rust library raises its own kinds
+        return Reading(f"not cut (the tokenizer cannot be read: {err})", "differs")
+    return Reading(f"cut at {limit} tokens")
 
 
 def _tables(plan: Plan) -> dict[str, Reading]:

@@ -55,7 +55,8 @@ def _config(tiny_base, tiny_judge, store, out, **extra):
 def test_reduced_demo_sweep_end_to_end_and_rerun(
     ray_session, tiny_base, tiny_judge, shared_store, tmp_path
 ):
-    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run")
+    # The demo judge is checked on the sample by default; the tiny judge is asked to be.
+    cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run", judge_check_data="sample")
     first = pipeline.run_sweep(cfg)
     run = first.run_dir
     assert first.trained == 3  # count-fi, count-fi-en and the baseline mono-cs

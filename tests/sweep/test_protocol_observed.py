@@ -191,18 +191,26 @@ def test_a_pair_shown_in_one_order_twice_differs(paper_plan, monkeypatch):
     assert _differs(paper_plan, "order swap") == "1 of 2 calls showed the pair in one order twice"
 
 
-def test_an_unreadable_tokenizer_reads_not_cut(paper_plan, monkeypatch):
+def test_an_unreadable_tokenizer_reads_not_cut(
+    paper_data, tiny_base, paper_plan, tmp_path, monkeypatch
+):
+    import shutil
+
+    broken = tmp_path / "base"
+    shutil.copytree(tiny_base, broken)
+    (broken / "tokenizer.json").write_text("{not json")
+    p = planning.prepare(replace(_config(paper_data, tiny_base), base_model=str(broken)))
+    assert _differs(p, "inference inputs").startswith("not cut (the tokenizer cannot be read")
+
     def unreadable(model, limit):
         raise OSError("no tokenizer here")
 
+    # The run says what generation did: no cut, where the dry run read a cut.
     monkeypatch.setattr(chat, "instruction_cutter", unreadable)
-    assert _differs(paper_plan, "inference inputs").startswith("not cut (the tokenizer")
-    # The run says what generation did: no cut.
     record = {
         "generate": {"instructions": phases.cut_as_run(paper_plan, phases.prompt_cut(paper_plan))}
     }
     seen = protocol_run.observed(paper_plan, RunFolder("/nonexistent-run", "r"), record)
-    monkeypatch.undo()
     item = _item(paper_plan, "inference inputs", seen)
     assert item.matches is False and item.ours.startswith("not cut (the tokenizer of")
     assert "the dry run read 'cut at 1024 tokens'" in item.note
