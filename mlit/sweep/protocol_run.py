@@ -88,13 +88,16 @@ def _sent(plan: Plan, phases: dict) -> dict[str, Reading]:
     if generate.get("instructions"):
         out["inference inputs"] = Reading(generate["instructions"])
     sent = (phases.get("judge") or {}).get("sent") or {}
+    if not sent:
+        return out
+    judge = plan.judge.build()  # once: a self-hosted judge's identity hashes its weights
     if sent.get("template_sha256"):
-        out["judge rule"] = judge_rule(sent["template_sha256"], plan.judge.build())
+        out["judge rule"] = judge_rule(sent["template_sha256"], judge)
     seen = sent.get("seen") or {}
     if seen.get("requests"):
         total = sum(seen["requests"].values())
         out["judge decoding"] = Reading(
-            judge_decoding_text(seen["requests"], plan.judge.build().parser),
+            judge_decoding_text(seen["requests"], judge.parser),
             note=f"read from {total} calls sent",
         )
     if seen.get("candidate_positions"):
