@@ -13,6 +13,7 @@ import polars as pl
 
 from mlit.method import languages
 from mlit.plumbing import console
+from mlit.results.run_folder import RunFolderError
 
 
 @click.group("human", short_help="Human validation kits: Fig. 2, App. D and App. E.")
@@ -49,17 +50,29 @@ def human_export(run_dir: Path, per_language: int, languages_: str, out: Path, s
 @click.option(
     "--out-dir", type=PathArg, default=Path("human_results"), show_default=True, help="Tables."
 )
-def human_import(filled: tuple[Path, ...], key: Path, out_dir: Path) -> None:
+@click.option(
+    "--run",
+    "run_dir",
+    type=PathArg,
+    default=None,
+    help="The run folder whose results page shows the agreement (default: the run the kit was "
+    "exported from, named in the key file, where it still exists).",
+)
+def human_import(filled: tuple[Path, ...], key: Path, out_dir: Path, run_dir: Path | None) -> None:
     """Read FILLED CSVs (one per rater): rating distribution per language, judge-human and
-    human-human agreement (beside the paper's Table 3)."""
+    human-human agreement (beside the paper's Table 3), also shown on the run's results page."""
     from mlit.results import comparison, human, scores
 
     try:
+        keys = json.loads(key.read_text())
         frame = human.read_filled(list(filled))
         ratings = human.rating_distribution(frame)
-        agree = human.agreements(frame, json.loads(key.read_text()))
-    except human.HumanKitError as err:
+        agree = human.agreements(frame, keys)
+    except (human.HumanKitError, FileNotFoundError, json.JSONDecodeError) as err:
         console.fail(str(err))
+    if run_dir is None and keys.get(human.RUN_ENTRY):
+        exported_from = Path(keys[human.RUN_ENTRY])
+        run_dir = exported_from if (exported_from / "run.json").exists() else None
     paper = comparison.published()["appD_agreement"]["rows"]
     agree = agree.with_columns(
         paper_judge_human=pl.col("eval_lang").replace_strict(
@@ -72,6 +85,12 @@ def human_import(filled: tuple[Path, ...], key: Path, out_dir: Path) -> None:
     scores.write_tables({"fig2_ratings": ratings, "appD_agreement": agree}, out_dir)
     click.echo(scores.to_markdown(ratings))
     click.echo(scores.to_markdown(agree))
+    if run_dir is not None:
+        try:
+            page = human.attach(agree, run_dir)
+        except RunFolderError as err:
+            console.fail(f"the agreement is in {out_dir}, but not on a results page: {err}")
+        click.echo(f"the run's results page shows it: {page}")
 
 
 @human_app.command("language-export")

@@ -47,6 +47,9 @@ class HumanKitError(ValueError):
 
 
 PAPER_LANGUAGES = ("en", "es", "ru", "he")  # Fig. 2 and App. D's four languages
+# The key file names the run its items came from, so that the raters' agreement lands on that
+# run's results page (`mlit human import`); not an item id, which all start with r- or s-.
+RUN_ENTRY = "_run"
 
 
 def _mono_language(model: str) -> str | None:
@@ -130,6 +133,7 @@ def export(
     frame = pl.DataFrame(
         [{c: r.get(c) for c in COLUMNS} for r in rows], schema=dict.fromkeys(COLUMNS, pl.String)
     )
+    key[RUN_ENTRY] = str(run.resolve())
     return frame, key
 
 
@@ -299,3 +303,14 @@ def agreements(filled: pl.DataFrame, key: dict) -> pl.DataFrame:
         )
         out = out.join(hh, on="eval_lang", how="left")
     return out.sort("eval_lang")
+
+
+def attach(agree: pl.DataFrame, run_dir: str | Path) -> Path:
+    """Keep the raters' agreement in the run folder the kit came from and rewrite its results
+    page, where it stands beside the judge check's figures; returns the page."""
+    from mlit.results import report_page
+    from mlit.results.run_folder import RunFolder
+
+    run = RunFolder.open(run_dir)  # a folder without run.json is refused here, by name
+    run.write_frame("human_agreement", agree)
+    return report_page.write(run)

@@ -129,13 +129,34 @@ def _phases(meta: dict) -> str:
     return _table(rows, ["phase", "seconds", "counts"], css="text") if rows else ""
 
 
+def _human_kit(run: RunFolder) -> dict[str, str]:
+    """The human kit's judge-human agreement per language (`mlit human import` on this run), as
+    a fraction beside the check's, with the items rated."""
+    if not run.has_frame("human_agreement"):
+        return {}
+    return {
+        r["eval_lang"]: f"{r['judge_human'] / 100:.3f} ({r['items']} items)"
+        for r in run.frame("human_agreement").iter_rows(named=True)
+    }
+
+
 def _reliability(run: RunFolder, langs) -> tuple[str, set[str]]:
     """The judge's agreement with humans per evaluation language (the `mlit judge check` table
-    the sweep was given), beside this run's own order consistency; and the languages where the
-    check found it within noise of chance."""
-    if not run.has_frame("judge_check"):
+    the sweep was given, and the human kit's where raters filled it in), beside this run's own
+    order consistency; and the languages where the check found it within noise of chance."""
+    kit = _human_kit(run)
+    check = run.frame("judge_check") if run.has_frame("judge_check") else None
+    if check is None and not kit:
         return "", set()
-    check = run.frame("judge_check")
+    if check is None:
+        check = pl.DataFrame({"language": sorted(kit)}).with_columns(
+            pairs=None, agreement=None, agreement_ci_low=None, agreement_ci_high=None,
+            order_consistency=None, within_chance=False,
+        )  # fmt: skip
+    else:
+        missing = sorted(set(kit) - set(check["language"]))
+        if missing:
+            check = pl.concat([check, pl.DataFrame({"language": missing})], how="diagonal_relaxed")
     if langs:
         check = check.filter(pl.col("language").is_in(list(langs)))
     ours = {}
@@ -147,19 +168,22 @@ def _reliability(run: RunFolder, langs) -> tuple[str, set[str]]:
         low, high = r["agreement_ci_low"], r["agreement_ci_high"]
         interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
         agree = "–" if r["agreement"] is None else f"{r['agreement']:.3f}{interval}"
-        verdict = "within noise of chance" if r["within_chance"] else ""
+        within = bool(r["within_chance"])
         order = r["order_consistency"]
         rows.append([r["language"], r["pairs"], agree, "–" if order is None else f"{order:.3f}",
-                     ours.get(r["language"], ""), verdict])  # fmt: skip
-        marks.append("differs" if r["within_chance"] else "")
-        if r["within_chance"]:
+                     ours.get(r["language"], ""), kit.get(r["language"], ""),
+                     "within noise of chance" if within else ""])  # fmt: skip
+        marks.append("differs" if within else "")
+        if within:
             chance.add(r["language"])
     header = ["language", "pairs checked", "agreement with humans [95% CI]",
-              "order consistency (check)", "order consistency (this run)", ""]  # fmt: skip
+              "order consistency (check)", "order consistency (this run)",
+              "agreement with this run's raters", ""]  # fmt: skip
     note = (
         "<p class=note>From <code>mlit judge check</code> on human preference pairs "
-        "(<code>--judge-check</code>): a win in both orders counts 1, a tie 0.5, a loss 0; "
-        "0.5 is chance.</p>"
+        "(<code>--judge-check</code>) and from this run's own raters (<code>mlit human "
+        "import</code>): a win in both orders counts 1, a tie 0.5, a loss 0; 0.5 is chance. "
+        "The paper's raters agreed with its judge 75-79.5% of the time (App. D).</p>"
     )
     return note + _table(rows, header, marks), chance
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import polars as pl
 
@@ -31,33 +32,59 @@ def source(plan: Plan) -> str | None:
     return check.SAMPLE if cfg.is_demo and demo_judge and not cfg.judge_check else None
 
 
-def run_check(plan: Plan, store: Store, run: RunFolder, judge_url, judge_weights) -> dict:
+def pairs(plan: Plan, data: str) -> pl.DataFrame:
+    """The pairs the sweep checks its judge on: ``data``'s in the run's evaluation languages,
+    at most `PER_LANGUAGE` each (empty when it has none of them)."""
+    frame = check.load(data)
+    langs = [lang for lang in plan.experiment.eval_languages if lang in set(frame["language"])]
+    return check.select(frame, langs, PER_LANGUAGE, plan.config.seed) if langs else frame.clear()
+
+
+def cost(plan: Plan, store: Store) -> float:
+    """The check's cost at most, for the sweep's preflight budget: 0 without a check, for a
+    self-hosted judge, or for a hub set (read when the run gets there, priced then against
+    what judging left of --max-cost)."""
+    from mlit.judging.judge import stored_verdicts
+
+    data = source(plan)
+    local = data is not None and (data == check.SAMPLE or Path(data).exists())
+    if not local or plan.judge.self_hosted:
+        return 0.0
+    chosen = check.pairs_of(pairs(plan, data))
+    j = plan.judge.build()
+    stored = stored_verdicts(chosen, j, store)[1]
+    return check.estimate(chosen, j, stored, pricing.Budget(None, plan.judge.prices()))[1]
+
+
+def run_check(
+    plan: Plan, store: Store, run: RunFolder, judge_url, judge_weights, spent: float = 0.0
+) -> dict:
     """Check the sweep's judge on its evaluation languages; the result goes into the run folder
     (its page shows it beside the scores). ``judge_url``: the served judge's URL, asked for only
-    when a self-hosted judge has calls to make. A check that fails is said and recorded; the
-    run's scores and report go on without it."""
+    when a self-hosted judge has calls to make; ``spent``: what judging spent of --max-cost,
+    which the check may not pass with it. A check that fails is said and recorded; the run's
+    scores and report go on without it."""
     from mlit.judging.judge import JudgeError
     from mlit.providers import llm
 
     try:
-        return _check(plan, store, run, judge_url, judge_weights)
+        return _check(plan, store, run, judge_url, judge_weights, spent)
     except (check.CheckError, JudgeError, pricing.BudgetError, llm.ProviderStop) as err:
         console.warn(f"[judge check] not done: {err}")
         return {"seconds": 0.0, "error": str(err)}
 
 
-def _check(plan: Plan, store: Store, run: RunFolder, judge_url, judge_weights) -> dict:
+def _check(plan: Plan, store: Store, run: RunFolder, judge_url, judge_weights, spent) -> dict:
     start = time.time()
-    frame = check.load(source(plan))
-    langs = [lang for lang in plan.experiment.eval_languages if lang in set(frame["language"])]
-    if not langs:
+    frame = pairs(plan, source(plan))
+    if frame.is_empty():
         console.say(f"[judge check] {source(plan)} has none of this run's evaluation languages")
         return {"seconds": 0.0, "languages": 0}
-    frame = check.select(frame, langs, PER_LANGUAGE, plan.config.seed)
     j = plan.judge.build(judge_weights)
     if plan.judge.self_hosted:
         j = replace(j, api_base=f"{judge_url()}/v1")
-    budget = pricing.Budget(plan.judge.max_cost, plan.judge.prices())
+    left = None if plan.judge.max_cost is None else max(plan.judge.max_cost - spent, 0.0)
+    budget = pricing.Budget(left, plan.judge.prices())
     by_language, _, table = check.run(frame, j, store, budget, plan.config.n_boot, False)
     run.write_frame("judge_check", by_language)
     chance = by_language.filter(pl.col("within_chance"))["language"].to_list()

@@ -133,7 +133,9 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
             record.set(cost_usd={"generate": 0.0, "judge": summary["cost_usd"]})
         if judge_check.source(plan):  # the judge's agreement with humans, for the page
             with heartbeat("judge check"):
-                checked = judge_check.run_check(plan, store, run, serve.url, judge_weights)
+                checked = judge_check.run_check(
+                    plan, store, run, serve.url, judge_weights, summary["cost_usd"]
+                )
                 record.phase("judge_check", checked)
         record.phase("serve_start", {"seconds": serve.start_s})  # inside generate's time
 

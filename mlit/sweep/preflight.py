@@ -74,7 +74,7 @@ def budget(plan: Plan, store: Store, new_calls: int | None = None) -> None:
     this run may spend: verdicts already stored cost nothing (counted where the answers they
     judge are stored too; before training they cannot be told, so all are counted)."""
     from mlit.providers import pricing
-    from mlit.sweep import preview
+    from mlit.sweep import judge_check, preview
 
     spec = plan.judge
     if spec.max_cost is None:
@@ -89,8 +89,12 @@ def budget(plan: Plan, store: Store, new_calls: int | None = None) -> None:
             f"--max-cost needs the judge's price: litellm has none for {spec.model}; give "
             "--judge-input-price and --judge-output-price (dollars per million tokens)"
         )
+    what = f"judging ({spec.mode})"
+    checking = judge_check.cost(plan, store)  # the judge check spends from the same budget
+    if checking:
+        dollars, what = (dollars or 0.0) + checking, f"{what} and the judge check"
     try:
-        pricing.check_plan(dollars or 0.0, spec.max_cost, f"judging ({spec.mode})")
+        pricing.check_plan(dollars or 0.0, spec.max_cost, what)
     except pricing.BudgetError as err:
         raise PreflightError(str(err)) from err
 

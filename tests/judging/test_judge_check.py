@@ -85,3 +85,30 @@ def test_a_set_in_another_shape_is_named_with_what_it_lacks(tmp_path):
     ):
         check.select(frame, ["xx"], None)
     assert check.select(frame, ["en"], 2).height == 2
+
+
+def test_a_hub_name_loads_its_test_split_through_datasets(tmp_path, monkeypatch):
+    """The hub path: a name that is not a file goes to `datasets.load_dataset(name,
+    split="test")`. The hub cannot be reached here, so `load_dataset` hands back a real
+    `datasets.Dataset` of the fixture's rows; what mlit does with it is what runs."""
+    import datasets
+
+    rows = pl.read_parquet(mm_eval_like(tmp_path / "p.parquet", 3))
+    asked = []
+
+    def load_dataset(name, split):
+        asked.append((name, split))
+        return datasets.Dataset.from_polars(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    frame = check.load("prometheus-eval/MM-Eval")
+    assert asked == [("prometheus-eval/MM-Eval", "test")]
+    assert frame.height == 9 and set(frame["language"]) == {"en", "fi", "sw"}
+    assert frame["id"].to_list() == rows["id"].to_list()
+
+    def unreachable(name, split):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(check.CheckError, match=r"not loadable from the hub \(offline\)"):
+        check.load("prometheus-eval/MM-Eval")

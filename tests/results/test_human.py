@@ -100,3 +100,46 @@ def test_bad_choices_are_named(tmp_path):
     bad.write_csv(tmp_path / "bad.csv")
     with pytest.raises(human.HumanKitError, match="choice must be one of"):
         human.read_filled([tmp_path / "bad.csv"])
+
+
+def test_the_raters_agreement_lands_on_the_runs_results_page(tmp_path):
+    """Issue 51: `mlit human export` names its run in the key; `mlit human import` writes the
+    raters' agreement into that run folder and its results page shows it per language."""
+    from click.testing import CliRunner
+
+    from mlit.cli.main import app
+    from mlit.planning.config import SweepConfig
+    from mlit.results.run_folder import RunFolder
+
+    (tmp_path / "run").mkdir()
+    run_dir = _run(tmp_path / "run")
+    RunFolder(run_dir).start(SweepConfig(experiment="monolingual", output=str(run_dir)), "x", {})
+    runner = CliRunner()
+    kit = tmp_path / "kit.csv"
+    done = runner.invoke(
+        app, ["human", "export", str(run_dir), "--per-language", "4", "--languages", "fi",
+              "--out", str(kit)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    key_path = kit.with_suffix(".key.json")
+    key = json.loads(key_path.read_text())
+    assert key[human.RUN_ENTRY] == str(run_dir.resolve())
+    schema = dict.fromkeys(human.COLUMNS, pl.String)
+    _fill(pl.read_csv(kit, schema_overrides=schema), key, "alice", lambda k: k["judge_verdict"]
+          ).write_csv(tmp_path / "a.csv")  # fmt: skip
+    done = runner.invoke(
+        app, ["human", "import", str(tmp_path / "a.csv"), "--key", str(key_path),
+              "--out-dir", str(tmp_path / "tables")],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "results page shows it" in done.output
+    page = (run_dir / "report.html").read_text("utf-8")
+    assert "agreement with this run&#x27;s raters" in page
+    assert "<td>fi</td>" in page and "1.000 (4 items)" in page  # alice agrees with the judge
+    # Named explicitly, a folder that is not a run is refused with one line, tables kept.
+    done = runner.invoke(
+        app, ["human", "import", str(tmp_path / "a.csv"), "--key", str(key_path),
+              "--out-dir", str(tmp_path / "tables2"), "--run", str(tmp_path / "nowhere")],
+    )  # fmt: skip
+    assert done.exit_code == 2 and "not on a results page" in done.output
+    assert (tmp_path / "tables2" / "appD_agreement.csv").exists()

@@ -5,6 +5,7 @@ can before it spends compute. The faults come from a scripted OpenAI-compatible 
 import json
 import socket
 import time
+from dataclasses import replace
 
 import helpers
 import pytest
@@ -329,3 +330,29 @@ def test_a_passing_failure_is_asked_again_for_the_whole_patience_window(endpoint
     assert retries.pause(1, 10.0, 1, 0.05, 5.0) is None  # past the tries and the window
     assert retries.pause(0, 10.0, 1, 0.05, 5.0) is not None  # the tries still hold
     assert retries.pause(5, 1.0, 1, 0.05, 5.0) is not None  # the window still holds
+
+
+def test_the_judge_checks_cost_counts_in_the_sweeps_budget_before_any_call(tmp_path, tiny_base):
+    """A paid judge checked on a preference set (`--judge-check-data`): the check spends from
+    the same --max-cost as judging, so preflight counts both and refuses a budget that covers
+    judging alone, naming the check; and a paid judge is never checked by default."""
+    from mlit.sweep import judge_check, preview
+
+    cfg = _cfg(
+        tmp_path, base_model=str(tiny_base), judge="openai/good",
+        judge_api_base="http://127.0.0.1:9/v1", judge_input_price=1.0, judge_output_price=1.0,
+    )  # fmt: skip
+    store = Store(str(tmp_path / "store"))
+    plan = pipeline.plan_sweep(cfg)
+    assert judge_check.source(plan) is None and judge_check.cost(plan, store) == 0.0
+    judging = preview.judge_cost(plan, plan.counts().judge_calls)
+    checked = pipeline.plan_sweep(replace(cfg, judge_check_data="sample"))
+    extra = judge_check.cost(checked, store)
+    chosen = judge_check.pairs(checked, "sample")
+    assert set(chosen["language"]) == set(checked.experiment.eval_languages) and extra > 0
+    limit = replace(cfg, judge_check_data="sample", max_cost=judging + extra / 2)
+    with pytest.raises(preflight.PreflightError, match=r"judging \(online\) and the judge check"):
+        pipeline.run_sweep(limit)
+    assert not (tmp_path / "run").exists()
+    enough = pipeline.plan_sweep(replace(limit, max_cost=judging + extra * 1.01))
+    preflight.budget(enough, store)  # both fit: no error
