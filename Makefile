@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlit-installed
 
-.PHONY: setup demo test test-all test-apps test-cluster vllm-env guidellm-env test-vllm lint format clean
+.PHONY: setup demo test test-all test-apps test-cluster vllm-env guidellm-env mlflow-env mlflow-ui test-vllm lint format clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) sweeps/language_count.py
 
-test: setup
+# The tests start a real MLflow server (tests/mlflow_server.py): its environment first.
+test: setup mlflow-env
 	$(PY) -m pytest
 
 test-all: setup
@@ -52,6 +53,26 @@ $(VLLM_STAMP): constraints-vllm.txt
 		-c constraints-vllm.txt
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
+
+# An MLflow tracking server, for the tracking test and for users without one (`make mlflow-ui`):
+# the full mlflow in its own environment (its pyarrow<26 conflicts with ours; mlit itself needs
+# only the client, mlflow-skinny, from the `tracking` extra).
+MLFLOW_VENV ?= .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.mlit-installed
+
+mlflow-env: $(MLFLOW_STAMP)
+
+$(MLFLOW_STAMP): constraints-mlflow.txt
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --upgrade "pip>=24"
+	$(MLFLOW_VENV)/bin/pip install --quiet mlflow==3.17.2 -c constraints-mlflow.txt
+	touch $(MLFLOW_STAMP)
+
+# A local tracking server with its UI on http://127.0.0.1:5000 (runs in results/mlflow).
+mlflow-ui: mlflow-env
+	mkdir -p results/mlflow
+	cd results/mlflow && ../../$(MLFLOW_VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$$PWD/mlflow.db --artifacts-destination $$PWD/artifacts
 
 # guidellm, a standard load client, in its own environment (benchmarks/serve_guidellm.py).
 GUIDELLM_VENV := .venv-guidellm

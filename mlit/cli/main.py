@@ -181,13 +181,16 @@ TRAIN_FIELDS = (
     "zero_stage",
     "lora_rank",
     "max_steps",
+    "eval_every",
     "dropout_scope",
     "dev_max_tokens",
     "seed",
+    "tracking_uri",
 )
 
 
 def _train(experiment: str, **values) -> None:
+    from mlit.results import tracking
     from mlit.store.artifacts import Store, default_root
     from mlit.sweep.pipeline import plan_sweep
     from mlit.training import trials
@@ -196,9 +199,21 @@ def _train(experiment: str, **values) -> None:
         cfg = flags.apply(SweepConfig(experiment=experiment), flags.given(values))
         p = plan_sweep(cfg)
         store = Store(cfg.store or default_root())
-        result = trials.train_phase(p.jobs, store, p.compute, p.experiment.name)
-    except (ValueError, trials.ResourceError) as err:
+    except ValueError as err:
         console.fail(str(err))
+    tracker = tracking.start(
+        tracking.uri_of(cfg.tracking_uri), f"mlit-{p.experiment.name}", "mlit train",
+        {"experiment": p.experiment.name, "base_model": p.base_model, "models": len(p.jobs),
+         "config": cfg.to_dict()}, {"mlit/command": "train"},
+    )  # fmt: skip
+    try:
+        result = trials.train_phase(p.jobs, store, p.compute, p.experiment.name, tracker)
+    except (ValueError, trials.ResourceError) as err:
+        if tracker is not None:
+            tracking.end(tracker, tracker.parent_run_id, "FAILED")
+        console.fail(str(err))
+    if tracker is not None:
+        tracking.end(tracker, tracker.parent_run_id, "FAILED" if result.failed else "FINISHED")
     click.echo(result.table())
     if result.failed:
         console.fail(f"{len(result.failed)} model(s) failed to train; the others are stored", 1)

@@ -81,6 +81,11 @@ class SweepConfig:
     seed: int = _opt(0, "Seed of mixtures, training and sampling.")
     budget: int | None = _opt(None, "Examples per mixture (default: every training example).")
     max_steps: int | None = _opt(None, "Training steps (default: the preset's).")
+    eval_every: int | None = _opt(
+        None,
+        "Steps between dev ROUGE-L evaluations, each a point of the curve and a candidate "
+        "checkpoint (default: the preset's: 20 demo, 250 paper; the last step always counts).",
+    )
     dropout_scope: str = _opt(
         "all",
         "Where the dropout goes: all (the base model's dropout settings, plus dropout on every "
@@ -134,6 +139,11 @@ class SweepConfig:
         "Human preference pairs (MM-Eval's shape: a .parquet/.jsonl file or a hub dataset) to "
         "check the run's judge on, in its evaluation languages, before its scores are read "
         "(the demo checks its judge on the bundled sample).",
+    )
+    tracking_uri: str | None = _opt(
+        None,
+        "MLflow tracking server, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI; "
+        "off when neither): a run per sweep, a child run per model trained, logged live.",
     )
     n_boot: int = _opt(1000, "Bootstrap replicates for the confidence intervals.")
     max_error_rate: float = _opt(
@@ -221,6 +231,7 @@ _MINIMUM = {
     "lora_rank": 0,
     "budget": 1,
     "max_steps": 1,
+    "eval_every": 1,
     "checkpoint_every": 0,
     "dev_max_tokens": 1,
     "prompt_tokens": 0,

@@ -244,6 +244,8 @@ def train_config(cfg: SweepConfig) -> TrainConfig:
     overrides: dict = {"zero_stage": cfg.zero_stage, "lora_rank": cfg.lora_rank, "seed": cfg.seed}
     if cfg.max_steps is not None:
         overrides["max_steps"] = cfg.max_steps
+    if cfg.eval_every is not None:
+        overrides["eval_every"] = cfg.eval_every
     if cfg.dev_max_tokens is not None:
         overrides["dev_max_new_tokens"] = cfg.dev_max_tokens
     return make(dropout_scope=cfg.dropout_scope, **overrides)

@@ -128,8 +128,8 @@ def _training_bar(plan: Plan, store: Store, poll_s: float = 2.0):
         bar.close()
 
 
-def train(plan: Plan, store: Store, run: RunFolder) -> dict:
-    """Every model of the plan that the store lacks, as Tune trials."""
+def train(plan: Plan, store: Store, run: RunFolder, tracker=None) -> dict:
+    """Every model of the plan that the store lacks, as Tune trials (logged live to tracker)."""
     phase = Phase()
     ray = sys.modules.get("ray")
     # Only a Ray this process is connected to can hold a Serve app of ours; importing Serve to
@@ -141,7 +141,7 @@ def train(plan: Plan, store: Store, run: RunFolder) -> dict:
         if serving.stop_if_running():  # Serve replicas must not hold the CPUs/GPUs trials need
             console.say("[train] took the running Serve app down first: trials need its CPUs/GPUs")
     with _training_bar(plan, store):
-        result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name)
+        result = train_phase(plan.jobs, store, plan.compute, plan.experiment.name, tracker)
     run.write_frame("train", result.table())
     if result.failed:
         raise TrainingFailed(

@@ -42,6 +42,7 @@ from mlit.sweep import (
     preview,
     protocol_report,
     protocol_run,
+    tracked,
 )
 
 
@@ -96,6 +97,20 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     record = run.start(cfg, plan.experiment.name, manifests)
     record.phase("plan", {"seconds": plan_s})  # the demo base model's build included
     console.attach(run.path / "logs")  # library output (when quiet) from now on in the run
+    tracker = tracked.start(plan, run)
+    if tracker is not None:
+        record.set(tracking=tracked.describe(tracker))
+    try:
+        result = _phases(plan, store, run, record, tracker, start)
+    except BaseException as err:
+        tracked.end(tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracked.finish(tracker, plan, run)
+    return result
+
+
+def _phases(plan: Plan, store: Store, run: RunFolder, record, tracker, start: float) -> RunResult:
+    cfg = plan.config
     record.set(
         protocol=protocol_report.as_json(protocol_report.items(plan)),
         judge_template=plan.judge.build().template_name,
@@ -108,7 +123,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
         record.set(bilingual_pairs=["+".join(r.languages) for r in plan.experiment.recipes])
 
     with heartbeat("train"):
-        record.phase("train", phases.train(plan, store, run))
+        record.phase("train", phases.train(plan, store, run, tracker))
     models = plan.model_dirs(store.model_uri)  # a URI on object storage: replicas download it
     run.write_models(models)
     t = time.time()
@@ -154,6 +169,7 @@ def run_sweep(cfg: SweepConfig) -> RunResult:
     record.finish("failed" if failed else "ok")
     page = report_page.write(run)  # after run.json's last write: the page shows the status
     if failed:
+        tracked.finish(tracker, plan, run, "FAILED")  # its tables and page are worth keeping
         raise phases.SweepFailed(
             f"the run in {run.path} has too many failures (more than {cfg.max_error_rate:.0%}; "
             "--max-error-rate):\n  " + "\n  ".join(failed) + "\nfinished work is stored; "

@@ -20,6 +20,8 @@ from mlit.training import checkpoints
 
 Example = tuple[str, str]  # (instruction, response)
 Report = Callable[[dict], None]
+Log = Callable[[int, dict], None]  # (step, metrics): an experiment tracker's live feed
+LOGGED = ("loss", "learning_rate", "grad_norm")  # of the Trainer's logs, what a tracker gets
 
 
 def dev_sampling(cfg: TrainConfig) -> decoding.Sampling:
@@ -110,6 +112,10 @@ def callback(
         def on_log(self, args, st, control, logs=None, **kw):
             if logs and "loss" in logs:
                 selection.losses.append([st.global_step, float(logs["loss"])])
+            if logs and context.get("log"):
+                shown = {k: float(logs[k]) for k in LOGGED if isinstance(logs.get(k), int | float)}
+                if shown:
+                    context["log"](st.global_step, shown)
 
         def on_step_end(self, args, st, control, model=None, **kw):
             step = st.global_step
@@ -121,6 +127,8 @@ def callback(
             score, context["dev_scored"] = dev_score(model, tokenizer, dev, cfg)
             if selection.record(step, score):
                 context["trainer"].save_model(str(best_dir))  # every rank: ZeRO-3 gathers
+            if context.get("log"):
+                context["log"](step, {"dev_rouge_l": score, "best_dev_rouge_l": selection.best})
             if report is not None:
                 loss = selection.losses[-1][1] if selection.losses else float("nan")
                 report(

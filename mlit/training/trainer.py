@@ -180,9 +180,12 @@ def train_model(
     metadata: dict | None = None,
     report: Report | None = None,
     checkpointing: checkpoints.Checkpointing | None = None,
+    log: selection.Log | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` on ``train`` and export the best checkpoint by dev ROUGE-L;
-    with ``checkpointing``, resume from the model's latest checkpoint and write new ones."""
+    with ``checkpointing``, resume from the model's latest checkpoint and write new ones;
+    ``log(step, metrics)`` sees loss and learning rate at each logged step and dev ROUGE-L at
+    each evaluation, as they happen (an experiment tracker)."""
     if not train:
         raise TrainError("no training examples")
     if not dev:
@@ -216,7 +219,7 @@ def train_model(
         if checkpointing
         else None
     )
-    context = {"report_extra": {"resumed_from_step": resumed}}
+    context = {"report_extra": {"resumed_from_step": resumed}, "log": log}
     trainer = Trainer(
         model=model,
         args=args,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,10 +26,12 @@ from pathlib import Path
 from mlit.planning.compute import Compute, ResourceError
 from mlit.planning.model_keys import ModelJob
 from mlit.plumbing import console
+from mlit.results.tracking import Tracker
 from mlit.store import leases
 from mlit.store.artifacts import Store
 from mlit.store.filesystems import filesystem
-from mlit.training import checkpoints
+from mlit.training import checkpoints, worker
+from mlit.training.worker import checkpointing
 
 __all__ = ["Compute", "ResourceError", "train_phase"]
 
@@ -114,6 +115,7 @@ def train_phase(
     store: Store,
     compute: Compute,
     experiment_name: str = "mlit",
+    tracker: Tracker | None = None,
 ) -> PhaseResult:
     """Train every job whose model is not in the store, as Tune trials; return the result table.
 
@@ -141,7 +143,7 @@ def train_phase(
                     store.delete_model(j.key)  # under its lease: nobody else publishes it now
             build = [j for j in mine if not store.has_model(j.key)]
             if build:
-                missing, errors = _run_tune(build, store, compute, experiment_name)
+                missing, errors = _run_tune(build, store, compute, experiment_name, tracker)
                 failed += missing
                 first_error = first_error or next(iter(errors), None)
                 launched |= {j.key for j in build}
@@ -172,6 +174,11 @@ def train_phase(
                 "attempts": info.get("attempts", 1),
                 # What training did as it ran (None: a model stored before mlit recorded it).
                 "as_run": json.dumps(info["as_run"]) if info.get("as_run") else None,
+                # The curves the results page draws ([step, value] pairs, as JSON).
+                "best_step": info.get("best_step"),
+                "loss_curve": json.dumps(info["loss_curve"]) if "loss_curve" in info else None,
+                "dev_curve": json.dumps(info["dev_curve"]) if "dev_curve" in info else None,
+                "mlflow_run_id": info.get("mlflow_run_id"),
                 "status": (
                     "failed"
                     if job.key in failed
@@ -186,7 +193,7 @@ def train_phase(
 
 
 def _run_tune(
-    todo: list[ModelJob], store: Store, compute: Compute, name: str
+    todo: list[ModelJob], store: Store, compute: Compute, name: str, tracker: Tracker | None
 ) -> tuple[list[str], list[str]]:
     """(keys of the models that are still missing, the last line of each failed trial's error)."""
     import ray
@@ -212,7 +219,12 @@ def _run_tune(
         for g, jobs in groups.items()
     }
     trainable = tune.with_parameters(
-        _trial, groups=groups, store_root=store.root, compute=asdict(compute), storage=storage
+        _trial,
+        groups=groups,
+        store_root=store.root,
+        compute=asdict(compute),
+        storage=storage,
+        tracker=tracker,
     )
     # The trial only drives a TorchTrainer; its workers hold the CPUs and GPUs. Tune needs the
     # trial to reserve something, and a CPU would starve the workers on a small machine, so it
@@ -251,7 +263,9 @@ def _run_tune(
     return [j.key for j in missing], errors
 
 
-def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: str) -> None:
+def _trial(
+    config: dict, groups: dict, store_root: str, compute: dict, storage: str, tracker=None
+) -> None:
     """Tune function trainable: build and fit one TorchTrainer for its model(s)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -263,8 +277,13 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
     use_gpu = comp.gpus_per_worker > 0
     storage_fs, storage_path = filesystem(storage)
     trainer = TorchTrainer(
-        train_loop_per_worker=_worker_loop,
-        train_loop_config={"jobs": jobs, "store_root": store_root, "compute": comp},
+        train_loop_per_worker=worker.loop,
+        train_loop_config={
+            "jobs": jobs,
+            "store_root": store_root,
+            "compute": comp,
+            "tracker": tracker,
+        },
         scaling_config=ScalingConfig(
             num_workers=comp.workers,
             use_gpu=use_gpu,
@@ -280,92 +299,3 @@ def _trial(config: dict, groups: dict, store_root: str, compute: dict, storage: 
         ),
     )
     trainer.fit()
-
-
-def checkpointing(job: ModelJob, store_root: str, compute: Compute) -> checkpoints.Checkpointing:
-    """Where and how often a model's training run checkpoints (default: every dev evaluation)."""
-    every = compute.checkpoint_every
-    every = job.config.eval_every if every is None else every
-    return checkpoints.Checkpointing(store_root, job.key, every, compute.keep_checkpoints)
-
-
-def _worker_loop(config: dict) -> None:
-    """Runs on every Ray Train worker: the plain training step per model, rank 0 publishes each
-    model as soon as it is done (so a retried trial skips what finished)."""
-    store = Store(config["store_root"])
-    for job in config["jobs"]:
-        if not store.valid_model(job.key):
-            _train_one(job, store, checkpointing(job, store.root, config["compute"]))
-
-
-def not_retried(err: BaseException, ck: checkpoints.Checkpointing) -> str | None:
-    """Why a failure would only repeat on retry (bad input; out of memory at the step where an
-    earlier attempt ran out too), or None: a lost node, a killed process, anything else is
-    retried, from the latest checkpoint."""
-    from mlit.method.hyperparameters import TrainError
-
-    if isinstance(err, TrainError):
-        return f"bad input: {err}"
-    text = f"{type(err).__name__}: {err}"
-    if "OutOfMemoryError" in text or "out of memory" in text.lower():
-        tried = checkpoints.attempts(ck)
-        step = tried[-1].get("failed_at_step") if tried else None
-        if any(a.get("failed_at_step") == step for a in tried[:-1] if a.get("out_of_memory")):
-            return f"out of memory at step {step} twice ({text.splitlines()[0][:200]})"
-        if tried:
-            checkpoints.ended(ck, checkpoints.Attempt(tried[-1]["attempt"], 0), out_of_memory=True)
-    return None
-
-
-def model_metadata(folder: Path) -> dict:
-    """What training wrote beside an exported model (`trainer.METADATA`)."""
-    import json
-
-    from mlit.training import trainer
-
-    return json.loads((folder / trainer.METADATA).read_text())
-
-
-def _train_one(job: ModelJob, store: Store, ck: checkpoints.Checkpointing) -> None:
-    import ray.train
-
-    from mlit.training import trainer
-
-    rank = ray.train.get_context().get_world_rank()
-    out = Path(tempfile.gettempdir()) / "mlit-train" / f"{job.key}-{rank}"
-    try:
-        result = trainer.train_model(
-            job.base_model,
-            list(job.train),
-            list(job.dev),
-            job.config,
-            out,
-            metadata={"mixture": job.manifest, "model_key": job.key, "mixture_name": job.name},
-            report=lambda metrics: ray.train.report({**metrics, "mixture": job.name}),
-            checkpointing=ck,
-        )
-    except Exception as err:
-        reason = not_retried(err, ck)
-        if reason is None:
-            raise  # Tune retries the trial; the retry resumes from the latest checkpoint
-        checkpoints.stop(ck, reason)  # every rank fails alike on bad input: all move on
-        return
-    if rank == 0:
-        info = {
-            "model_key": job.key,
-            "mixture": job.name,
-            "mixture_hash": job.manifest["hash"],
-            "best_dev_rouge_l": result.best_dev_rouge_l,
-            "best_step": result.best_step,
-            "wall_time_s": result.wall_time_s,
-            "base_model": job.base_model,
-            "effective_batch": result.effective_batch,
-            "dropout_settings": model_metadata(out).get("dropout_settings", []),
-            "resumed_from_step": result.resumed_from_step,
-            "attempts": result.attempt,
-            "as_run": result.as_run,  # what the protocol report reads (`trainer_arguments.as_run`)
-        }
-        store.publish_model(out, job.key, info)
-        shutil.rmtree(out, ignore_errors=True)
-        if not ck.keep:
-            checkpoints.delete(ck)  # the model is stored: its checkpoints have done their job

@@ -11,12 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import helpers
+import mlflow_server
 import polars as pl
 import pytest
 
 from mlit.demo import judge_model
 from mlit.generation.answer_client import SamplingParams
 from mlit.planning.config import SweepConfig
+from mlit.plumbing.ports import free_port
 from mlit.results import analysis
 from mlit.store.artifacts import Store
 from mlit.sweep import pipeline, preview
@@ -45,6 +47,7 @@ def _config(tiny_base, tiny_judge, store, out, **extra):
         output=str(out),
         store=store,
         max_steps=4,
+        eval_every=2,  # two dev evaluations: a curve of two points per model
         workers=1,
         sampling=SamplingParams(max_tokens=12, seed=0),
         n_boot=200,
@@ -53,12 +56,17 @@ def _config(tiny_base, tiny_judge, store, out, **extra):
 
 
 def test_reduced_demo_sweep_end_to_end_and_rerun(
-    ray_session, tiny_base, tiny_judge, shared_store, tmp_path
+    ray_session, tiny_base, tiny_judge, shared_store, tmp_path, capsys
 ):
     # The demo judge is checked on the sample by default; the tiny judge is asked to be.
     cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / "run", judge_check_data="sample")
-    first = pipeline.run_sweep(cfg)
-    run = first.run_dir
+    with mlflow_server.running(tmp_path / "mlflow") as tracking_uri:  # issue 52: a real server
+        cfg = replace(cfg, tracking_uri=tracking_uri)
+        first = pipeline.run_sweep(cfg)
+        run = first.run_dir
+        _tracked_as_it_ran(tracking_uri, run)
+        second = pipeline.run_sweep(replace(cfg, output=str(tmp_path / "second")))
+        _reused_models_link_to_the_runs_that_trained_them(tracking_uri, second.run_dir)
     assert first.trained == 3  # count-fi, count-fi-en and the baseline mono-cs
     assert first.generation_requests == 3 * 16 and first.judge_calls == 2 * 2 * 16
     table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
@@ -99,10 +107,12 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     assert checked["calls"] == 32
     assert "The judge's reliability per language" in (run / "report.html").read_text()
 
-    start = time.time()
-    second = pipeline.run_sweep(cfg)
     assert (second.trained, second.generation_requests, second.judge_calls) == (0, 0, 0)
-    rerun = json.loads((second.run_dir / "run.json").read_text())["phases"]["judge_check"]
+    # A tracking server that does not answer is one warning; the run goes on (and fast).
+    start = time.time()
+    third = pipeline.run_sweep(replace(cfg, tracking_uri=f"http://127.0.0.1:{free_port()}"))
+    assert third.trained == 0 and "[tracking] starting the run failed" in capsys.readouterr().err
+    rerun = json.loads((third.run_dir / "run.json").read_text())["phases"]["judge_check"]
     assert rerun["calls"] == 0  # the check's verdicts are stored too
     assert time.time() - start < 0.5 * first.seconds
     # `mlit report` rebuilds the tables from the files alone.
@@ -121,6 +131,57 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     assert pl.read_csv(copy / "tables" / "fig5_language_count.csv").equals(table)
 
 
+def _tracked_as_it_ran(uri: str, run):
+    """MLflow holds the experiment, the sweep's run with its params, table metrics and
+    results page, and a child run per trained model with live loss and dev ROUGE-L curves."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mlit-language_count")
+    run_id = json.loads((run / "run.json").read_text())["_run_id"]
+    [parent] = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlit/run_id` = '{run_id}'"
+    )
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["base_model"] and parent.data.params["run_id"] == run_id
+    assert "k_1/cs" in parent.data.metrics and "k_2/avg_ci_high" in parent.data.metrics
+    assert {"report.html", "run.json", "tables", "figures"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.params["mixture"] for c in children) == [
+        "count-fi", "count-fi-en", "mono-cs"
+    ]  # fmt: skip
+    for child in children:
+        loss = client.get_metric_history(child.info.run_id, "loss")
+        dev = client.get_metric_history(child.info.run_id, "dev_rouge_l")
+        assert len(loss) == 4 and [m.step for m in dev] == [2, 4], child.data.params["mixture"]
+        assert "learning_rate" in child.data.metrics and "best_step" in child.data.metrics
+        assert child.info.status == "FINISHED"
+    trained = pl.read_parquet(run / "train.parquet")
+    assert set(trained["mlflow_run_id"]) == {c.info.run_id for c in children}
+
+
+def _reused_models_link_to_the_runs_that_trained_them(uri: str, run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run_id = json.loads((run / "run.json").read_text())["_run_id"]
+    [parent] = client.search_runs(
+        [client.get_experiment_by_name("mlit-language_count").experiment_id],
+        f"tags.`mlit/run_id` = '{run_id}'",
+    )
+    trained = pl.read_parquet(run / "train.parquet")
+    links = {k.removeprefix("mlit/reused/"): v for k, v in parent.data.tags.items()
+             if k.startswith("mlit/reused/")}  # fmt: skip
+    assert links == dict(zip(trained["mixture"], trained["mlflow_run_id"], strict=True))
+    assert not client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )  # nothing trained, nothing logged again
+
+
 KILL = """
 import sys, ray
 from mlit.sweep import pipeline
@@ -133,7 +194,7 @@ Store.writer.__defaults__ = (0.1,)
 ray.init(address=sys.argv[1])
 cfg = SweepConfig(
     experiment="language_count", base_model=sys.argv[2], judge_model_dir=sys.argv[3],
-    languages=("fi", "en", "cs"), output=sys.argv[4], store=sys.argv[5], max_steps=4, workers=1,
+    languages=("fi", "en", "cs"), output=sys.argv[4], store=sys.argv[5], max_steps=4, eval_every=2, workers=1,
     sampling=SamplingParams(max_tokens=24, seed=7), generation_concurrency=1, n_boot=50)
 pipeline.run_sweep(cfg)
 """
@@ -368,7 +429,7 @@ from mlit.planning.config import SweepConfig
 ray.init(address="local", num_cpus=2, include_dashboard=False)
 cfg = SweepConfig(
     experiment="language_count", base_model=sys.argv[1], judge_model_dir=sys.argv[2],
-    languages=("fi", "en", "cs"), output=sys.argv[3], store=sys.argv[4], max_steps=4, workers=1,
+    languages=("fi", "en", "cs"), output=sys.argv[3], store=sys.argv[4], max_steps=4, eval_every=2, workers=1,
     sampling=SamplingParams(max_tokens=12, seed=0), n_boot=50)
 result = pipeline.run_sweep(cfg)
 print("TRAINED", result.trained)

@@ -11,7 +11,7 @@ import helpers
 import pytest
 
 from mlit.method.hyperparameters import TrainError
-from mlit.training import checkpoints, trials
+from mlit.training import checkpoints, worker
 
 RUN = Path(__file__).parents[1] / "checkpoint_run.py"
 KEY = "model-under-test"
@@ -95,20 +95,20 @@ def test_an_upload_cut_off_before_its_manifest_is_not_a_checkpoint(runs, tiny_ba
 
 def test_failures_a_retry_cannot_change_are_not_retried(tmp_path):
     ck = checkpoints.Checkpointing(str(tmp_path), "k", every=10)
-    assert trials.not_retried(TrainError("no training examples"), ck) == (
+    assert worker.not_retried(TrainError("no training examples"), ck) == (
         "bad input: no training examples"
     )
-    assert trials.not_retried(ConnectionError("node lost"), ck) is None
+    assert worker.not_retried(ConnectionError("node lost"), ck) is None
     oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     first = checkpoints.begin(ck, 0)
     checkpoints.ended(ck, first, failed_at_step=130)
-    assert trials.not_retried(oom, ck) is None  # once: maybe a neighbour's memory; retried
+    assert worker.not_retried(oom, ck) is None  # once: maybe a neighbour's memory; retried
     second = checkpoints.begin(ck, 100)
     checkpoints.ended(ck, second, failed_at_step=120)
-    assert trials.not_retried(oom, ck) is None  # another step: retried
+    assert worker.not_retried(oom, ck) is None  # another step: retried
     third = checkpoints.begin(ck, 100)
     checkpoints.ended(ck, third, failed_at_step=120)
-    assert "out of memory at step 120 twice" in trials.not_retried(oom, ck)
+    assert "out of memory at step 120 twice" in worker.not_retried(oom, ck)
     checkpoints.stop(ck, "bad input")
     assert checkpoints.stopped(ck) == "bad input"
     checkpoints.begin(ck, 100)  # a later run tries again
