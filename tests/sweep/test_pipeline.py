@@ -139,9 +139,7 @@ def _tracked_as_it_ran(uri: str, run):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("mlit-language_count")
     run_id = json.loads((run / "run.json").read_text())["_run_id"]
-    [parent] = client.search_runs(
-        [experiment.experiment_id], f"tags.`mlit/run_id` = '{run_id}'"
-    )
+    [parent] = client.search_runs([experiment.experiment_id], f"tags.`mlit/run_id` = '{run_id}'")
     assert parent.info.status == "FINISHED"
     assert parent.data.params["base_model"] and parent.data.params["run_id"] == run_id
     assert "k_1/cs" in parent.data.metrics and "k_2/avg_ci_high" in parent.data.metrics
