@@ -60,6 +60,9 @@ def build(
     scores.write_tables(tables, run.tables, scores.notes_for(exp))
     note = plots.NOTE_DEMO if cfg.is_demo else None
     figures = plots.figures_for(tables, exp, run.figures, note)
+    if run.has_frame("train"):  # how each model trained, and the checkpoint kept
+        curves = plots.training_curves(run.frame("train"), run.figures / plots.CURVES, note)
+        figures += [curves] if curves else []
     main = tables[exp.table_stem]
     console.say(f"\n{exp.figure} — {exp.title}\n")
     console.say(scores.to_markdown(main.select([c for c in main.columns if "ci_" not in c])))

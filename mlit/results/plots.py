@@ -5,10 +5,12 @@
 - Line plots (Fig. 3, 4 and 5): per-language scores as thin lines, averages as thick lines with
   their bootstrap interval as a band.
 - Bars (Fig. 6) and a scatter with its regression line (Fig. 8).
+- Training curves: loss and dev ROUGE-L per model, the checkpoint kept marked.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +270,53 @@ def figures_for(
         "bilingual": bilingual_plot,
     }[exp.table_kind]
     return [draw(tables[stem], exp, folder / f"{stem}.png", note)]
+
+
+def curves_of(train: pl.DataFrame) -> list[tuple[str, list, list, int | None]]:
+    """(mixture, loss [step, value] pairs, dev ROUGE-L pairs, best step) of each model whose
+    curves were recorded (models stored before mlit kept them have none)."""
+    if "loss_curve" not in train.columns:
+        return []
+    out = []
+    for r in train.iter_rows(named=True):
+        loss = json.loads(r["loss_curve"]) if r.get("loss_curve") else []
+        dev = json.loads(r["dev_curve"]) if r.get("dev_curve") else []
+        if loss or dev:
+            out.append((r["mixture"], loss, dev, r.get("best_step")))
+    return sorted(out)
+
+
+CURVES = "training_curves.png"
+LEGEND_AT_MOST = 12  # more models than this: a count in the title instead of a legend
+
+
+def training_curves(train: pl.DataFrame, path: Path, note: str | None = None) -> Path | None:
+    """Training loss and dev ROUGE-L per model over steps, the selected checkpoint (the best dev
+    ROUGE-L, the paper's rule) marked; None when no model recorded its curves."""
+    curves = curves_of(train)
+    if not curves:
+        return None
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mixture, loss, dev, best in curves:
+        if loss:
+            left.plot([s for s, _ in loss], [v for _, v in loss], lw=1.2, label=mixture)
+        if dev:
+            (line,) = right.plot([s for s, _ in dev], [v for _, v in dev], marker="o", ms=3,
+                                 lw=1.2, label=mixture)  # fmt: skip
+            chosen = [v for s, v in dev if s == best]
+            if chosen:
+                right.plot([best], chosen, marker="*", ms=13, color=line.get_color(),
+                           markeredgecolor="black", ls="none")  # fmt: skip
+    left.set(xlabel="step", ylabel="training loss", title="training loss")
+    right.set(xlabel="step", ylabel="dev ROUGE-L", title="dev ROUGE-L (★ the checkpoint kept)")
+    if len(curves) <= LEGEND_AT_MOST:
+        right.legend(fontsize=7, loc="best")
+    else:
+        fig.suptitle(f"{len(curves)} models", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+    return _finish(fig, path, note)

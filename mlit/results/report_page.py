@@ -17,6 +17,7 @@ import polars as pl
 
 from mlit.method import experiments
 from mlit.planning.config import DEMO_NOTE
+from mlit.results.plots import CURVES
 from mlit.plumbing.atomic import atomic_write
 from mlit.results.run_folder import RUN_ID, RunFolder
 
@@ -188,6 +189,23 @@ def _reliability(run: RunFolder, langs) -> tuple[str, set[str]]:
     return note + _table(rows, header, marks), chance
 
 
+def _curves(run: RunFolder) -> str:
+    """Each model's training as it ran, from train.parquet (whether or not a tracker was)."""
+    note = (
+        "<p class=note>Training loss at each logged step and dev ROUGE-L at each evaluation, "
+        "per model trained for this run or reused from the store; ★ marks the checkpoint kept "
+        "(the best dev ROUGE-L, §2).</p>"
+    )
+    rows = []
+    if run.has_frame("train"):
+        for r in run.frame("train").iter_rows(named=True):
+            best = r.get("best_dev_rouge_l")
+            rows.append([r["mixture"], r.get("best_step"), "" if best is None else f"{best:.4f}",
+                         r.get("status", ""), r.get("mlflow_run_id") or ""])  # fmt: skip
+    header = ["model", "checkpoint kept (step)", "its dev ROUGE-L", "status", "MLflow run"]
+    return note + _figure(run.figures / CURVES) + _table(rows, header)
+
+
 def _protocol(meta: dict) -> str:
     items = meta.get("protocol") or []
     if not items:
@@ -252,9 +270,11 @@ def write(run: RunFolder) -> Path:
             "log; finished work is stored and a rerun continues it.</p>"
         )
     reliability, chance = _reliability(run, exp.eval_languages if stem else ())
-    figures = sorted(run.figures.glob("*.png"))
+    figures = sorted(p for p in run.figures.glob("*.png") if p.name != CURVES)
     parts += ["<h2>Figures</h2>", *(_figure(p) for p in figures)]
     parts += ["<h2>Tables</h2>", _tables(run, stem, chance)]
+    if (run.figures / CURVES).exists():
+        parts += ["<h2>Training curves</h2>", _curves(run)]
     if reliability:
         parts += ["<h2>The judge's reliability per language</h2>", reliability]
     parts += ["<h2>Phases</h2>", _phases(meta)]

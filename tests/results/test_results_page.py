@@ -109,3 +109,36 @@ def test_a_sweep_given_a_judge_check_shows_each_languages_agreement(tmp_path):
     assert f"{langs[1]}\t40\t0.900 [0.800, 0.970]\t0.850" in shown.text
     assert "within noise of chance" in shown.text and f"{langs[0]} ⚠" in shown.text
     assert f"{langs[1]} ⚠" not in shown.text
+
+
+@needs_chromium
+def test_training_curves_show_on_the_page_with_the_checkpoint_kept(tmp_path):
+    """Issue 52: each model's loss and dev ROUGE-L over steps, drawn from train.parquet (no
+    tracker needed), the checkpoint kept named per model; a model stored before curves were
+    recorded is listed without one."""
+    import json
+
+    import polars as pl
+
+    from mlit.results import plots
+
+    run = _run_folder(tmp_path / "run", "language_count")
+    rows = [
+        {"mixture": "count-fi", "best_step": 4, "best_dev_rouge_l": 0.31, "status": "trained",
+         "loss_curve": json.dumps([[1, 3.2], [2, 2.9], [3, 2.5], [4, 2.4]]),
+         "dev_curve": json.dumps([[2, 0.22], [4, 0.31]]), "mlflow_run_id": "abc123"},
+        {"mixture": "count-fi-en", "best_step": 2, "best_dev_rouge_l": 0.28, "status": "stored",
+         "loss_curve": json.dumps([[1, 3.1], [2, 2.7], [3, 2.6], [4, 2.6]]),
+         "dev_curve": json.dumps([[2, 0.28], [4, 0.27]]), "mlflow_run_id": None},
+        {"mixture": "mono-cs", "best_step": None, "best_dev_rouge_l": 0.2, "status": "stored",
+         "loss_curve": None, "dev_curve": None, "mlflow_run_id": None},
+    ]  # fmt: skip
+    run.write_frame("train", pl.DataFrame(rows))
+    analysis.rebuild(run.path)
+    assert [c[0] for c in plots.curves_of(run.frame("train"))] == ["count-fi", "count-fi-en"]
+    shown = load(run.path / "report.html", tmp_path / "curves.png")
+    assert shown.errors == [] and all(i["ok"] for i in shown.images)
+    assert "training_curves" in {i["alt"] for i in shown.images}
+    assert "Training curves" in shown.text and "★ marks the checkpoint kept" in shown.text
+    assert "count-fi\t4\t0.3100\ttrained\tabc123" in shown.text
+    assert "count-fi-en\t2\t0.2800\tstored" in shown.text

@@ -72,7 +72,11 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
     table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
     assert table["k"].to_list() == [1, 2]
     assert table.columns == ["k", "cs", "avg", "avg_ci_low", "avg_ci_high"]
-    assert {p.name for p in (run / "figures").iterdir()} == {"fig5_language_count.png"}
+    assert {p.name for p in (run / "figures").iterdir()} == {
+        "fig5_language_count.png",
+        "training_curves.png",  # issue 52: each model's loss and dev ROUGE-L
+    }
+    assert "Training curves" in (run / "report.html").read_text()
     for name in (
         "run.json",
         "models.json",
