@@ -17,8 +17,8 @@ import polars as pl
 
 from mlit.method import experiments
 from mlit.planning.config import DEMO_NOTE
-from mlit.results.plots import CURVES
 from mlit.plumbing.atomic import atomic_write
+from mlit.results.plots import CURVES
 from mlit.results.run_folder import RUN_ID, RunFolder
 
 PAGE = "report.html"
