@@ -262,6 +262,47 @@ def report_cmd(run_dir: Path, compare_paper: bool, open_page: bool) -> None:
         console.fail(f"no web browser found to open {page}; open that file by hand")
 
 
+@app.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", type=PathArg, default=Path("compare.html"), show_default=True)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow server to fetch RUNS from where they are run ids, not folders (default: "
+    "$MLFLOW_TRACKING_URI).",
+)
+@click.option("--n-boot", default=1000, show_default=True, help="Bootstrap replicates.")
+def compare_cmd(runs: tuple[str, ...], out: Path, tracking_uri: str | None, n_boot: int) -> None:
+    """Runs of one experiment side by side (other base models, seeds, judges): RUNS are run
+    folders, or MLflow run ids of tracked sweeps. The page shows the experiment's figure with
+    one line per run and, for each cell, the difference from the first run with a paired
+    bootstrap interval over the same instructions; significant differences are marked."""
+    from mlit.results import comparison_page, run_comparison, tracking
+
+    uri = tracking.uri_of(tracking_uri)
+    folders = []
+    for given in runs:
+        if Path(given).is_dir() or uri is None:
+            folders.append(Path(given))
+            continue
+        try:
+            folders.append(tracking.download(uri, given, out.with_suffix(".runs") / given))
+        except ValueError as err:
+            console.fail(str(err))
+    try:
+        loaded = run_comparison.load(folders)
+    except run_comparison.CompareError as err:
+        console.fail(str(err))
+    page, tables = comparison_page.write(loaded, out, n_boot)
+    for other, cells in zip(loaded[1:], tables, strict=True):
+        significant = int(cells["significant"].sum()) if cells.height else 0
+        click.echo(
+            f"{other.label} - {loaded[0].label}: {significant} of {cells.height} cells differ "
+            "significantly"
+        )
+    click.echo(f"comparison page: {page}")
+
+
 @app.command("estimate")
 @click.argument("experiment")
 @click.option("--params", default=1.5e9, show_default=True, help="Base-model parameters.")

@@ -320,3 +320,19 @@ def training_curves(train: pl.DataFrame, path: Path, note: str | None = None) ->
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
     return _finish(fig, path, note)
+
+
+def runs_plot(lines: dict[str, dict[str, float]], order: list[str], title: str, path: Path) -> Path:
+    """One line per run over the experiment's models (each model's mean score): runs of one
+    experiment side by side (`mlit compare`)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(order) + 3), 4))
+    x = np.arange(len(order))
+    for label, means in lines.items():
+        ax.plot(x, [means.get(m, np.nan) for m in order], marker="o", lw=2, label=label)
+    ax.axhline(50, color="grey", lw=0.8, ls=":")  # a tie with the baseline
+    ax.set_xticks(x, order, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="IF score (mean over languages)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path, None)

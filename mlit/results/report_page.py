@@ -59,7 +59,7 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _table(
+def table_html(
     rows: list[list], header: list[str], marks: list[str] | None = None, css: str = ""
 ) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
@@ -76,7 +76,7 @@ def _csv_table(path: Path, flagged: set[str] = frozenset()) -> str:
     # Strings as written: the CSV already holds the precision the tables are written with.
     frame = pl.read_csv(path, infer_schema=False)
     header = [f"{c} ⚠" if c in flagged else c for c in frame.columns]
-    return _table([list(r) for r in frame.iter_rows()], header)
+    return table_html([list(r) for r in frame.iter_rows()], header)
 
 
 def _md_note(path: Path) -> str:
@@ -87,7 +87,7 @@ def _md_note(path: Path) -> str:
     return " ".join(lines)
 
 
-def _figure(path: Path) -> str:
+def figure_html(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
         f'<figure><img alt="{_e(path.stem)}" src="data:image/png;base64,{data}">'
@@ -127,7 +127,7 @@ def _phases(meta: dict) -> str:
             rows.append([name, value.get("seconds", ""), detail])
         else:
             rows.append([name, value, ""])
-    return _table(rows, ["phase", "seconds", "counts"], css="text") if rows else ""
+    return table_html(rows, ["phase", "seconds", "counts"], css="text") if rows else ""
 
 
 def _human_kit(run: RunFolder) -> dict[str, str]:
@@ -186,7 +186,7 @@ def _reliability(run: RunFolder, langs) -> tuple[str, set[str]]:
         "import</code>): a win in both orders counts 1, a tie 0.5, a loss 0; 0.5 is chance. "
         "The paper's raters agreed with its judge 75-79.5% of the time (App. D).</p>"
     )
-    return note + _table(rows, header, marks), chance
+    return note + table_html(rows, header, marks), chance
 
 
 def _curves(run: RunFolder) -> str:
@@ -203,7 +203,7 @@ def _curves(run: RunFolder) -> str:
             rows.append([r["mixture"], r.get("best_step"), "" if best is None else f"{best:.4f}",
                          r.get("status", ""), r.get("mlflow_run_id") or ""])  # fmt: skip
     header = ["model", "checkpoint kept (step)", "its dev ROUGE-L", "status", "MLflow run"]
-    return note + _figure(run.figures / CURVES) + _table(rows, header)
+    return note + figure_html(run.figures / CURVES) + table_html(rows, header)
 
 
 def _protocol(meta: dict) -> str:
@@ -214,7 +214,7 @@ def _protocol(meta: dict) -> str:
     marks = ["differs" if i["matches"] is False else "" for i in items]
     differs = sum(i["matches"] is False for i in items)
     summary = f"<p>{len(items) - differs} of {len(items)} items as in the paper.</p>"
-    return summary + _table(rows, ["item", "paper", "this run"], marks, "text")
+    return summary + table_html(rows, ["item", "paper", "this run"], marks, "text")
 
 
 def _provenance(meta: dict) -> str:
@@ -229,7 +229,7 @@ def _provenance(meta: dict) -> str:
     ]
     config = json.dumps(meta.get("config", {}), indent=1, ensure_ascii=False)
     return (
-        _table(rows, ["", ""], css="text")
+        table_html(rows, ["", ""], css="text")
         + f"<details><summary>configuration</summary><pre>{_e(config)}</pre></details>"
     )
 
@@ -271,7 +271,7 @@ def write(run: RunFolder) -> Path:
         )
     reliability, chance = _reliability(run, exp.eval_languages if stem else ())
     figures = sorted(p for p in run.figures.glob("*.png") if p.name != CURVES)
-    parts += ["<h2>Figures</h2>", *(_figure(p) for p in figures)]
+    parts += ["<h2>Figures</h2>", *(figure_html(p) for p in figures)]
     parts += ["<h2>Tables</h2>", _tables(run, stem, chance)]
     if (run.figures / CURVES).exists():
         parts += ["<h2>Training curves</h2>", _curves(run)]

@@ -14,7 +14,9 @@ import helpers
 import mlflow_server
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from mlit.cli.main import app
 from mlit.demo import judge_model
 from mlit.generation.answer_client import SamplingParams
 from mlit.planning.config import SweepConfig
@@ -67,6 +69,15 @@ def test_reduced_demo_sweep_end_to_end_and_rerun(
         _tracked_as_it_ran(tracking_uri, run)
         second = pipeline.run_sweep(replace(cfg, output=str(tmp_path / "second")))
         _reused_models_link_to_the_runs_that_trained_them(tracking_uri, second.run_dir)
+        # `mlit compare` from the MLflow run ids: the same verdicts, no cell differs.
+        ids = [json.loads((r / "run.json").read_text())["tracking"]["run_id"]
+               for r in (run, second.run_dir)]  # fmt: skip
+        done = CliRunner().invoke(
+            app, ["compare", *ids, "--tracking-uri", tracking_uri, "--out",
+                  str(tmp_path / "compare.html")],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert "0 of 2 cells differ significantly" in done.output
     assert first.trained == 3  # count-fi, count-fi-en and the baseline mono-cs
     assert first.generation_requests == 3 * 16 and first.judge_calls == 2 * 2 * 16
     table = pl.read_csv(run / "tables" / "fig5_language_count.csv")
