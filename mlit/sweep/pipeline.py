@@ -163,7 +163,7 @@ def _phases(plan: Plan, store: Store, run: RunFolder, record, tracker, start: fl
     # The protocol again, from what the run did: the dry run's reading of each item gives way.
     report = protocol_report.items(plan, protocol_run.observed(plan, run, record.phases))
     record.set(protocol=protocol_report.as_json(report))
-    console.say(protocol_report.render_differences(report))
+    console.say(protocol_report.render_differences(report, console.is_terminal()))
     record.phase("total_s", round(time.time() - start, 1))
     failed = phases.failures(record.phases, cfg.max_error_rate)
     record.finish("failed" if failed else "ok")

@@ -225,11 +225,20 @@ def render(report: list[Item]) -> str:
     return "\n".join(lines)
 
 
-def render_differences(report: list[Item]) -> str:
-    """The report's first line and the items that differ, as the run ends."""
+SHOWN_AT_MOST = 5  # items that differ, a line each, in a log file; more: their names, one line
+
+
+def render_differences(report: list[Item], terminal: bool = True) -> str:
+    """The report's first line and the items that differ, as the run ends. In a log file (not
+    a terminal) with many that differ (a demo's tiny settings), one line names them; each with
+    the paper's value is in run.json and on the results page."""
     head, *rest = render(report).split("\n")
+    head = head.replace("this run", "as run")
     shown = [line for line, i in zip(rest, report, strict=True) if i.matches is False]
-    return "\n".join([head.replace("this run", "as run"), *shown])
+    if terminal or len(shown) <= SHOWN_AT_MOST:
+        return "\n".join([head, *shown])
+    names = ", ".join(i.name for i in report if i.matches is False)
+    return f"{head}; {len(shown)} differ ({names}): each beside the paper's on the results page"
 
 
 def as_json(report: list[Item]) -> list[dict]:

@@ -260,3 +260,18 @@ def test_generation_cuts_instructions_as_training_does(tiny_base):
     # a token or two more).
     assert all(len(tok(c.instruction)["input_ids"]) <= 8 for c, _ in pairs)
     assert chat.instruction_cutter(str(tiny_base), None) is None
+
+
+def test_many_differences_are_one_line_in_a_log_file_and_a_line_each_on_a_terminal():
+    """Issue 52: a demo differs from the paper in a dozen items by design; in a log file that
+    is one line naming them (each is on the results page), on a terminal a line each."""
+    from mlit.sweep.protocol_report import SHOWN_AT_MOST, Item, render_differences
+
+    many = [Item(f"item {i}", "paper", "ours", False) for i in range(SHOWN_AT_MOST + 3)]
+    many.append(Item("same", "x", "x", True))
+    log = render_differences(many, terminal=False)
+    assert len(log.splitlines()) == 1
+    assert "8 differ (item 0, item 1" in log and "same" not in log.split("differ")[1]
+    assert len(render_differences(many, terminal=True).splitlines()) == 1 + SHOWN_AT_MOST + 3
+    few = many[:SHOWN_AT_MOST] + many[-1:]
+    assert len(render_differences(few, terminal=False).splitlines()) == 1 + SHOWN_AT_MOST
