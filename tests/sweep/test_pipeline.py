@@ -318,6 +318,7 @@ def test_batch_judging_in_a_sweep_gives_the_online_verdicts_at_half_the_cost(
     runs = {}
     for mode in ("online", "batch"):
         script = Script()
+        script.prompt_tokens = 100  # every call costs the same
         server, url = start(script)
         cfg = _config(tiny_base, tiny_judge, shared_store, tmp_path / mode)
         cfg = _api_judge(cfg, url, judge_mode=mode, judge_batch_poll=0.2)
@@ -326,15 +327,32 @@ def test_batch_judging_in_a_sweep_gives_the_online_verdicts_at_half_the_cost(
         runs[mode] = (script, meta, pl.read_parquet(result.run_dir / "judgments.parquet"))
         server.shutdown()
     (online, online_meta, online_j), (batch, batch_meta, batch_j) = runs["online"], runs["batch"]
+    # Two models may answer an instruction alike: their comparisons with the baseline are then
+    # one prompt, which a batch asks once (online asks each order it schedules).
+    distinct = _distinct_prompts(tmp_path / "online", online_j)
+    assert 0 < distinct <= 64
     assert online.calls["good"] == 1 + 64 and online_meta["phases"]["judge"]["mode"] == "online"
-    assert batch.calls["good"] == 1 and batch.batch_calls["good"] == 64  # 1: the probe
+    assert batch.calls["good"] == 1 and batch.batch_calls["good"] == distinct  # 1: the probe
     assert batch_j["verdict"].to_list() == online_j["verdict"].to_list()
     judged = batch_meta["phases"]["judge"]
     assert judged["mode"] == "batch" and judged["batches_submitted"] == 1
     assert judged["calls"] == 64 and judged["answered"] == 64
     cost = online_meta["phases"]["judge"]["cost_usd"]
-    assert cost > 0 and judged["cost_usd"] == pytest.approx(cost / 2)
+    assert cost > 0 and judged["cost_usd"] == pytest.approx(cost / 2 * distinct / 64)
     assert batch_meta["cost_usd"] == {"generate": 0.0, "judge": judged["cost_usd"]}
+
+
+def _distinct_prompts(run_dir, judged: pl.DataFrame) -> int:
+    """The judge prompts a run's comparisons make, both orders, alike ones counted once."""
+    gens = pl.read_parquet(run_dir / "generations.parquet")
+    answer = {(g["model"], g["lang"], g["example_id"]): (g["instruction"], g["response"])
+              for g in gens.iter_rows(named=True)}  # fmt: skip
+    prompts = set()
+    for j in judged.filter(~pl.col("self_comparison")).iter_rows(named=True):
+        instruction, a = answer[(j["candidate"], j["eval_lang"], j["example_id"])]
+        b = answer[(j["baseline"], j["eval_lang"], j["example_id"])][1]
+        prompts |= {(instruction, a, b), (instruction, b, a)}
+    return len(prompts)
 
 
 def test_a_rerun_with_every_verdict_stored_sends_the_judge_nothing_not_even_a_probe(
