@@ -28,41 +28,25 @@ def heartbeat(label: str):
         return
     first = float(os.environ.get("MLIT_HEARTBEAT_S", FIRST_S))
     start = time.time()
-    with doubling(
-        first, lambda: console.warn(f"[{label}] still running ({_took(time.time() - start)})")
+    with every(
+        first,
+        lambda: console.warn(f"[{label}] still running ({_took(time.time() - start)})"),
+        growth=2.0,
     ):
         yield
 
 
 @contextmanager
-def doubling(first: float, tick):
-    """Call ``tick()`` after ``first`` seconds, then after twice that, and so on, on a
-    background thread while the block runs."""
+def every(seconds: float, tick, growth: float = 1.0):
+    """Call ``tick()`` every ``seconds`` on a background thread while the block runs; with
+    ``growth``, each gap that many times the one before."""
     stop = threading.Event()
 
     def loop() -> None:
-        gap = first
+        gap = seconds
         while not stop.wait(gap):
             tick()
-            gap *= 2
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-@contextmanager
-def every(seconds: float, tick):
-    """Call ``tick()`` every ``seconds`` on a background thread while the block runs."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(seconds):
-            tick()
+            gap *= growth
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
