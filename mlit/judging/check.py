@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mlit.judging.judgments import VALUES
 from mlit.judging.pairs import Pair
 
 REQUIRED = ("prompt", "chosen", "rejected", "language")
@@ -37,7 +38,6 @@ SUMMARY = {
     "errors": pl.Int64,
     "within_chance": pl.Boolean,
 }
-VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
 
 class CheckError(ValueError):
@@ -75,6 +75,12 @@ def load(source: str) -> pl.DataFrame:
     if "subset" not in frame.columns:
         frame = frame.with_columns(subset=pl.lit("all"))
     return frame.with_columns(pl.col("id").cast(pl.String), pl.col("language").cast(pl.String))
+
+
+def is_local(source: str) -> bool:
+    """Whether ``source`` is read from this machine (a file, or the bundled sample), not the hub:
+    what can be read, and priced, before a run starts."""
+    return source == SAMPLE or Path(source).exists()
 
 
 def _from_hub(name: str) -> pl.DataFrame:
@@ -129,7 +135,7 @@ def summarise(
     rows = []
     for (group,), part in sorted(judgments.partition_by(by, as_dict=True).items()):
         ok = part.filter(pl.col("verdict") != "error")["verdict"].to_list()
-        values = np.array([VALUE[v] for v in ok])
+        values = np.array([VALUES[v] for v in ok])
         consistent = np.array([v != "tie" for v in ok], dtype=float)
         rng = np.random.default_rng([seed, len(ok)])
         agree, agree_ci = _with_interval(values, rng, n_boot)

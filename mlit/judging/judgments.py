@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import polars as pl
 
+# What a verdict is worth to the candidate (the paper's IF score, and a judge check's agreement).
+VALUES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+
 JUDGMENT_COLUMNS = {
     "candidate": pl.String,
     "baseline": pl.String,

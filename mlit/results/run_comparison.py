@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mlit.judging.judgments import VALUES
 from mlit.results.run_folder import RunFolder, RunFolderError
-from mlit.results.scores import VALUES
 
 CONFIDENCE = 0.95
 CELL = ("model", "baseline", "eval_lang")

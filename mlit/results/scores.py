@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mlit.judging.judgments import VALUES
 from mlit.method.experiments import Experiment, monolingual_name
 
-VALUES = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 SCORE_COLUMNS = (
     "model",
     "eval_lang",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import polars as pl
 
@@ -47,8 +46,7 @@ def cost(plan: Plan, store: Store) -> float:
     from mlit.judging.judge import stored_verdicts
 
     data = source(plan)
-    local = data is not None and (data == check.SAMPLE or Path(data).exists())
-    if not local or plan.judge.self_hosted:
+    if data is None or not check.is_local(data) or plan.judge.self_hosted:
         return 0.0
     chosen = check.pairs_of(pairs(plan, data))
     j = plan.judge.build()

@@ -200,7 +200,7 @@ def judge_check(path: str | None, data: str | None) -> None:
     try:
         if path is not None:
             check.read_result(path)
-        if data is not None and (data == check.SAMPLE or Path(data).exists()):
+        if data is not None and check.is_local(data):
             check.load(data)
     except check.CheckError as err:
         raise PreflightError(str(err)) from err

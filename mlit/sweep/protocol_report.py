@@ -15,7 +15,6 @@ from pathlib import Path
 
 from mlit.judging import judgments
 from mlit.planning.plan import Plan
-from mlit.results import scores
 from mlit.sweep import protocol_readings
 from mlit.sweep.protocol_readings import Reading, paper_protocol
 
@@ -52,7 +51,7 @@ def _verdict_rule() -> str:
     expected = {"win": {(1, 2)}, "tie": {(1, 1), (2, 2)}, "loss": {(2, 1)}}
     parts = []
     for verdict in ("win", "tie", "loss"):
-        value = scores.VALUES.get(verdict)
+        value = judgments.VALUES.get(verdict)
         what = names[verdict] if seen.get(verdict) == expected[verdict] else str(seen.get(verdict))
         parts.append(f"{verdict} {value:g} ({what})")
     return ", ".join(parts[:2]) + f", {parts[2].split(' (')[0]}"
